@@ -1,0 +1,54 @@
+"""Exception hierarchy: every error adacal raises on bad input derives from :class:`AdacalError`.
+
+Messages name the offending thing (layer, argument, file) and say how to fix it, so users never
+have to read a stack trace from deep inside torch.
+"""
+from __future__ import annotations
+
+__all__ = [
+    "AdacalError",
+    "ConfigError",
+    "DataError",
+    "ShapeError",
+    "TraceError",
+    "UnsupportedLayerError",
+    "CalibrationError",
+    "BudgetError",
+    "CheckpointError",
+]
+
+
+class AdacalError(Exception):
+    """Root of all adacal errors; catch this to handle any adacal failure."""
+
+
+class ConfigError(AdacalError, ValueError):
+    """An invalid configuration value (T < 1, φ < 1, ρ < 1, an unknown option, ...)."""
+
+
+class DataError(AdacalError, ValueError):
+    """Unusable data: an empty loader, NaN/Inf values, a missing or malformed data file."""
+
+
+class ShapeError(DataError):
+    """An input tensor whose shape does not match what the model expects."""
+
+
+class TraceError(AdacalError):
+    """torch.fx could not trace the model; the message names the failing op."""
+
+
+class UnsupportedLayerError(AdacalError):
+    """One or more ops on the spiking path have no spiking equivalent (all are listed at once)."""
+
+
+class CalibrationError(AdacalError):
+    """Calibration could not proceed (e.g. the converted model no longer matches the ANN)."""
+
+
+class BudgetError(AdacalError, ValueError):
+    """A search budget that no assignment can meet; the message names the smallest feasible one."""
+
+
+class CheckpointError(AdacalError):
+    """A missing, corrupt or mismatched checkpoint / saved SNN."""
