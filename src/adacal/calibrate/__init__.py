@@ -1,0 +1,5 @@
+"""Calibration: thresholds, bias/potential correction and layer-wise weight calibration."""
+from adacal.calibrate.correction import correct_bias
+from adacal.calibrate.thresholds import calibrate_thresholds
+
+__all__ = ["calibrate_thresholds", "correct_bias"]

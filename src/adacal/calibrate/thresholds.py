@@ -1,0 +1,96 @@
+"""Threshold calibration (method.md §2): max, percentile, or the MSE search on the neuron's surrogate."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from adacal.calibrate.capture import capture_inputs, model_device
+from adacal.calibrate.observers import (
+    HistogramObserver,
+    MaxObserver,
+    MSEObserver,
+    SurrogateSpec,
+    channels_first,
+)
+from adacal.config import CalibrationConfig
+from adacal.data import InputFn, take_batches
+from adacal.neurons.module import check_timesteps
+from adacal.spiking_model import SpikingModel
+
+__all__ = ["calibrate_thresholds"]
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def calibrate_thresholds(
+    snn: SpikingModel,
+    data: Any,
+    *,
+    timesteps: int,
+    config: CalibrationConfig | None = None,
+    input_fn: InputFn | None = None,
+    batches: list[Tensor] | None = None,
+) -> dict[str, Tensor]:
+    """Set every neuron's threshold from ANN activations on ``config.num_batches`` batches.
+
+    Uses each neuron's current φ and ρ (the clip level is ``φ·ρ·θ``) and resets its bias and
+    potential corrections, which belong to the old thresholds. Returns thresholds by name.
+    """
+    cfg = config or CalibrationConfig()
+    timesteps = check_timesteps(timesteps)
+    dev = model_device(snn)
+    xs = batches if batches is not None else take_batches(data, cfg.num_batches, input_fn=input_fn, device=dev)
+    neurons = snn.neurons()
+    per_channel = cfg.granularity == "channel"
+
+    def cdim(name: str) -> int | None:
+        return neurons[name].channel_dim if per_channel else None
+
+    def sweep(observers: dict[str, Any]) -> None:
+        def on_input(name: str, x: Tensor) -> None:
+            observers[name].update(channels_first(x.detach(), cdim(name)))
+
+        with snn.mode("ann"), capture_inputs(neurons, on_input):
+            for x in xs:
+                snn.graph_module(x)
+
+    maxima = {k: MaxObserver(n.clip) for k, n in neurons.items()}
+    sweep(maxima)
+    uppers = {k: o.compute() for k, o in maxima.items()}
+    if cfg.method == "max":
+        clips = uppers
+    elif cfg.method == "percentile":
+        hists = {k: HistogramObserver(uppers[k], neurons[k].clip) for k in neurons}
+        sweep(hists)
+        clips = {k: torch.minimum(h.compute(cfg.percentile), uppers[k]) for k, h in hists.items()}
+    else:
+        mses = {
+            k: MSEObserver(
+                uppers[k],
+                SurrogateSpec(timesteps, float(n.phi), float(n.rho), float(n.v_init)),
+                n.clip,
+                cfg.grid_size,
+                cfg.grid_step,
+            )
+            for k, n in neurons.items()
+        }
+        sweep(mses)
+        clips = {k: o.compute() for k, o in mses.items()}
+    out: dict[str, Tensor] = {}
+    for name, n in neurons.items():
+        clip = clips[name]
+        dead = clip <= 0
+        if bool(dead.any()):
+            log.warning("%s: %d channel(s) never activate on the calibration data; threshold set to 1",
+                        name, int(dead.sum()))
+        theta = torch.where(dead, torch.ones_like(clip), clip / (n.phi.to(clip.dtype) * n.rho))
+        n.set_theta(theta if per_channel else theta.reshape(()))
+        n.clear_corrections()
+        out[name] = n.theta.detach().clone()
+    log.info("calibrated %d thresholds (%s, %s, T=%d) on %d batch(es)", len(out), cfg.method,
+             cfg.granularity, timesteps, len(xs))
+    return out

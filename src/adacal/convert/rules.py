@@ -1,0 +1,233 @@
+"""What may sit on the spiking path, and the max-pool rewrite that keeps VGG/ResNet stems exact.
+
+The spiking path is every node downstream of a neuron. Its ops must be linear in the spikes
+(so the time average commutes with them): weighted layers, average pooling, sums, concatenation,
+reshapes, upsampling. Everything else is reported at once, each offender with a hint.
+"""
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from adacal.convert.fold_bn import ChannelAffine
+from adacal.convert.trace import describe_target, qualname
+from adacal.errors import UnsupportedLayerError
+from adacal.neurons.module import IFNeuron
+
+__all__ = ["spiking_nodes", "check_spiking_path", "push_maxpools", "is_neuron"]
+
+_LINEAR_MODULES: tuple[type, ...] = (
+    nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
+    nn.Linear, ChannelAffine, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
+    nn.Identity, nn.Flatten, nn.Unflatten, nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d,
+    nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.PixelShuffle, nn.PixelUnshuffle, nn.ChannelShuffle,
+)
+_MAXPOOL_MODULES: tuple[type, ...] = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+_MAXPOOL_FUNCS = {F.max_pool1d, F.max_pool2d, F.max_pool3d}
+# Functions linear in every tensor operand (sums, concatenation, shape and pooling ops).
+_LINEAR_FUNCS = {
+    operator.add, operator.iadd, operator.sub, operator.isub, operator.neg, operator.getitem,
+    torch.add, torch.sub, torch.neg, torch.cat, torch.concat, torch.stack, torch.flatten, torch.reshape,
+    torch.transpose, torch.permute, torch.squeeze, torch.unsqueeze, torch.chunk, torch.split,
+    torch.narrow, torch.swapaxes, torch.movedim, torch.t, torch.mean, torch.sum,
+    F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d,
+    F.adaptive_avg_pool3d, F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.interpolate,
+    F.pixel_shuffle, F.pixel_unshuffle, F.pad,
+}
+# Functions linear in each operand separately: fine while at most one operand is spiking.
+_BILINEAR_FUNCS = {
+    operator.mul, operator.imul, operator.truediv, operator.matmul, torch.mul, torch.div, torch.matmul,
+    torch.bmm, torch.einsum, F.linear, F.conv1d, F.conv2d, F.conv3d,
+}
+_LINEAR_METHODS = {
+    "view", "reshape", "flatten", "permute", "transpose", "contiguous", "squeeze", "unsqueeze", "chunk",
+    "split", "mean", "sum", "add", "add_", "sub", "sub_", "neg", "expand", "expand_as", "repeat",
+    "unflatten", "t", "narrow", "to", "float", "double", "half", "type_as", "size", "dim", "clone",
+    "__getitem__", "view_as", "reshape_as",
+}
+_BILINEAR_METHODS = {"mul", "mul_", "div", "div_", "matmul", "bmm"}
+
+
+def is_neuron(gm: fx.GraphModule, node: fx.Node) -> bool:
+    return node.op == "call_module" and isinstance(gm.get_submodule(str(node.target)), IFNeuron)
+
+
+def spiking_nodes(gm: fx.GraphModule) -> set[fx.Node]:
+    """Nodes downstream of (and including) any neuron."""
+    out: set[fx.Node] = set()
+    for node in gm.graph.nodes:  # topological order
+        if is_neuron(gm, node) or any(a in out for a in node.all_input_nodes):
+            out.add(node)
+    return out
+
+
+def _is_maxpool(gm: fx.GraphModule, node: fx.Node) -> bool:
+    if node.op == "call_module":
+        return isinstance(gm.get_submodule(str(node.target)), _MAXPOOL_MODULES)
+    return node.op == "call_function" and node.target in _MAXPOOL_FUNCS
+
+
+def _feeds_only_neurons(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """A max-pool of currents is fine when its result goes only into neurons (maybe via max-pools)."""
+    return len(node.users) > 0 and all(
+        is_neuron(gm, u) or (_is_maxpool(gm, u) and _feeds_only_neurons(gm, u)) for u in node.users
+    )
+
+
+def _is_tensor_node(node: fx.Node) -> bool:
+    meta = node.meta.get("tensor_meta")
+    return meta is not None
+
+
+def _hint(gm: fx.GraphModule, node: fx.Node) -> str:
+    if _is_maxpool(gm, node):
+        return ("max-pooling spikes is not rate-preserving; put the max-pool directly after a ReLU "
+                "(adacal then moves it in front of the neuron) or use average pooling")
+    if node.op in ("call_function", "call_method") and (
+        node.target in _BILINEAR_FUNCS or node.target in _BILINEAR_METHODS
+    ):
+        return ("multiplies two spiking tensors, which is not linear in the spikes; list it in "
+                "analog=[...] to compute it in floating point every step (approximate)")
+    return ("no spiking equivalent: retrain with ReLU, pass a ReLU-like activation type/function in "
+            "activations=[...] to turn it into a neuron, or list its name in analog=[...] to keep it "
+            "in floating point on the spiking path (approximate)")
+
+
+def _allowed(gm: fx.GraphModule, node: fx.Node, spiking: set[fx.Node]) -> bool:
+    if node.op in ("output", "placeholder", "get_attr") or not _is_tensor_node(node):
+        return True
+    if node.op == "call_module":
+        mod = gm.get_submodule(str(node.target))
+        if isinstance(mod, (IFNeuron, *_LINEAR_MODULES)):
+            return True
+        if isinstance(mod, nn.ConstantPad1d | nn.ConstantPad2d | nn.ConstantPad3d):
+            return mod.value == 0
+        if isinstance(mod, _MAXPOOL_MODULES):
+            return _feeds_only_neurons(gm, node)
+        return False
+    if _is_maxpool(gm, node):
+        return _feeds_only_neurons(gm, node)
+    if node.op == "call_function" and node.target in _LINEAR_FUNCS:
+        return True
+    if node.op == "call_method" and node.target in _LINEAR_METHODS:
+        return True
+    if (node.op == "call_function" and node.target in _BILINEAR_FUNCS) or (
+        node.op == "call_method" and node.target in _BILINEAR_METHODS
+    ):
+        n_spiking = sum(1 for a in node.all_input_nodes if a in spiking and _is_tensor_node(a))
+        if node.target in (operator.truediv, torch.div, "div", "div_"):
+            return len(node.args) > 1 and not (isinstance(node.args[1], fx.Node) and node.args[1] in spiking)
+        return n_spiking <= 1
+    return False
+
+
+def check_spiking_path(gm: fx.GraphModule, analog: Iterable[str] = ()) -> None:
+    """Raise one UnsupportedLayerError listing every op on the spiking path that is not allowed."""
+    analog = set(analog)
+    spiking = spiking_nodes(gm)
+    bad = []
+    for node in gm.graph.nodes:
+        if node not in spiking or qualname(node) in analog or node.name in analog:
+            continue
+        if not _allowed(gm, node, spiking):
+            bad.append(f"  - {qualname(node)} ({describe_target(gm, node)}): {_hint(gm, node)}")
+    if bad:
+        raise UnsupportedLayerError(
+            f"{len(bad)} op(s) on the spiking path cannot be converted:\n" + "\n".join(bad)
+        )
+
+
+def _copy_neuron(gm: fx.GraphModule, neuron_node: fx.Node, suffix: str) -> str:
+    src = gm.get_submodule(str(neuron_node.target))
+    new = IFNeuron(clip=src.clip, phi=int(src.phi), rho=float(src.rho), v_init=float(src.v_init),
+                   channel_dim=src.channel_dim)
+    name = f"{neuron_node.target}{suffix}"
+    k = 1
+    while _has(gm, name):
+        name, k = f"{neuron_node.target}{suffix}{k}", k + 1
+    gm.add_submodule(name, new)
+    return name
+
+
+def _has(gm: fx.GraphModule, name: str) -> bool:
+    try:
+        gm.get_submodule(name)
+        return True
+    except AttributeError:
+        return False
+
+
+def push_maxpools(gm: fx.GraphModule) -> int:
+    """Move each max-pool that reads neuron outputs in front of the neurons (exact for the ANN).
+
+    ``maxpool(relu(z)) == relu(maxpool(z))``; a neuron used elsewhere too is duplicated; a
+    channel concatenation of neuron outputs is split (``maxpool(cat) == cat(maxpool)``).
+    Max-pools over anything else are left for :func:`check_spiking_path` to report.
+    """
+    moved = 0
+    changed = True
+    while changed:
+        changed = False
+        for node in list(gm.graph.nodes):
+            if _is_maxpool(gm, node) and node.args and isinstance(node.args[0], fx.Node):
+                if _push_one(gm, node):
+                    moved += 1
+                    changed = True
+                    break
+    gm.graph.lint()
+    gm.recompile()
+    return moved
+
+
+def _pool_like(gm: fx.GraphModule, pool: fx.Node, src: fx.Node) -> fx.Node:
+    """A copy of ``pool`` applied to ``src`` (inserted right after ``src``)."""
+    with gm.graph.inserting_after(src):
+        return gm.graph.create_node(pool.op, pool.target, (src, *pool.args[1:]), dict(pool.kwargs))
+
+
+def _push_one(gm: fx.GraphModule, pool: fx.Node) -> bool:
+    src = pool.args[0]
+    if not isinstance(src, fx.Node):
+        return False
+    if is_neuron(gm, src):
+        z = src.args[0]
+        if not isinstance(z, fx.Node):
+            return False
+        if len(src.users) == 1:  # reorder: pool(z) -> neuron
+            pool.args = (z, *pool.args[1:])
+            src.args = (pool,)
+            pool.replace_all_uses_with(src, delete_user_cb=lambda u: u is not src)
+            _move_after(gm, src, pool)
+            return True
+        new_pool = _pool_like(gm, pool, z)
+        name = _copy_neuron(gm, src, "_pooled")
+        with gm.graph.inserting_after(new_pool):
+            new_neuron = gm.graph.call_module(name, (new_pool,))
+        pool.replace_all_uses_with(new_neuron)
+        gm.graph.erase_node(pool)
+        return True
+    is_cat = src.op == "call_function" and src.target in (torch.cat, torch.concat)
+    if is_cat:
+        dim = src.args[1] if len(src.args) > 1 else src.kwargs.get("dim", 0)
+        parts = src.args[0]
+        if dim in (1, -3) and isinstance(parts, (list, tuple)) and all(
+            isinstance(p, fx.Node) and is_neuron(gm, p) for p in parts
+        ):
+            pooled = [_pool_like(gm, pool, p) for p in parts]
+            with gm.graph.inserting_before(pool):
+                new_cat = gm.graph.call_function(src.target, (pooled, *src.args[1:]), dict(src.kwargs))
+            pool.replace_all_uses_with(new_cat)
+            gm.graph.erase_node(pool)
+            if not src.users:
+                gm.graph.erase_node(src)
+            return True
+    return False
+
+
+def _move_after(gm: fx.GraphModule, node: fx.Node, anchor: fx.Node) -> None:
+    anchor.append(node)

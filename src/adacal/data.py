@@ -1,0 +1,69 @@
+"""Taking input batches out of whatever the user has: a tensor, a DataLoader, any iterable."""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from adacal.errors import ConfigError, DataError
+
+__all__ = ["default_input_fn", "take_batches"]
+
+InputFn = Callable[[Any], Tensor]
+
+
+def default_input_fn(batch: Any) -> Tensor:
+    """``batch[0]`` for ``(inputs, labels)`` tuples/lists, the batch itself for a tensor."""
+    if isinstance(batch, Tensor):
+        return batch
+    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], Tensor):
+        return batch[0]
+    if isinstance(batch, dict):
+        for key in ("input", "inputs", "image", "images", "x"):
+            if key in batch and isinstance(batch[key], Tensor):
+                return batch[key]
+    raise DataError(
+        f"cannot find the input tensor in a batch of type {type(batch).__name__}; pass "
+        "input_fn=lambda batch: ... to pick it out"
+    )
+
+
+def take_batches(
+    data: Any,
+    num_batches: int,
+    *,
+    input_fn: InputFn | None = None,
+    device: torch.device | None = None,
+    what: str = "calibration data",
+) -> list[Tensor]:
+    """The first ``num_batches`` input tensors of ``data``, validated, on ``device``.
+
+    ``data`` is a tensor (one batch), a DataLoader or any iterable of batches. Empty data,
+    NaN/Inf values and empty batches raise DataError naming ``what``.
+    """
+    if isinstance(num_batches, bool) or int(num_batches) != num_batches or num_batches < 1:
+        raise ConfigError(f"num_batches must be an integer >= 1, got {num_batches!r}")
+    fn = input_fn or default_input_fn
+    if isinstance(data, Tensor):
+        batches: Iterable[Any] = [data]
+    else:
+        try:
+            batches = iter(data)
+        except TypeError as exc:
+            raise DataError(f"{what} must be a tensor or an iterable of batches, got {type(data).__name__}") from exc
+    out: list[Tensor] = []
+    for i, batch in enumerate(itertools.islice(batches, int(num_batches))):
+        x = fn(batch)
+        if not isinstance(x, Tensor):
+            raise DataError(f"{what}: batch {i} gave a {type(x).__name__}, expected a tensor")
+        if x.dim() == 0 or x.shape[0] == 0:
+            raise DataError(f"{what}: batch {i} is empty (shape {tuple(x.shape)})")
+        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            raise DataError(f"{what}: batch {i} contains NaN or Inf values")
+        out.append(x.to(device) if device is not None else x)
+    if not out:
+        raise DataError(f"{what} is empty: it yielded no batch; pass a non-empty loader or tensor")
+    return out

@@ -1,0 +1,47 @@
+"""Dataset loading: shared ``.npz`` layouts, torchvision datasets and scikit-learn digits.
+
+Every dataset offers ``(train, calib, test)`` via :func:`get_splits`; the calibration split is
+always drawn from training data.  Paths are arguments; nothing here assumes a fixed location.
+See :mod:`adacal.datasets.api` for names, sources and expected files.
+"""
+
+from __future__ import annotations
+
+from adacal.datasets.api import DATASETS, DatasetInfo, DatasetSplits, get_dataset, get_splits, make_loader
+from adacal.datasets.arrays import (
+    ArrayDataset,
+    clear_decode_cache,
+    decode_jpeg_arrays,
+    load_image_npz,
+    load_sklearn_digits,
+)
+from adacal.datasets.transforms import (
+    CIFAR10_NORM,
+    CIFAR100_NORM,
+    DIGITS_NORM,
+    IMAGENET_NORM,
+    MNIST_NORM,
+    ImageTransform,
+    Normalization,
+)
+
+__all__ = [
+    "ArrayDataset",
+    "CIFAR10_NORM",
+    "CIFAR100_NORM",
+    "DATASETS",
+    "DIGITS_NORM",
+    "DatasetInfo",
+    "DatasetSplits",
+    "IMAGENET_NORM",
+    "ImageTransform",
+    "MNIST_NORM",
+    "Normalization",
+    "clear_decode_cache",
+    "decode_jpeg_arrays",
+    "get_dataset",
+    "get_splits",
+    "load_image_npz",
+    "load_sklearn_digits",
+    "make_loader",
+]

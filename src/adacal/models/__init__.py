@@ -1,0 +1,30 @@
+"""ANN model definitions (CIFAR ResNet-20 / VGG-16, a tiny digits CNN) and a name-based registry."""
+
+from __future__ import annotations
+
+from adacal.models.cifar import (
+    BasicBlock,
+    CifarResNet,
+    DigitsCNN,
+    VGGCifar,
+    digits_cnn,
+    resnet20,
+    resnet20_wide,
+    vgg16_cifar,
+)
+from adacal.models.registry import BUILTIN_MODELS, available_models, build_model, load_state_dict_file
+
+__all__ = [
+    "BUILTIN_MODELS",
+    "BasicBlock",
+    "CifarResNet",
+    "DigitsCNN",
+    "VGGCifar",
+    "available_models",
+    "build_model",
+    "digits_cnn",
+    "load_state_dict_file",
+    "resnet20",
+    "resnet20_wide",
+    "vgg16_cifar",
+]

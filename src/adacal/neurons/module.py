@@ -1,0 +1,212 @@
+"""The spiking-neuron module that replaces every ReLU-family activation of a converted network."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from adacal.errors import ConfigError, ShapeError
+from adacal.neurons.functional import surrogate_rate
+
+__all__ = ["IFNeuron", "NEURON_MODES"]
+
+NEURON_MODES = ("ann", "analog", "snn")
+_RESIZABLE = ("theta", "v_offset", "bias_offset")
+
+
+def check_phi(phi: int) -> int:
+    """Validate a max-spikes-per-step value (φ ≥ 1, an integer)."""
+    if isinstance(phi, bool) or int(phi) != phi or phi < 1:
+        raise ConfigError(f"phi (max spikes per timestep) must be an integer >= 1, got {phi!r}")
+    return int(phi)
+
+
+def check_rho(rho: float) -> float:
+    """Validate a threshold ratio (ρ ≥ 1, finite)."""
+    if not math.isfinite(float(rho)) or rho < 1:
+        raise ConfigError(f"rho (threshold ratio) must be a finite number >= 1, got {rho!r}")
+    return float(rho)
+
+
+def check_timesteps(timesteps: int) -> int:
+    """Validate a number of timesteps (T ≥ 1, an integer)."""
+    if isinstance(timesteps, bool) or int(timesteps) != timesteps or timesteps < 1:
+        raise ConfigError(f"timesteps (T) must be an integer >= 1, got {timesteps!r}")
+    return int(timesteps)
+
+
+class IFNeuron(nn.Module):
+    """Integrate-and-fire neuron, reset by subtraction, up to φ spikes per step (AdaFire).
+
+    Modes:
+      * ``ann``: the original activation (ReLU, or ReLU clipped at ``clip``) — conversion is exact.
+      * ``analog``: the closed-form time-averaged output ``Q(a)`` for a constant input — a fast
+        surrogate used by calibration and search.
+      * ``snn``: the stateful neuron. A call receives ``steps`` timesteps stacked on the batch
+        axis (``[steps·B, ...]``), or one constant current ``[B, ...]`` when ``constant_input``;
+        it loops over time in place and returns ``[steps·B, ...]``. The membrane ``v`` persists
+        across calls until :meth:`reset`, so a run may be split into time chunks (streaming is
+        chunks of one step) with identical results.
+
+    Buffers (saved, moved by ``.to()``): ``theta`` (per layer ``[]`` or per channel ``[C]``),
+    ``phi``, ``rho``, ``v_init`` (initial potential as a fraction of ``ρ·θ``), ``v_offset``
+    (potential correction, absolute) and ``bias_offset`` (bias correction, added to the input
+    current every step). ``spike_count`` (per position, summed over time and samples) and the
+    membrane are never saved.
+    """
+
+    def __init__(
+        self,
+        *,
+        clip: float | None = None,
+        phi: int = 1,
+        rho: float = 1.0,
+        v_init: float = 0.5,
+        channel_dim: int = 1,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= v_init < 1.0:
+            raise ConfigError(f"v_init is a fraction of the threshold in [0, 1), got {v_init!r}")
+        self.clip = None if clip is None else float(clip)
+        self.channel_dim = channel_dim
+        self.register_buffer("theta", torch.ones(()))
+        self.register_buffer("phi", torch.tensor(check_phi(phi), dtype=torch.long))
+        self.register_buffer("rho", torch.tensor(check_rho(rho)))
+        self.register_buffer("v_init", torch.tensor(float(v_init)))
+        self.register_buffer("v_offset", torch.zeros(()))
+        self.register_buffer("bias_offset", torch.zeros(()))
+        self.register_buffer("spike_count", torch.zeros(0), persistent=False)
+        self.mode = "ann"
+        self.timesteps = 1  # total T (analog mode) / steps in one call (snn mode)
+        self.constant_input = False
+        self.recording = False
+        self.v: Tensor | None = None
+
+    # ----------------------------------------------------------------- configuration
+    def set_phi(self, phi: int) -> None:
+        self.phi.fill_(check_phi(phi))
+
+    def set_rho(self, rho: float) -> None:
+        self.rho.fill_(check_rho(rho))
+
+    def set_theta(self, theta: Tensor) -> None:
+        """Set the base threshold (scalar or per channel); non-positive values are an error."""
+        theta = torch.as_tensor(theta, dtype=self.theta.dtype, device=self.theta.device).detach()
+        if not torch.isfinite(theta).all() or (theta <= 0).any():
+            raise ConfigError("thresholds must be finite and > 0")
+        self.theta = theta.clone()
+
+    def set_bias_offset(self, offset: Tensor) -> None:
+        """Set the bias correction (a current added every step), stored with at least one dim."""
+        offset = torch.as_tensor(offset, dtype=self.theta.dtype, device=self.theta.device).detach()
+        self.bias_offset = offset.reshape(-1).clone()
+
+    def set_v_offset(self, offset: Tensor) -> None:
+        """Set the potential correction added to the initial membrane potential."""
+        offset = torch.as_tensor(offset, dtype=self.theta.dtype, device=self.theta.device).detach()
+        self.v_offset = offset.clone()
+
+    def clear_corrections(self) -> None:
+        """Drop bias and potential corrections (they belong to the thresholds they were made for)."""
+        self.bias_offset = torch.zeros((), device=self.theta.device)
+        self.v_offset = torch.zeros((), device=self.theta.device)
+
+    def set_mode(self, mode: str) -> None:
+        if mode not in NEURON_MODES:
+            raise ConfigError(f"unknown neuron mode {mode!r}; expected one of {NEURON_MODES}")
+        self.mode = mode
+
+    def reset(self) -> None:
+        """Forget the membrane state (between inputs); thresholds and corrections are kept."""
+        self.v = None
+
+    def reset_count(self) -> None:
+        self.spike_count = torch.zeros(0, device=self.theta.device)
+
+    def effective_threshold(self) -> Tensor:
+        """θ' = ρ·θ: the value one spike carries."""
+        return self.theta * self.rho
+
+    def _bc(self, t: Tensor, x: Tensor) -> Tensor:
+        """Broadcast a per-channel buffer along ``channel_dim`` of ``x``."""
+        if t.dim() == 0 or t.numel() == 1:
+            return t.to(x.dtype).reshape(())
+        if x.dim() <= self.channel_dim or x.shape[self.channel_dim] != t.numel():
+            raise ShapeError(
+                f"neuron has {t.numel()} per-channel values but its input has shape {tuple(x.shape)} "
+                f"(channel dim {self.channel_dim}); recalibrate for this architecture"
+            )
+        shape = [1] * x.dim()
+        shape[self.channel_dim] = -1
+        return t.to(x.dtype).view(shape)
+
+    # ----------------------------------------------------------------- forward
+    def forward(self, x: Tensor) -> Tensor:
+        if self.mode == "ann":
+            return F.relu(x) if self.clip is None else x.clamp(0.0, self.clip)
+        if self.mode == "analog":
+            return self._analog(x)
+        return self._spiking(x)
+
+    def _analog(self, x: Tensor) -> Tensor:
+        th = self._bc(self.effective_threshold(), x)
+        frac = self._bc(self.v_init + self.v_offset / self.effective_threshold(), x)
+        return surrogate_rate(x + self._bc(self.bias_offset, x), th, self.timesteps, self.phi, frac)
+
+    def _spiking(self, x: Tensor) -> Tensor:
+        steps = self.timesteps
+        if self.constant_input:
+            batch = x.shape[0]
+        else:
+            if x.shape[0] % steps:
+                raise ShapeError(
+                    f"snn-mode input has {x.shape[0]} rows, not a multiple of the {steps} timesteps"
+                )
+            batch = x.shape[0] // steps
+        rest = x.shape[1:]
+        th = self._bc(self.effective_threshold(), x)
+        phi = self.phi.to(x.dtype)
+        zero = torch.zeros((), dtype=x.dtype, device=x.device)
+        bias = self._bc(self.bias_offset, x)
+        if self.v is None or self.v.shape[0] != batch:
+            u0 = self._bc(self.v_init, x) * th + self._bc(self.v_offset, x)
+            self.v = torch.empty((batch, *rest), dtype=x.dtype, device=x.device)
+            self.v.copy_(u0.expand_as(self.v))
+        u = self.v
+        counts = torch.empty((steps, batch, *rest), dtype=x.dtype, device=x.device)
+        if self.constant_input:
+            current = x + bias
+            z_at = lambda t: current  # noqa: E731 - same current every step
+        else:
+            z = x.view(steps, batch, *rest)
+            if self.bias_offset.dim() > 0:  # corrections are stored per channel; default is scalar 0
+                z = z + bias
+            z_at = z.__getitem__
+        for t in range(steps):
+            n = counts[t]
+            u.add_(z_at(t))
+            torch.div(u, th, rounding_mode="floor", out=n)
+            n.clamp_(min=zero, max=phi)
+            u.addcmul_(n, th, value=-1.0)
+        if self.recording:
+            total = counts.sum(dim=(0, 1))
+            self.spike_count = total if self.spike_count.numel() == 0 else self.spike_count + total
+        return counts.mul_(th).view(steps * batch, *rest)
+
+    # ----------------------------------------------------------------- state dict
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kw: Any) -> None:
+        # Per-channel calibration changes buffer shapes; adopt the saved shape before loading.
+        for name in _RESIZABLE:
+            key = prefix + name
+            if key in state_dict and state_dict[key].shape != getattr(self, name).shape:
+                setattr(self, name, torch.empty_like(state_dict[key], device=self.theta.device))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kw)
+
+    def extra_repr(self) -> str:
+        th = self.theta
+        desc = f"theta={th.item():.4g}" if th.dim() == 0 else f"theta=[{th.numel()} channels]"
+        clip = "" if self.clip is None else f", clip={self.clip:g}"
+        return f"{desc}, phi={int(self.phi)}, rho={float(self.rho):g}{clip}, mode={self.mode}"

@@ -1,0 +1,303 @@
+"""The converted network: one traced graph whose activations are IF neurons, and its time loop."""
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor, fx, nn
+from torch.utils._pytree import tree_map
+
+from adacal.errors import DataError, ShapeError
+from adacal.neurons.module import IFNeuron, check_timesteps
+
+__all__ = ["SpikingModel", "Session"]
+
+log = logging.getLogger(__name__)
+
+
+def _is_neuron(gm: fx.GraphModule, node: fx.Node) -> bool:
+    return node.op == "call_module" and isinstance(gm.get_submodule(str(node.target)), IFNeuron)
+
+
+def _split_constant_prefix(gm: fx.GraphModule) -> tuple[fx.GraphModule, fx.GraphModule, list[str]] | None:
+    """Split the graph where the analog prefix (no neuron upstream) meets the first neurons.
+
+    For a constant input the prefix is computed once per input instead of once per timestep.
+    Only possible when every prefix value used downstream goes straight into a neuron; otherwise
+    (a skip connection from the raw input, a batch size read off the input) returns None and the
+    caller repeats the input over time instead — slower, never wrong.
+    """
+    spiking: set[fx.Node] = set()
+    for node in gm.graph.nodes:
+        if _is_neuron(gm, node) or any(a in spiking for a in node.all_input_nodes):
+            spiking.add(node)
+    if not spiking:
+        return None
+    frontier: list[fx.Node] = []
+    entry_neurons: list[str] = []
+    for node in gm.graph.nodes:
+        if node in spiking or node.op == "output":
+            continue
+        users = [u for u in node.users if u in spiking or u.op == "output"]
+        if not users:
+            continue
+        if node.op == "get_attr":
+            continue  # parameters/buffers read on the spiking path are fine
+        if not all(u in spiking and _is_neuron(gm, u) for u in users):
+            return None
+        frontier.append(node)
+        entry_neurons.extend(str(u.target) for u in users)
+    # prefix graph: placeholders .. frontier values
+    prefix = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    for node in gm.graph.nodes:
+        if node in spiking or node.op == "output":
+            continue
+        env[node] = prefix.node_copy(node, lambda n: env[n])
+    prefix.output(tuple(env[f] for f in frontier))
+    # suffix graph: frontier values .. output
+    suffix = fx.Graph()
+    env2: dict[fx.Node, fx.Node] = {}
+    for i, f in enumerate(frontier):
+        env2[f] = suffix.placeholder(f"entry_{i}")
+    for node in gm.graph.nodes:
+        if node.op == "get_attr" and any(u in spiking for u in node.users):
+            env2[node] = suffix.node_copy(node, lambda n: env2[n])
+        elif node in spiking or node.op == "output":
+            env2[node] = suffix.node_copy(node, lambda n: env2[n])
+    return fx.GraphModule(gm, prefix), fx.GraphModule(gm, suffix), sorted(set(entry_neurons))
+
+
+class SpikingModel(nn.Module):
+    """A converted network. ``forward`` runs the graph once with the neurons' current modes.
+
+    Use :meth:`run` for a whole simulation (per-step outputs ``[T, B, ...]``) and
+    :meth:`session` to step it yourself (streaming, early exit). ``ann_forward`` reproduces
+    the original network exactly.
+    """
+
+    def __init__(self, graph_module: fx.GraphModule, input_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.graph_module = graph_module
+        self.input_shape = tuple(input_shape)  # per-sample shape seen at conversion
+        self._split_cache: dict[str, Any] = {}
+
+    # ---------------------------------------------------------------- structure
+    def neurons(self) -> dict[str, IFNeuron]:
+        """Neurons by qualified name, in topological (execution) order."""
+        gm = self.graph_module
+        return {
+            str(n.target): gm.get_submodule(str(n.target)) for n in gm.graph.nodes if _is_neuron(gm, n)
+        }
+
+    def forward(self, x: Any) -> Any:
+        return self.graph_module(x)
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> SpikingModel:
+        self._split_cache.clear()  # split graphs may hold references to moved tensors
+        return super()._apply(fn, *args, **kwargs)
+
+    def _split(self) -> tuple[fx.GraphModule, fx.GraphModule, list[str]] | None:
+        if "split" not in self._split_cache:
+            self._split_cache["split"] = _split_constant_prefix(self.graph_module)
+        return self._split_cache["split"]
+
+    @property
+    def has_constant_prefix(self) -> bool:
+        """Whether the first layers are computed once per input (constant input only)."""
+        return self._split() is not None
+
+    # ---------------------------------------------------------------- modes
+    @contextlib.contextmanager
+    def mode(self, mode: str, timesteps: int = 1) -> Iterator[SpikingModel]:
+        """Temporarily put every neuron in ``mode`` (restored, and membranes reset, on exit)."""
+        neurons = list(self.neurons().values())
+        saved = [(n.mode, n.timesteps, n.constant_input) for n in neurons]
+        try:
+            for n in neurons:
+                n.set_mode(mode)
+                n.timesteps = timesteps
+                n.constant_input = False
+                n.reset()
+            yield self
+        finally:
+            for n, (m, t, c) in zip(neurons, saved):
+                n.mode, n.timesteps, n.constant_input = m, t, c
+                n.reset()
+
+    @torch.no_grad()
+    def ann_forward(self, x: Any) -> Any:
+        """The original network's output (neurons act as their ReLU)."""
+        with self.mode("ann"):
+            return self.graph_module(x)
+
+    @contextlib.contextmanager
+    def record_activity(self) -> Iterator[dict[str, IFNeuron]]:
+        """Count spikes per neuron position while inside (a burst of k counts k)."""
+        neurons = self.neurons()
+        for n in neurons.values():
+            n.reset_count()
+            n.recording = True
+        try:
+            yield neurons
+        finally:
+            for n in neurons.values():
+                n.recording = False
+
+    def spike_counts(self) -> dict[str, Tensor]:
+        """Per-position spike counts recorded so far, summed over timesteps and samples."""
+        return {k: n.spike_count for k, n in self.neurons().items()}
+
+    # ---------------------------------------------------------------- simulation
+    def check_input(self, x: Tensor, *, sequence: bool = False) -> None:
+        """Clear errors for inputs that would fail deep inside (wrong rank/channels, NaN, empty)."""
+        if not isinstance(x, Tensor):
+            raise DataError(f"expected a tensor input, got {type(x).__name__}")
+        per_sample = x.shape[2:] if sequence else x.shape[1:]
+        expect = self.input_shape
+        if len(per_sample) != len(expect) or (expect and per_sample[:1] != expect[:1]):
+            lead = "[T, B, " if sequence else "[B, "
+            raise ShapeError(
+                f"input shape {tuple(x.shape)} does not match the model: expected {lead}"
+                f"{', '.join(map(str, expect))}] (per-sample shape seen at conversion)"
+            )
+        if x.numel() == 0:
+            raise DataError(f"empty input batch of shape {tuple(x.shape)}")
+        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            raise DataError("input contains NaN or Inf values; clean the data before simulating")
+
+    def session(self, x: Tensor, *, sequence: bool = False) -> Session:
+        """A stepping session over one input batch (see :class:`Session`)."""
+        self.check_input(x, sequence=sequence)
+        return Session(self, x, sequence=sequence)
+
+    @torch.no_grad()
+    def run(
+        self,
+        x: Tensor,
+        timesteps: int,
+        *,
+        sequence: bool = False,
+        time_chunk: int | None = None,
+        batch_chunk: int | None = None,
+    ) -> Any:
+        """Simulate ``timesteps`` steps; returns per-step outputs ``[T, B, ...]`` (same pytree).
+
+        ``x`` is one constant input ``[B, ...]``, or a sequence ``[T, B, ...]`` (events) when
+        ``sequence``. ``time_chunk`` steps are stacked on the batch axis per call (default all:
+        the fastest; 1 = streaming); ``batch_chunk`` bounds memory by splitting the batch.
+        """
+        timesteps = check_timesteps(timesteps)
+        chunk = timesteps if time_chunk is None else check_timesteps(time_chunk)
+        self.check_input(x, sequence=sequence)
+        if sequence and x.shape[0] < timesteps:
+            raise ShapeError(f"sequence input has {x.shape[0]} frames but {timesteps} timesteps were asked")
+        bdim = 1 if sequence else 0
+        batch = x.shape[bdim]
+        if batch_chunk is not None and batch_chunk < batch:
+            parts = [
+                self.run(p, timesteps, sequence=sequence, time_chunk=chunk)
+                for p in torch.split(x, check_timesteps(batch_chunk), dim=bdim)
+            ]
+            return _tree_cat(parts, dim=1)
+        sess = Session(self, x, sequence=sequence)
+        try:
+            outs = []
+            done = 0
+            while done < timesteps:
+                steps = min(chunk, timesteps - done)
+                outs.append(sess.advance(steps))
+                done += steps
+        finally:
+            sess.close()
+        return _tree_cat(outs, dim=0)
+
+
+def _tree_cat(parts: list[Any], dim: int) -> Any:
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    if isinstance(first, Tensor):
+        return torch.cat(parts, dim=dim)
+    if isinstance(first, (list, tuple)):
+        merged = [_tree_cat([p[i] for p in parts], dim) for i in range(len(first))]
+        return type(first)(*merged) if hasattr(first, "_fields") else type(first)(merged)
+    if isinstance(first, dict):
+        return {k: _tree_cat([p[k] for p in parts], dim) for k in first}
+    return first
+
+
+class Session:
+    """Steps one input batch through the SNN, keeping membranes between calls.
+
+    ``advance(k)`` runs k more steps and returns their outputs ``[k, B_running, ...]``;
+    ``keep(index)`` drops samples (early exit): their membranes and cached input currents go,
+    so later steps compute only for the samples still running.
+    """
+
+    def __init__(self, model: SpikingModel, x: Tensor, *, sequence: bool) -> None:
+        self.model = model
+        self.sequence = sequence
+        self.t = 0
+        self._neurons = list(model.neurons().values())
+        self._saved = [(n.mode, n.timesteps, n.constant_input) for n in self._neurons]
+        for n in self._neurons:
+            n.set_mode("snn")
+            n.constant_input = False
+            n.reset()
+        self._x = x
+        self._entry: tuple[Tensor, ...] | None = None
+        self._suffix: fx.GraphModule | None = None
+        split = None if sequence else model._split()
+        if split is not None:
+            prefix, self._suffix, entry_names = split
+            with torch.no_grad():
+                self._entry = tuple(prefix(x))
+            entry = set(entry_names)
+            for name, n in model.neurons().items():
+                n.constant_input = name in entry
+        self.batch = x.shape[1] if sequence else x.shape[0]
+
+    @torch.no_grad()
+    def advance(self, steps: int) -> Any:
+        steps = check_timesteps(steps)
+        for n in self._neurons:
+            n.timesteps = steps
+        b = self.batch
+        if self._suffix is not None and self._entry is not None:
+            out = self._suffix(*self._entry)
+        elif self.sequence:
+            frames = self._x[self.t : self.t + steps]
+            if frames.shape[0] != steps:
+                raise ShapeError(f"sequence has only {self._x.shape[0]} frames; step {self.t + steps} asked")
+            out = self.model.graph_module(frames.reshape(steps * b, *frames.shape[2:]))
+        else:
+            xin = self._x.unsqueeze(0).expand(steps, *self._x.shape).reshape(steps * b, *self._x.shape[1:])
+            out = self.model.graph_module(xin)
+        self.t += steps
+        return tree_map(lambda o: o.view(steps, b, *o.shape[1:]) if isinstance(o, Tensor) else o, out)
+
+    def keep(self, index: Tensor) -> None:
+        """Continue with only the samples at ``index`` (a LongTensor of running-batch positions)."""
+        for n in self._neurons:
+            if n.v is not None:
+                n.v = n.v.index_select(0, index)
+        if self._entry is not None:
+            self._entry = tuple(e.index_select(0, index) for e in self._entry)
+        dim = 1 if self.sequence else 0
+        self._x = self._x.index_select(dim, index)
+        self.batch = int(index.numel())
+
+    def close(self) -> None:
+        for n, (m, t, c) in zip(self._neurons, self._saved):
+            n.mode, n.timesteps, n.constant_input = m, t, c
+            n.reset()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
