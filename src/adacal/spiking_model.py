@@ -12,6 +12,7 @@ from torch.utils._pytree import tree_map
 
 from adacal.errors import DataError, ShapeError
 from adacal.neurons.module import IFNeuron, check_timesteps
+from adacal.neurons.pool import SpikingMaxPool
 
 __all__ = ["SpikingModel", "Session"]
 
@@ -93,6 +94,14 @@ class SpikingModel(nn.Module):
             str(n.target): gm.get_submodule(str(n.target)) for n in gm.graph.nodes if _is_neuron(gm, n)
         }
 
+    def _stateful(self) -> list[nn.Module]:
+        """Every module with a time state: the neurons and the rate-preserving max-pools."""
+        gm = self.graph_module
+        return [
+            gm.get_submodule(str(n.target)) for n in gm.graph.nodes
+            if n.op == "call_module" and isinstance(gm.get_submodule(str(n.target)), (IFNeuron, SpikingMaxPool))
+        ]
+
     def forward(self, x: Any) -> Any:
         return self.graph_module(x)
 
@@ -114,19 +123,21 @@ class SpikingModel(nn.Module):
     @contextlib.contextmanager
     def mode(self, mode: str, timesteps: int = 1) -> Iterator[SpikingModel]:
         """Temporarily put every neuron in ``mode`` (restored, and membranes reset, on exit)."""
-        neurons = list(self.neurons().values())
-        saved = [(n.mode, n.timesteps, n.constant_input) for n in neurons]
+        modules = self._stateful()
+        saved = [_save_state(n) for n in modules]
         try:
-            for n in neurons:
+            for n in modules:
                 n.set_mode(mode)
-                n.timesteps = timesteps
-                n.constant_input = False
+                n.timesteps = check_timesteps(timesteps)
+                if isinstance(n, IFNeuron):
+                    n.constant_input = False
+                else:
+                    n.streaming = False
                 n.reset()
             yield self
         finally:
-            for n, (m, t, c) in zip(neurons, saved):
-                n.mode, n.timesteps, n.constant_input = m, t, c
-                n.reset()
+            for n, state in zip(modules, saved):
+                _restore_state(n, state)
 
     @torch.no_grad()
     def ann_forward(self, x: Any) -> Any:
@@ -216,6 +227,20 @@ class SpikingModel(nn.Module):
         return _tree_cat(outs, dim=0)
 
 
+def _save_state(m: nn.Module) -> tuple[Any, ...]:
+    flag = m.constant_input if isinstance(m, IFNeuron) else m.streaming
+    return m.mode, m.timesteps, flag
+
+
+def _restore_state(m: nn.Module, state: tuple[Any, ...]) -> None:
+    m.mode, m.timesteps, flag = state
+    if isinstance(m, IFNeuron):
+        m.constant_input = flag
+    else:
+        m.streaming = flag
+    m.reset()
+
+
 def _tree_cat(parts: list[Any], dim: int) -> Any:
     if len(parts) == 1:
         return parts[0]
@@ -242,11 +267,14 @@ class Session:
         self.model = model
         self.sequence = sequence
         self.t = 0
-        self._neurons = list(model.neurons().values())
-        self._saved = [(n.mode, n.timesteps, n.constant_input) for n in self._neurons]
+        self._neurons = model._stateful()
+        self._saved = [_save_state(n) for n in self._neurons]
         for n in self._neurons:
             n.set_mode("snn")
-            n.constant_input = False
+            if isinstance(n, IFNeuron):
+                n.constant_input = False
+            else:
+                n.streaming = True  # pools carry their accumulators from one advance() to the next
             n.reset()
         self._x = x
         self._entry: tuple[Tensor, ...] | None = None
@@ -283,7 +311,9 @@ class Session:
     def keep(self, index: Tensor) -> None:
         """Continue with only the samples at ``index`` (a LongTensor of running-batch positions)."""
         for n in self._neurons:
-            if n.v is not None:
+            if isinstance(n, SpikingMaxPool):
+                n.keep(index)
+            elif n.v is not None:
                 n.v = n.v.index_select(0, index)
         if self._entry is not None:
             self._entry = tuple(e.index_select(0, index) for e in self._entry)
@@ -292,9 +322,8 @@ class Session:
         self.batch = int(index.numel())
 
     def close(self) -> None:
-        for n, (m, t, c) in zip(self._neurons, self._saved):
-            n.mode, n.timesteps, n.constant_input = m, t, c
-            n.reset()
+        for n, state in zip(self._neurons, self._saved):
+            _restore_state(n, state)
 
     def __enter__(self) -> Session:
         return self

@@ -13,9 +13,9 @@ from torch.fx.passes.shape_prop import ShapeProp
 from adacal.config import ConversionConfig
 from adacal.convert.activations import NOT_AN_ACTIVATION, activation_clip
 from adacal.convert.fold_bn import fold_batchnorm
-from adacal.convert.rules import check_spiking_path, push_maxpools
+from adacal.convert.rules import check_spiking_path, push_maxpools, rate_preserving_pools
 from adacal.convert.trace import trace
-from adacal.errors import CalibrationError, ConfigError, DataError, ShapeError
+from adacal.errors import CalibrationError, ConfigError, DataError, ShapeError, UnsupportedLayerError
 from adacal.neurons.module import IFNeuron
 from adacal.spiking_model import SpikingModel
 
@@ -35,7 +35,8 @@ def _neuron_name(gm: fx.GraphModule, node: fx.Node, used: Counter[str]) -> str:
         base = f"{owner}.{op}".strip(".").rstrip("_") if owner else str(op).rstrip("_")
     base = base.replace("..", ".")
     name = base
-    while used[name]:
+    own = str(node.target) if node.op == "call_module" else None
+    while used[name] or (name != own and _has_module(gm, name)):
         used[base] += 1
         name = f"{base}_{used[base] - 1}"
     used[base] = max(used[base], 1)
@@ -43,7 +44,23 @@ def _neuron_name(gm: fx.GraphModule, node: fx.Node, used: Counter[str]) -> str:
     return name
 
 
-def _insert_neurons(gm: fx.GraphModule, cfg: ConversionConfig) -> int:
+def _has_module(gm: fx.GraphModule, name: str) -> bool:
+    try:
+        gm.get_submodule(name)
+    except AttributeError:
+        return False
+    return True
+
+
+def _float_like(model: nn.Module, x: Tensor) -> tuple[torch.device, torch.dtype]:
+    """Device and floating dtype the neurons' buffers must follow: the model's own."""
+    for t in (*model.parameters(), *model.buffers()):
+        if t.is_floating_point():
+            return t.device, t.dtype
+    return x.device, x.dtype if x.is_floating_point() else torch.get_default_dtype()
+
+
+def _insert_neurons(gm: fx.GraphModule, cfg: ConversionConfig, device: torch.device, dtype: torch.dtype) -> int:
     used: Counter[str] = Counter()
     count = 0
     # Decide first, rewrite after: replacing a reused ReLU module must not hide its later uses.
@@ -53,6 +70,7 @@ def _insert_neurons(gm: fx.GraphModule, cfg: ConversionConfig) -> int:
             continue
         name = _neuron_name(gm, node, used)
         neuron = IFNeuron(clip=clip, phi=cfg.neuron.phi, rho=cfg.neuron.rho, v_init=cfg.neuron.v_init)
+        neuron.to(device=device, dtype=dtype)
         gm.add_submodule(name, neuron)
         with gm.graph.inserting_after(node):
             new = gm.graph.call_module(name, (node.args[0],))
@@ -120,10 +138,18 @@ def prepare(model: nn.Module, example_input: Tensor, *, config: ConversionConfig
             f"the model rejects the example input of shape {tuple(x.shape)}: {type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''}"
         ) from exc
+    device, dtype = _float_like(ann, x)
     gm = trace(ann, leaf_names=cfg.leaf_modules)
     folded, kept = fold_batchnorm(gm)
-    n_neurons = _insert_neurons(gm, cfg)
+    n_neurons = _insert_neurons(gm, cfg, device, dtype)
+    if n_neurons == 0:
+        raise UnsupportedLayerError(
+            f"{type(model).__name__} has no ReLU-family activation (nn.ReLU, F.relu, relu_, ReLU6, "
+            "hardtanh(x, 0, a), clamp(min=0)) to turn into spiking neurons; retrain it with ReLU or "
+            "pass its activation type/function in activations=[...]"
+        )
     moved = push_maxpools(gm)
+    rate_preserving_pools(gm)
     gm.delete_all_unused_submodules()
     ShapeProp(gm).propagate(x)
     check_spiking_path(gm, cfg.analog)

@@ -7,6 +7,7 @@ reshapes, upsampling. Everything else is reported at once, each offender with a 
 from __future__ import annotations
 
 import operator
+from collections import Counter
 from collections.abc import Iterable
 
 import torch
@@ -17,8 +18,9 @@ from adacal.convert.fold_bn import ChannelAffine
 from adacal.convert.trace import describe_target, qualname
 from adacal.errors import UnsupportedLayerError
 from adacal.neurons.module import IFNeuron
+from adacal.neurons.pool import SpikingMaxPool, SpikingMaxPool1d, SpikingMaxPool2d, SpikingMaxPool3d, spiking_max_pool
 
-__all__ = ["spiking_nodes", "check_spiking_path", "push_maxpools", "is_neuron"]
+__all__ = ["spiking_nodes", "check_spiking_path", "push_maxpools", "rate_preserving_pools", "is_neuron"]
 
 _LINEAR_MODULES: tuple[type, ...] = (
     nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
@@ -28,7 +30,11 @@ _LINEAR_MODULES: tuple[type, ...] = (
     nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.PixelShuffle, nn.PixelUnshuffle, nn.ChannelShuffle,
 )
 _MAXPOOL_MODULES: tuple[type, ...] = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
-_MAXPOOL_FUNCS = {F.max_pool1d, F.max_pool2d, F.max_pool3d}
+_MAXPOOL_FUNCS = {F.max_pool1d, F.max_pool2d, F.max_pool3d, torch.max_pool1d, torch.max_pool2d, torch.max_pool3d}
+_POOL_DIM = {
+    F.max_pool1d: 1, F.max_pool2d: 2, F.max_pool3d: 3,
+    torch.max_pool1d: 1, torch.max_pool2d: 2, torch.max_pool3d: 3,
+}
 # Functions linear in every tensor operand (sums, concatenation, shape and pooling ops).
 _LINEAR_FUNCS = {
     operator.add, operator.iadd, operator.sub, operator.isub, operator.neg, operator.getitem,
@@ -146,6 +152,7 @@ def _copy_neuron(gm: fx.GraphModule, neuron_node: fx.Node, suffix: str) -> str:
     src = gm.get_submodule(str(neuron_node.target))
     new = IFNeuron(clip=src.clip, phi=int(src.phi), rho=float(src.rho), v_init=float(src.v_init),
                    channel_dim=src.channel_dim)
+    new.to(device=src.theta.device, dtype=src.theta.dtype)
     name = f"{neuron_node.target}{suffix}"
     k = 1
     while _has(gm, name):
@@ -231,3 +238,69 @@ def _push_one(gm: fx.GraphModule, pool: fx.Node) -> bool:
 
 def _move_after(gm: fx.GraphModule, node: fx.Node, anchor: fx.Node) -> None:
     anchor.append(node)
+
+
+def _spiking_pool_for(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
+    """A :class:`SpikingMaxPool` equivalent to the max-pool ``node`` (None: cannot be built)."""
+    if node.op == "call_module":
+        mod = gm.get_submodule(str(node.target))
+        if isinstance(mod, SpikingMaxPool) or mod.return_indices:
+            return None
+        return spiking_max_pool(mod)
+    names = ["kernel_size", "stride", "padding", "dilation", "ceil_mode"]
+    if node.target in (F.max_pool1d, F.max_pool2d, F.max_pool3d):
+        names.append("return_indices")
+    params = dict(zip(names, node.args[1:]))
+    params.update(node.kwargs)
+    leaves: list[object] = []
+    fx.node.map_aggregate(list(params.values()), leaves.append)
+    if any(isinstance(v, fx.Node) for v in leaves) or params.pop("return_indices", False):
+        return None  # computed hyper-parameters or indices: left as the plain per-step pool
+    if params.get("stride") in (None, [], ()):
+        params["stride"] = None
+    cls = {1: SpikingMaxPool1d, 2: SpikingMaxPool2d, 3: SpikingMaxPool3d}[_POOL_DIM[node.target]]
+    return cls(**params)
+
+
+def rate_preserving_pools(gm: fx.GraphModule) -> int:
+    """Replace every max-pool of spike-driven currents by a :class:`SpikingMaxPool` (own state each).
+
+    Max-pools in the analog prefix (constant input) stay as they are: pooling a constant current
+    per step is already exact. Returns how many pools were replaced.
+    """
+    spiking = spiking_nodes(gm)
+    uses = Counter(str(n.target) for n in gm.graph.nodes if n.op == "call_module")
+    replaced = 0
+    for node in list(gm.graph.nodes):
+        if not (_is_maxpool(gm, node) and node.args and node.args[0] in spiking and _feeds_only_neurons(gm, node)):
+            continue
+        new = _spiking_pool_for(gm, node)
+        if new is None:
+            continue
+        if node.op == "call_module" and uses[str(node.target)] == 1:
+            name = str(node.target)  # sole use: same name, same place
+        else:
+            base = (str(node.target) if node.op == "call_module" else node.name).replace(".", "_")
+            name, k = f"{base}_spiking", 1
+            while _has(gm, name):
+                name, k = f"{base}_spiking{k}", k + 1
+        old = gm.get_submodule(str(node.target)) if node.op == "call_module" else None
+        if isinstance(old, nn.Module):
+            new.train(old.training)
+        _set_module(gm, name, new)
+        with gm.graph.inserting_after(node):
+            new_node = gm.graph.call_module(name, (node.args[0],))
+        new_node.meta = dict(node.meta)
+        node.replace_all_uses_with(new_node)
+        gm.graph.erase_node(node)
+        replaced += 1
+    gm.graph.lint()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    return replaced
+
+
+def _set_module(gm: fx.GraphModule, name: str, module: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    parent = gm.get_submodule(parent_name) if parent_name else gm
+    setattr(parent, attr, module)

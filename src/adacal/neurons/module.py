@@ -111,8 +111,8 @@ class IFNeuron(nn.Module):
 
     def clear_corrections(self) -> None:
         """Drop bias and potential corrections (they belong to the thresholds they were made for)."""
-        self.bias_offset = torch.zeros((), device=self.theta.device)
-        self.v_offset = torch.zeros((), device=self.theta.device)
+        self.bias_offset = torch.zeros((), dtype=self.theta.dtype, device=self.theta.device)
+        self.v_offset = torch.zeros((), dtype=self.theta.dtype, device=self.theta.device)
 
     def set_mode(self, mode: str) -> None:
         if mode not in NEURON_MODES:

@@ -1,0 +1,541 @@
+"""Static analysis of a converted graph: which weighted layers see spikes, their MACs, and fan-outs.
+
+Done once per model (weights' zero pattern and graph only; thresholds, φ and ρ do not matter), so
+that turning recorded spike counts into synaptic operations is then a few dot products.
+
+* **Kinds.** Every graph value is ``const`` (parameters, shapes), ``spike`` (a linear, unweighted
+  function of neuron outputs only: pooling, reshapes, sums, concatenation, ...), ``analog`` (the
+  network input, a weighted layer's output, or anything nonlinear) or ``mixed`` (spikes plus
+  analog). A weighted layer whose input is ``spike`` is *spike-fed* and costs one accumulate per
+  synaptic event; every other weighted layer is *analog-fed* and costs its dense MACs per run.
+* **MACs** come from ``torch.utils.flop_counter.FlopCounterMode`` on one sample: MACs = FLOPs / 2
+  (torch counts a multiply-accumulate as two FLOPs; bias adds are not counted).
+* **Fan-out maps** ``f_{N→L}(p)``: the number of synapses (non-zero weight entries × output
+  positions) of layer L that one spike at position p of neuron N's output drives, with any pooling
+  in between folded in. They are the gradients of an *indicator network*: weights replaced by
+  ``w != 0``, biases by 0, average pools by sum pools (a spike reaches every pooled cell covering
+  it), means by sums, subtractions by additions, constant scales by ``scale != 0``; neuron outputs
+  are leaves of ones and each layer's output is detached so nothing downstream leaks in. Padded
+  borders come out right by construction (a border spike has fewer output positions to reach).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import operator
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, fx, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from adacal.convert.fold_bn import ChannelAffine
+from adacal.convert.rules import spiking_nodes
+from adacal.errors import UnsupportedLayerError
+from adacal.neurons.module import IFNeuron
+
+__all__ = ["LayerInfo", "GraphAnalysis", "analyze_graph", "SPIKE", "ANALOG"]
+
+log = logging.getLogger(__name__)
+
+SPIKE, ANALOG, MIXED, CONST = "spike", "analog", "mixed", "const"
+_SPIKY = (SPIKE, MIXED)
+
+_WEIGHTED_MODULES: tuple[type, ...] = (
+    nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear,
+)
+_WEIGHTED_FUNCS: dict[Any, str] = {
+    F.conv1d: "conv1d", F.conv2d: "conv2d", F.conv3d: "conv3d", F.conv_transpose1d: "conv_transpose1d",
+    F.conv_transpose2d: "conv_transpose2d", F.conv_transpose3d: "conv_transpose3d", F.linear: "linear",
+}
+_AVG_POOLS: dict[type, int] = {nn.AvgPool1d: 1, nn.AvgPool2d: 2, nn.AvgPool3d: 3}
+_ADAPTIVE_POOLS: dict[type, int] = {nn.AdaptiveAvgPool1d: 1, nn.AdaptiveAvgPool2d: 2, nn.AdaptiveAvgPool3d: 3}
+_AVG_POOL_FUNCS: dict[Any, int] = {F.avg_pool1d: 1, F.avg_pool2d: 2, F.avg_pool3d: 3}
+_ADAPTIVE_FUNCS: dict[Any, int] = {F.adaptive_avg_pool1d: 1, F.adaptive_avg_pool2d: 2, F.adaptive_avg_pool3d: 3}
+# Modules that pass spikes on unweighted (connectivity 0/1, possibly with copies).
+_PASS_MODULES: tuple[type, ...] = (
+    ChannelAffine, *_AVG_POOLS, *_ADAPTIVE_POOLS, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
+    nn.AlphaDropout, nn.Identity, nn.Flatten, nn.Unflatten, nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d,
+    nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d, nn.PixelShuffle, nn.PixelUnshuffle,
+    nn.ChannelShuffle, nn.UpsamplingNearest2d,
+)
+_NEAREST = ("nearest", "nearest-exact")
+_ADD_FUNCS = {operator.add, operator.iadd, operator.sub, operator.isub, torch.add, torch.sub, torch.subtract}
+_NEG_FUNCS = {operator.neg, operator.pos, torch.neg, torch.negative, torch.positive}
+_MEAN_FUNCS = {torch.mean}
+_PASS_FUNCS = {
+    operator.getitem, torch.cat, torch.concat, torch.stack, torch.flatten, torch.reshape, torch.transpose,
+    torch.permute, torch.squeeze, torch.unsqueeze, torch.chunk, torch.split, torch.narrow, torch.swapaxes,
+    torch.movedim, torch.t, torch.sum, F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.pad,
+    F.pixel_shuffle, F.pixel_unshuffle, F.channel_shuffle, torch.flip, torch.roll,
+    *_ADD_FUNCS, *_NEG_FUNCS, *_MEAN_FUNCS, *_AVG_POOL_FUNCS, *_ADAPTIVE_FUNCS,
+}
+_SCALE_FUNCS = {operator.mul, operator.imul, operator.truediv, operator.itruediv, torch.mul, torch.multiply,
+                torch.div, torch.divide, torch.true_divide}
+_ADD_METHODS = {"add", "add_", "sub", "sub_", "subtract"}
+_CAST_METHODS = {"to", "float", "double", "half", "bfloat16", "type_as", "type", "contiguous", "clone"}
+_PASS_METHODS = {
+    "view", "reshape", "flatten", "permute", "transpose", "squeeze", "unsqueeze", "chunk", "split",
+    "sum", "mean", "neg", "expand", "expand_as", "repeat", "unflatten", "t", "narrow", "view_as",
+    "reshape_as", "__getitem__", "flip", "roll", "movedim", "swapaxes",
+    *_ADD_METHODS, *_CAST_METHODS,
+}
+_SCALE_METHODS = {"mul", "mul_", "div", "div_", "multiply", "divide", "true_divide"}
+_DIVISIONS = {operator.truediv, operator.itruediv, torch.div, torch.divide, torch.true_divide,
+              "div", "div_", "divide", "true_divide"}
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One weighted layer call of the converted graph.
+
+    ``kind``: ``"spike"`` (input is spikes: costs E_AC per synaptic event) or ``"analog"`` (costs
+    E_MAC per MAC each time it runs). ``macs``: dense MACs for one sample (FLOPs / 2 from
+    ``FlopCounterMode``). ``in_prefix``: it runs before any neuron (with a constant input and a
+    splittable prefix it is computed once per input). ``sources``: neurons whose spikes reach it.
+    ``synapses``: Σ of its fan-out maps — the synaptic events if every source position spiked once.
+    """
+
+    name: str
+    op: str
+    kind: str
+    macs: int
+    in_prefix: bool
+    sources: tuple[str, ...] = ()
+    synapses: int = 0
+
+
+@dataclass(frozen=True)
+class GraphAnalysis:
+    """Everything the energy model needs from the graph (see the module docstring)."""
+
+    layers: tuple[LayerInfo, ...]
+    neuron_shapes: dict[str, tuple[int, ...]]
+    fanouts: dict[tuple[str, str], Tensor]  # (layer, neuron) -> per-sample fan-out map
+    other_macs: int  # FLOPs/2 of ops that are not recognised weighted layers (matmul, ...)
+
+
+# ------------------------------------------------------------------------------------------- helpers
+def _has_tensor(x: Any) -> bool:
+    if isinstance(x, Tensor):
+        return True
+    if isinstance(x, (list, tuple)):
+        return any(_has_tensor(v) for v in x)
+    return False
+
+
+def _combine(kinds: Sequence[str]) -> str:
+    live = {k for k in kinds if k != CONST}
+    if not live:
+        return CONST
+    if len(live) == 1:
+        return live.pop()
+    return MIXED
+
+
+def _module(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
+    return gm.get_submodule(str(node.target)) if node.op == "call_module" else None
+
+
+def _is_neuron(gm: fx.GraphModule, node: fx.Node) -> bool:
+    return isinstance(_module(gm, node), IFNeuron)
+
+
+def _first_arg(node: fx.Node, name: str = "input") -> Any:
+    return node.args[0] if node.args else node.kwargs.get(name)
+
+
+def _func_weight(node: fx.Node) -> Any:
+    return node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
+
+
+def _interp_mode(node: fx.Node) -> Any:
+    if len(node.args) > 3:
+        return node.args[3]
+    return node.kwargs.get("mode", "nearest")
+
+
+def _is_pass(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """Unweighted ops that forward spikes as 0/1 connectivity (maybe with copies or sums)."""
+    if node.op == "call_module":
+        mod = _module(gm, node)
+        if isinstance(mod, nn.Upsample):
+            return mod.mode in _NEAREST
+        return isinstance(mod, _PASS_MODULES)
+    if node.op == "call_function":
+        if node.target is F.interpolate:
+            return _interp_mode(node) in _NEAREST
+        return node.target in _PASS_FUNCS
+    if node.op == "call_method":
+        return node.target in _PASS_METHODS
+    return False
+
+
+def _is_scale(node: fx.Node) -> bool:
+    return (node.op == "call_function" and node.target in _SCALE_FUNCS) or (
+        node.op == "call_method" and node.target in _SCALE_METHODS
+    )
+
+
+def _owner_name(node: fx.Node, op: str) -> str:
+    stack = node.meta.get("nn_module_stack") or {}
+    owner = next(reversed(stack.values()))[0] if stack else ""
+    return f"{owner}.{op}".strip(".") if owner else op
+
+
+def _fmt_ops(ops: Counter[str]) -> str:
+    return ", ".join(f"{k} x{v}" if v > 1 else k for k, v in ops.items())
+
+
+# ------------------------------------------------------------------------------------------- pass 1
+class _Profiler(fx.Interpreter):
+    """Real forward pass on one sample: FLOPs per node, value kinds and spike sources."""
+
+    def __init__(self, gm: fx.GraphModule) -> None:
+        super().__init__(gm)
+        self.gm = gm
+        self.kind: dict[fx.Node, str] = {}
+        self.sources: dict[fx.Node, frozenset[str]] = {}
+        self.flops: dict[fx.Node, int] = {}
+        self.shapes: dict[fx.Node, tuple[int, ...]] = {}
+        self.weighted: dict[fx.Node, str] = {}  # node -> op description
+        self.nonlinear_on_spikes: Counter[str] = Counter()
+
+    def run_node(self, n: fx.Node) -> Any:
+        if n.op in ("call_module", "call_function", "call_method"):
+            with FlopCounterMode(display=False) as counter:
+                out = super().run_node(n)
+            self.flops[n] = int(counter.get_total_flops())
+        else:
+            out = super().run_node(n)
+        if isinstance(out, Tensor):
+            self.shapes[n] = tuple(out.shape)
+        self.kind[n], self.sources[n] = self._classify(n, out)
+        return out
+
+    def _classify(self, n: fx.Node, out: Any) -> tuple[str, frozenset[str]]:
+        gm = self.gm
+        none: frozenset[str] = frozenset()
+        if n.op == "placeholder":
+            return ANALOG, none
+        if n.op == "get_attr" or n.op == "output" or not _has_tensor(out):
+            return CONST, none
+        if _is_neuron(gm, n):
+            return SPIKE, frozenset({str(n.target)})
+        ins = n.all_input_nodes
+        kinds = [self.kind[i] for i in ins]
+        srcs = frozenset().union(*(self.sources[i] for i in ins if self.kind[i] in _SPIKY))
+        mod = _module(gm, n)
+        if isinstance(mod, _WEIGHTED_MODULES):
+            self.weighted[n] = type(mod).__name__
+            return ANALOG, none
+        if n.op == "call_function" and n.target in _WEIGHTED_FUNCS:
+            w = _func_weight(n)
+            if not isinstance(w, fx.Node) or self.kind.get(w) == CONST:
+                self.weighted[n] = _WEIGHTED_FUNCS[n.target]
+                return ANALOG, none
+        if _is_pass(gm, n):
+            kind = _combine(kinds)
+            return kind, srcs if kind in _SPIKY else none
+        if _is_scale(n):
+            spiky = [i for i in ins if self.kind[i] in _SPIKY]
+            others = [self.kind[i] for i in ins if i not in spiky]
+            carrier_first = bool(spiky) and (_first_arg(n, "input") in spiky)
+            if not spiky:
+                return _combine(kinds), none
+            if len(spiky) == 1 and all(k == CONST for k in others) and (
+                n.target not in _DIVISIONS or carrier_first
+            ):
+                return self.kind[spiky[0]], srcs
+        if all(k == CONST for k in kinds):
+            return CONST, none
+        if any(k in _SPIKY for k in kinds):
+            self.nonlinear_on_spikes[str(n.target) if n.op == "call_module" else n.name] += 1
+        return ANALOG, none
+
+
+# ------------------------------------------------------------------------------------------- pass 2
+def _ntuple(v: Any, nd: int) -> tuple[int, ...]:
+    if isinstance(v, (list, tuple)):
+        return tuple(int(x) for x in v) if len(v) == nd else tuple(int(v[0]) for _ in range(nd))
+    return tuple(int(v) for _ in range(nd))
+
+
+def _sum_pool(
+    nd: int, input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
+    count_include_pad: bool = True, divisor_override: Any = None,
+) -> Tensor:
+    """Average pooling without the division (same signature as ``F.avg_poolNd``)."""
+    k = _ntuple(kernel_size, nd)
+    s = k if stride is None or (isinstance(stride, (list, tuple)) and not stride) else _ntuple(stride, nd)
+    p = _ntuple(padding, nd)
+    if nd == 1:  # avg_pool1d has no divisor_override: go through 2d with a unit axis
+        y = F.avg_pool2d(input.unsqueeze(-2), (1, k[0]), (1, s[0]), (0, p[0]), ceil_mode, True, divisor_override=1)
+        return y.squeeze(-2)
+    fn = F.avg_pool2d if nd == 2 else F.avg_pool3d
+    return fn(input, k, s, p, ceil_mode, True, divisor_override=1)
+
+
+def _adaptive_sum(nd: int, input: Tensor, output_size: Any) -> Tensor:
+    """Adaptive average pooling times each cell's window size (windows may overlap)."""
+    fn = (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d)[nd - 1]
+    y = fn(input, output_size)
+    for d in range(-nd, 0):
+        length, out = input.shape[d], y.shape[d]
+        idx = torch.arange(out, device=y.device)
+        start = torch.div(idx * length, out, rounding_mode="floor")
+        end = -torch.div(-(idx + 1) * length, out, rounding_mode="floor")
+        shape = [1] * y.dim()
+        shape[d] = out
+        y = y * (end - start).to(y.dtype).view(shape)
+    return y
+
+
+def _indicator(v: Any, dtype: torch.dtype) -> Any:
+    if isinstance(v, Tensor):
+        return (v != 0).to(dtype).detach()
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return float(v != 0)
+    return v
+
+
+def _detach(x: Any) -> Any:
+    if isinstance(x, Tensor):
+        return x.detach()
+    if isinstance(x, (list, tuple)):
+        return type(x)(_detach(v) for v in x)
+    if isinstance(x, dict):
+        return {k: _detach(v) for k, v in x.items()}
+    return x
+
+
+class _FanoutTracer(fx.Interpreter):
+    """The indicator network (module docstring); collects one scalar per spike-fed layer."""
+
+    def __init__(
+        self, gm: fx.GraphModule, profile: _Profiler, layer_of: dict[str, LayerInfo], dtype: torch.dtype,
+        device: torch.device,
+    ) -> None:
+        super().__init__(gm)
+        self.gm = gm
+        self.device = device
+        # pass-1 facts keyed by node name (this graph is a deep copy of the profiled one)
+        self.kind = {n.name: k for n, k in profile.kind.items()}
+        self.shape = {n.name: s for n, s in profile.shapes.items()}
+        self.layer_of = layer_of
+        self.dtype = dtype
+        self.leaves: dict[str, Tensor] = {}
+        self.scalars: dict[str, Tensor] = {}
+
+    def run_node(self, n: fx.Node) -> Any:
+        if n.op in ("placeholder", "get_attr", "output"):
+            return super().run_node(n)
+        gm = self.gm
+        if _is_neuron(gm, n):
+            leaf = torch.ones(self.shape[n.name], dtype=self.dtype, device=self.device, requires_grad=True)
+            self.leaves[str(n.target)] = leaf
+            return leaf
+        with self._set_current_node(n):
+            args, kwargs = self.fetch_args_kwargs_from_env(n)
+        layer = self.layer_of.get(n.name)
+        if layer is not None:
+            if n.op == "call_function":  # functional layer: indicator weight, no bias
+                args, kwargs = self._functional_indicator(args, kwargs)
+            if layer.kind != SPIKE:
+                with torch.no_grad():
+                    return getattr(self, n.op)(n.target, _detach(args), _detach(kwargs))
+            y = getattr(self, n.op)(n.target, args, kwargs)
+            self.scalars[layer.name] = y.sum()
+            return y.detach()
+        if self.kind.get(n.name) in _SPIKY:
+            return self._positive(gm, n, args, kwargs)
+        with torch.no_grad():
+            return getattr(self, n.op)(n.target, _detach(args), _detach(kwargs))
+
+    def _functional_indicator(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        a = list(args)
+        kw = dict(kwargs)
+        if len(a) > 1:
+            a[1] = _indicator(a[1], self.dtype)
+        elif "weight" in kw:
+            kw["weight"] = _indicator(kw["weight"], self.dtype)
+        if len(a) > 2:
+            a[2] = None
+        kw.pop("bias", None)
+        return tuple(a), kw
+
+    def _positive(self, gm: fx.GraphModule, n: fx.Node, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The op with every coefficient on the spikes replaced by its 0/1 connectivity."""
+        t = n.target
+        if n.op == "call_module":
+            mod = gm.get_submodule(str(t))
+            x = args[0]
+            if isinstance(mod, ChannelAffine):
+                shape = [1, -1] + [1] * (x.dim() - 2)
+                return x * _indicator(mod.scale, x.dtype).view(shape)
+            if type(mod) in _AVG_POOLS:
+                nd = _AVG_POOLS[type(mod)]
+                return _sum_pool(nd, x, mod.kernel_size, mod.stride, mod.padding, mod.ceil_mode)
+            if type(mod) in _ADAPTIVE_POOLS:
+                return _adaptive_sum(_ADAPTIVE_POOLS[type(mod)], x, mod.output_size)
+            return mod(*args, **kwargs)
+        if n.op == "call_function":
+            if t in _ADD_FUNCS:
+                return self._add(args)
+            if t in _NEG_FUNCS:
+                return args[0]
+            if t in _MEAN_FUNCS:
+                return torch.sum(*args, **kwargs)
+            if t in _AVG_POOL_FUNCS:
+                return partial(_sum_pool, _AVG_POOL_FUNCS[t])(*args, **kwargs)
+            if t in _ADAPTIVE_FUNCS:
+                return partial(_adaptive_sum, _ADAPTIVE_FUNCS[t])(*args, **kwargs)
+            if t in _SCALE_FUNCS:
+                return self._scale(n, args)
+            fn: Callable[..., Any] = t  # type: ignore[assignment]
+            return fn(*args, **kwargs)
+        # call_method
+        self_arg, rest = args[0], args[1:]
+        if t in _ADD_METHODS:
+            return self._add(args)
+        if t == "neg":
+            return self_arg
+        if t == "mean":
+            return self_arg.sum(*rest, **kwargs)
+        if t in _CAST_METHODS:  # keep the analysis dtype: fan-outs must stay exact integers
+            return self_arg
+        if t in _SCALE_METHODS:
+            return self._scale(n, args)
+        return getattr(self_arg, str(t))(*rest, **kwargs)
+
+    @staticmethod
+    def _add(args: tuple[Any, ...]) -> Any:
+        ts = [a for a in args[:2] if isinstance(a, Tensor)]
+        if not ts:
+            return args[0]
+        return ts[0] if len(ts) == 1 else ts[0] + ts[1]
+
+    def _scale(self, n: fx.Node, args: tuple[Any, ...]) -> Any:
+        a, b = args[0], args[1] if len(args) > 1 else 1.0
+        first = n.args[0] if n.args else None
+        a_spiky = isinstance(first, fx.Node) and self.kind.get(first.name) in _SPIKY
+        if a_spiky:
+            return a * _indicator(b, self.dtype)
+        return b * _indicator(a, self.dtype)
+
+
+# ------------------------------------------------------------------------------------------- driver
+def analyze_graph(gm: fx.GraphModule, example: Tensor) -> GraphAnalysis:
+    """Classify layers, count their MACs and build fan-out maps on one sample ``example[:1]``.
+
+    ``gm`` must be in a state where neurons act as their activation (ANN mode); it is not
+    modified (the indicator pass runs on a deep copy in float64 — float32 on MPS).
+    """
+    x = example[:1]
+    profile = _Profiler(gm)
+    with torch.no_grad():
+        profile.run(x)
+
+    neuron_nodes = [n for n in gm.graph.nodes if _is_neuron(gm, n)]
+    calls = Counter(str(n.target) for n in neuron_nodes)
+    reused = sorted(k for k, v in calls.items() if v > 1)
+    if reused:
+        raise UnsupportedLayerError(
+            f"neuron module(s) {reused} are called at more than one place in the graph; their spike "
+            "counts mix both uses, so the synaptic operations cannot be attributed exactly. Use one "
+            "activation module per call site (adacal.convert.prepare does this for you)."
+        )
+    neuron_shapes = {str(n.target): tuple(profile.shapes[n][1:]) for n in neuron_nodes}
+    if profile.nonlinear_on_spikes:
+        log.warning(
+            "ops on the spiking path that are not linear in the spikes: %s; weighted layers after "
+            "them are counted as analog (dense MACs every step)", _fmt_ops(profile.nonlinear_on_spikes),
+        )
+
+    spiking = spiking_nodes(gm)
+    used: Counter[str] = Counter()
+    layers: list[LayerInfo] = []
+    layer_of: dict[str, LayerInfo] = {}
+    mixed: list[str] = []
+    for n in gm.graph.nodes:
+        if n not in profile.weighted:
+            continue
+        op = profile.weighted[n]
+        base = str(n.target) if n.op == "call_module" else _owner_name(n, op)
+        name = base if not used[base] else f"{base}_{used[base]}"
+        used[base] += 1
+        inp = _first_arg(n)
+        in_kind = profile.kind.get(inp, ANALOG) if isinstance(inp, fx.Node) else CONST
+        if in_kind == MIXED:
+            mixed.append(name)
+        kind = SPIKE if in_kind == SPIKE else ANALOG
+        sources = tuple(sorted(profile.sources[inp], key=list(neuron_shapes).index)) if kind == SPIKE else ()
+        info = LayerInfo(name=name, op=op, kind=kind, macs=profile.flops.get(n, 0) // 2,
+                         in_prefix=n not in spiking, sources=sources)
+        layers.append(info)
+        layer_of[n.name] = info
+    if mixed:
+        log.warning("layers %s receive spikes and analog values summed; counted as analog (dense MACs "
+                    "every step)", mixed)
+    weighted_flops = sum(profile.flops.get(n, 0) for n in profile.weighted)
+    other_macs = (sum(profile.flops.values()) - weighted_flops) // 2
+    if other_macs:
+        log.warning("%d MACs come from ops that are not conv/linear layers (e.g. matmul); they are not "
+                    "included in the energy estimate", other_macs)
+
+    fanouts = _fanouts(gm, x, profile, layer_of)
+    final = []
+    for info in layers:
+        if info.kind == SPIKE:
+            total = sum(float(fanouts[(info.name, s)].sum()) for s in info.sources)
+            info = dataclasses.replace(info, synapses=int(round(total)))
+        final.append(info)
+    return GraphAnalysis(tuple(final), neuron_shapes, fanouts, int(other_macs))
+
+
+def _fanouts(
+    gm: fx.GraphModule, x: Tensor, profile: _Profiler, layer_of: dict[str, LayerInfo]
+) -> dict[tuple[str, str], Tensor]:
+    spike_layers = [info for info in layer_of.values() if info.kind == SPIKE]
+    if not spike_layers:
+        return {}
+    device = x.device
+    dtype = torch.float32 if device.type == "mps" else torch.float64
+    work = copy.deepcopy(gm).to(dtype)
+    for p in work.parameters():
+        p.requires_grad_(False)
+    with torch.no_grad():
+        for node_name, info in layer_of.items():
+            node = next(n for n in work.graph.nodes if n.name == node_name)
+            if node.op != "call_module":
+                continue
+            mod = work.get_submodule(str(node.target))
+            mod.weight.copy_((mod.weight != 0).to(dtype))
+            if getattr(mod, "bias", None) is not None:
+                mod.bias.zero_()
+    tracer = _FanoutTracer(work, profile, layer_of, dtype, device)
+    with torch.enable_grad():
+        tracer.run(x.to(dtype) if x.is_floating_point() else x)
+        out: dict[tuple[str, str], Tensor] = {}
+        for info in spike_layers:
+            leaves = [tracer.leaves[s] for s in info.sources]
+            scalar = tracer.scalars[info.name]
+            grads: Sequence[Tensor | None] = (
+                torch.autograd.grad(scalar, leaves, retain_graph=True, allow_unused=True)
+                if scalar.requires_grad else [None] * len(leaves)
+            )
+            for src, leaf, g in zip(info.sources, leaves, grads):
+                g = torch.zeros_like(leaf) if g is None else g
+                r = g.detach().round()
+                err = float((g.detach() - r).abs().max()) if g.numel() else 0.0
+                if err > 1e-6:
+                    log.warning("fan-out %s -> %s is not integral (max deviation %.3g); an op on the path is "
+                                "not a 0/1 connection", src, info.name, err)
+                out[(info.name, src)] = r[0]
+    return out

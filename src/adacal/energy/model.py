@@ -1,0 +1,326 @@
+"""The exact energy model of a converted network (method.md §4).
+
+``E_SNN = E_MAC · MACs(analog-fed layers, each time they run) + E_AC · Σ SOPs(spike-fed layers)``
+with SOPs counted exactly from the recorded spikes: ``SOPs(L) = Σ_N Σ_p count_N(p) · f_{N→L}(p)``,
+where ``count_N(p)`` is the number of spikes (a burst of k counts k) at position p of neuron layer
+N, and ``f_{N→L}`` the static fan-out map from :mod:`adacal.energy.graph`. The released research
+code counted non-zero positions (a burst once) and averaged per call, understating burst energy.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from adacal.energy.costs import CostTable
+from adacal.energy.graph import SPIKE, GraphAnalysis, LayerInfo, analyze_graph
+from adacal.energy.report import EnergyReport, LayerEnergy, NeuronActivity
+from adacal.errors import ConfigError, DataError, ShapeError
+from adacal.spiking_model import SpikingModel
+
+__all__ = ["EnergyModel", "measure", "COST_METRICS"]
+
+log = logging.getLogger(__name__)
+
+COST_METRICS = ("spikes", "sops", "energy")
+
+
+def _check_samples(num_samples: Any) -> int:
+    if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral) or num_samples < 1:
+        raise ConfigError(f"num_samples must be an integer >= 1 (images whose spikes were counted), got {num_samples!r}")
+    return int(num_samples)
+
+
+def _check_mean_timesteps(timesteps: Any) -> float:
+    if isinstance(timesteps, bool) or not isinstance(timesteps, numbers.Real):
+        raise ConfigError(f"timesteps must be a number > 0 (mean steps run per image), got {timesteps!r}")
+    t = float(timesteps)
+    if not math.isfinite(t) or t <= 0:
+        raise ConfigError(f"timesteps must be finite and > 0 (mean steps run per image), got {timesteps!r}")
+    return t
+
+
+def _model_device_dtype(snn: SpikingModel) -> tuple[torch.device, torch.dtype]:
+    for t in (*snn.parameters(), *snn.buffers()):
+        if t.is_floating_point():
+            return t.device, t.dtype
+    return torch.device("cpu"), torch.get_default_dtype()
+
+
+class EnergyModel:
+    """Static energy structure of one converted network plus a cost table.
+
+    Build it once per model with :meth:`build` (graph and the weights' zero pattern only:
+    thresholds, φ, ρ and corrections may change freely afterwards; rebuild after changing weights
+    or the graph). Then turn recorded spike counts into energy with :meth:`estimate`, or into
+    per-layer costs for the φ/ρ searches with :meth:`neuron_costs`.
+
+    Example:
+        >>> energy = EnergyModel.build(snn, x[:1])                      # doctest: +SKIP
+        >>> with snn.record_activity():                                 # doctest: +SKIP
+        ...     out = snn.run(x, 8)
+        >>> report = energy.estimate(snn.spike_counts(), len(x), 8)     # doctest: +SKIP
+    """
+
+    def __init__(self, analysis: GraphAnalysis, costs: CostTable, *, constant_prefix: bool) -> None:
+        if not isinstance(costs, CostTable):
+            raise ConfigError(f"costs must be a CostTable, got {type(costs).__name__}")
+        self._analysis = analysis
+        self.costs = costs
+        self.constant_prefix = bool(constant_prefix)
+        totals: dict[str, Tensor] = {}
+        for (_, neuron), f in analysis.fanouts.items():
+            totals[neuron] = f if neuron not in totals else totals[neuron] + f
+        self._neuron_fanout = totals
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def build(
+        cls, snn: SpikingModel, example_input: Tensor | None = None, costs: CostTable | None = None,
+    ) -> EnergyModel:
+        """Analyse ``snn`` on one sample (``example_input[:1]``; zeros of ``snn.input_shape`` if None).
+
+        For event data pass one frame batch ``[B, ...]`` (not the ``[T, B, ...]`` sequence).
+        """
+        if not isinstance(snn, SpikingModel):
+            raise ConfigError(f"EnergyModel.build expects a SpikingModel (from adacal.convert.prepare), "
+                              f"got {type(snn).__name__}")
+        device, dtype = _model_device_dtype(snn)
+        if example_input is None:
+            x = torch.zeros((1, *snn.input_shape), device=device, dtype=dtype)
+        else:
+            snn.check_input(example_input)
+            x = example_input[:1].to(device)
+        with torch.no_grad(), snn.mode("ann"):
+            analysis = analyze_graph(snn.graph_module, x)
+        model = cls(analysis, costs or CostTable.fp32_45nm(), constant_prefix=snn.has_constant_prefix)
+        log.info("energy model: %d weighted layers (%d spike-fed), %d neuron layers, ANN %.4g MMACs/image",
+                 len(analysis.layers), sum(1 for l in analysis.layers if l.kind == SPIKE),
+                 len(analysis.neuron_shapes), model.ann_macs / 1e6)
+        return model
+
+    def with_costs(self, costs: CostTable) -> EnergyModel:
+        """The same structure priced with another cost table (no re-analysis)."""
+        return EnergyModel(self._analysis, costs, constant_prefix=self.constant_prefix)
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def layers(self) -> tuple[LayerInfo, ...]:
+        """Weighted layer calls in execution order."""
+        return self._analysis.layers
+
+    @property
+    def neuron_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Per-sample output shape of every neuron layer (the shape of its ``spike_count``)."""
+        return dict(self._analysis.neuron_shapes)
+
+    @property
+    def ann_macs(self) -> int:
+        """MACs of one ANN forward pass: every conv/linear of the converted graph once."""
+        return sum(l.macs for l in self.layers)
+
+    @property
+    def ann_energy_pj(self) -> float:
+        return self.costs.e_mac_pj * self.ann_macs
+
+    @property
+    def other_macs(self) -> int:
+        """MACs of ops that are not conv/linear layers (matmul, ...): not priced, logged at build."""
+        return self._analysis.other_macs
+
+    def layer(self, name: str) -> LayerInfo:
+        for l in self.layers:
+            if l.name == name:
+                return l
+        raise ConfigError(f"no weighted layer named {name!r}; known: {[l.name for l in self.layers]}")
+
+    def fanout(self, neuron: str, layer: str | None = None) -> Tensor:
+        """Synapses driven by one spike at each position of ``neuron`` (into ``layer``, or all layers)."""
+        if neuron not in self._analysis.neuron_shapes:
+            raise ConfigError(f"no neuron named {neuron!r}; known: {list(self._analysis.neuron_shapes)}")
+        shape = self._analysis.neuron_shapes[neuron]
+        if layer is None:
+            f = self._neuron_fanout.get(neuron)
+        else:
+            self.layer(layer)
+            f = self._analysis.fanouts.get((layer, neuron))
+        return f.clone() if f is not None else torch.zeros(shape, dtype=torch.float64)
+
+    def runs_per_image(self, layer: LayerInfo, timesteps: float, *, sequence: bool = False) -> float:
+        """How often an analog-fed layer runs per image: once for a constant-input prefix, else T."""
+        if layer.kind == SPIKE:
+            return 0.0
+        once = layer.in_prefix and self.constant_prefix and not sequence
+        return 1.0 if once else _check_mean_timesteps(timesteps)
+
+    # ------------------------------------------------------------------ counting
+    def _counts(self, spike_counts: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        if not isinstance(spike_counts, Mapping):
+            raise DataError(f"spike_counts must be a dict {{neuron name: count tensor}} (snn.spike_counts()), "
+                            f"got {type(spike_counts).__name__}")
+        shapes = self._analysis.neuron_shapes
+        missing = [k for k in shapes if k not in spike_counts]
+        unknown = [k for k in spike_counts if k not in shapes]
+        if missing or unknown:
+            raise DataError(
+                f"spike counts do not match this energy model (missing {missing}, unknown {unknown}); pass "
+                "snn.spike_counts() of the model the EnergyModel was built from, or rebuild it"
+            )
+        out: dict[str, Tensor] = {}
+        for name, shape in shapes.items():
+            c = spike_counts[name]
+            if not isinstance(c, Tensor):
+                raise DataError(f"spike count of {name!r} must be a tensor, got {type(c).__name__}")
+            if c.numel() == 0:  # never ran while recording: no spikes
+                c = torch.zeros(shape, dtype=torch.float64, device=c.device)
+            elif tuple(c.shape) != shape:
+                raise ShapeError(f"spike count of {name!r} has shape {tuple(c.shape)}, expected {shape} "
+                                 "(per-sample neuron output shape); was the model built for another input size?")
+            out[name] = c.detach().to(torch.float64)
+        return out
+
+    def _dot(self, count: Tensor, f: Tensor) -> Tensor:
+        return torch.dot(count.reshape(-1), f.to(device=count.device, dtype=torch.float64).reshape(-1))
+
+    def _tally(self, spike_counts: Mapping[str, Tensor]) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+        """(SOPs per layer, SOPs per neuron, spikes per neuron), totals over what was recorded."""
+        counts = self._counts(spike_counts)
+        keys: list[tuple[str, str]] = []
+        vals: list[Tensor] = []
+        for l in self.layers:
+            for s in l.sources:
+                keys.append((l.name, s))
+                vals.append(self._dot(counts[s], self._analysis.fanouts[(l.name, s)]))
+        spike_names = list(counts)
+        vals.extend(counts[n].sum() for n in spike_names)
+        flat = torch.stack([v.cpu() for v in vals]).tolist() if vals else []  # one sync per call
+        layer_sops = {l.name: 0.0 for l in self.layers}
+        neuron_sops = {n: 0.0 for n in spike_names}
+        for (lname, src), v in zip(keys, flat):
+            layer_sops[lname] += v
+            neuron_sops[src] += v
+        spikes = dict(zip(spike_names, flat[len(keys):]))
+        return layer_sops, neuron_sops, spikes
+
+    def layer_sops(self, spike_counts: Mapping[str, Tensor]) -> dict[str, float]:
+        """Synaptic operations per weighted layer (0 for analog-fed ones), summed over the recording."""
+        return self._tally(spike_counts)[0]
+
+    def neuron_sops(self, spike_counts: Mapping[str, Tensor]) -> dict[str, float]:
+        """Synaptic operations triggered by each neuron layer's spikes, summed over the recording."""
+        return self._tally(spike_counts)[1]
+
+    def spike_totals(self, spike_counts: Mapping[str, Tensor]) -> dict[str, float]:
+        """Spikes per neuron layer (a burst of k counts k), summed over the recording."""
+        return self._tally(spike_counts)[2]
+
+    def neuron_costs(
+        self, spike_counts: Mapping[str, Tensor], num_samples: int, *, metric: str = "sops",
+    ) -> dict[str, float]:
+        """Per-image cost of each neuron layer, for the φ/ρ searches (additive over layers).
+
+        ``metric``: ``spikes`` (the released code's unit), ``sops`` (synaptic operations its
+        spikes trigger) or ``energy`` (E_AC × SOPs, pJ).
+        """
+        if metric not in COST_METRICS:
+            raise ConfigError(f"metric must be one of {COST_METRICS}, got {metric!r}")
+        n = _check_samples(num_samples)
+        _, sops, spikes = self._tally(spike_counts)
+        if metric == "spikes":
+            return {k: v / n for k, v in spikes.items()}
+        scale = self.costs.e_ac_pj if metric == "energy" else 1.0
+        return {k: scale * v / n for k, v in sops.items()}
+
+    # ------------------------------------------------------------------ the estimate
+    def estimate(
+        self, spike_counts: Mapping[str, Tensor], num_samples: int, timesteps: float, *, sequence: bool = False,
+    ) -> EnergyReport:
+        """Energy per image from spike counts recorded over ``num_samples`` images.
+
+        ``timesteps``: mean steps run per image (T, or the mean exit step under early exit);
+        analog-fed layers run that often, except a constant input's prefix, which runs once.
+        ``sequence``: the input changed every step (event frames), so nothing ran only once.
+        """
+        n = _check_samples(num_samples)
+        t = _check_mean_timesteps(timesteps)
+        layer_sops, neuron_sops, spikes = self._tally(spike_counts)
+        e_mac, e_ac = self.costs.e_mac_pj, self.costs.e_ac_pj
+        rows: list[LayerEnergy] = []
+        mac_pj = ac_pj = 0.0
+        for l in self.layers:
+            if l.kind == SPIKE:
+                sops = layer_sops[l.name] / n
+                runs, macs_img, energy = 0.0, 0.0, e_ac * sops
+                ac_pj += energy
+            else:
+                sops = 0.0
+                runs = self.runs_per_image(l, t, sequence=sequence)
+                macs_img = l.macs * runs
+                energy = e_mac * macs_img
+                mac_pj += energy
+            rows.append(LayerEnergy(name=l.name, kind=l.kind, op=l.op, macs=l.macs, runs_per_image=runs,
+                                    macs_per_image=macs_img, sops_per_image=sops, energy_pj=energy,
+                                    ann_energy_pj=e_mac * l.macs))
+        neurons: list[NeuronActivity] = []
+        total_neurons = 0
+        for name, shape in self._analysis.neuron_shapes.items():
+            size = math.prod(shape)
+            total_neurons += size
+            spk = spikes[name] / n
+            neurons.append(NeuronActivity(
+                name=name, num_neurons=size, spikes_per_image=spk,
+                firing_rate=spk / (size * t) if size else 0.0,
+                sops_per_image=neuron_sops[name] / n, energy_pj=e_ac * neuron_sops[name] / n,
+            ))
+        total_spikes = sum(r.spikes_per_image for r in neurons)
+        return EnergyReport(
+            costs=self.costs, num_samples=n, timesteps=t, sequence=bool(sequence), ann_macs=self.ann_macs,
+            ann_energy_pj=self.ann_energy_pj, snn_energy_pj=mac_pj + ac_pj, mac_energy_pj=mac_pj,
+            ac_energy_pj=ac_pj, sops_per_image=sum(r.sops_per_image for r in rows), spikes_per_image=total_spikes,
+            firing_rate=total_spikes / (total_neurons * t) if total_neurons else 0.0,
+            layers=tuple(rows), neurons=tuple(neurons),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The static structure (no tensors): layers, neuron shapes, costs."""
+        return {
+            "costs": self.costs.to_dict(),
+            "constant_prefix": self.constant_prefix,
+            "ann_macs": self.ann_macs,
+            "other_macs": self.other_macs,
+            "layers": [vars(l) | {"sources": list(l.sources)} for l in self.layers],
+            "neurons": {k: list(v) for k, v in self._analysis.neuron_shapes.items()},
+        }
+
+
+def measure(
+    snn: SpikingModel,
+    x: Tensor,
+    timesteps: int,
+    *,
+    sequence: bool = False,
+    energy: EnergyModel | None = None,
+    costs: CostTable | None = None,
+    **run_kwargs: Any,
+) -> tuple[Any, EnergyReport]:
+    """Run ``snn`` for ``timesteps`` steps on ``x`` while counting spikes; return (per-step outputs, report).
+
+    ``energy``: a prebuilt :class:`EnergyModel` (built from ``x`` if None — pass one when measuring
+    many batches); ``costs`` overrides its cost table. ``run_kwargs`` go to :meth:`SpikingModel.run`.
+    Counts recorded before the call are discarded (``record_activity`` starts from zero).
+    """
+    if energy is None:
+        example = x[0] if sequence and isinstance(x, Tensor) and x.dim() > 1 else x
+        energy = EnergyModel.build(snn, example, costs)
+    elif costs is not None:
+        energy = energy.with_costs(costs)
+    with snn.record_activity():
+        out = snn.run(x, timesteps, sequence=sequence, **run_kwargs)
+        counts = snn.spike_counts()
+    batch = x.shape[1] if sequence else x.shape[0]
+    return out, energy.estimate(counts, batch, timesteps, sequence=sequence)

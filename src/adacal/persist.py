@@ -1,0 +1,93 @@
+"""Saving and loading converted SNNs: a state_dict plus a JSON record, never a pickled module.
+
+Loading re-converts the user's ANN architecture (deterministic: same graph, same names) and
+loads the saved tensors into it, so no code is ever unpickled.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from adacal.config import ConversionConfig
+from adacal.convert import prepare
+from adacal.errors import CheckpointError
+from adacal.spiking_model import SpikingModel
+
+__all__ = ["save_snn", "load_snn", "atomic_write_bytes", "atomic_write_json"]
+
+WEIGHTS = "snn_state.pt"
+RECORD = "record.json"
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file and ``os.replace`` (readers never see half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=2, allow_nan=False).encode())
+
+
+def save_snn(snn: SpikingModel, record: dict[str, Any], folder: str | os.PathLike[str]) -> Path:
+    """Write ``snn_state.pt`` (tensors only) and ``record.json`` into ``folder``."""
+    folder = Path(folder)
+    buf = io.BytesIO()
+    state = {k: v.detach().cpu() for k, v in snn.graph_module.state_dict().items()}
+    torch.save(state, buf)
+    atomic_write_bytes(folder / WEIGHTS, buf.getvalue())
+    meta = dict(record)
+    meta["input_shape"] = list(snn.input_shape)
+    meta["neurons"] = list(snn.neurons())
+    atomic_write_json(folder / RECORD, meta)
+    return folder
+
+
+def load_snn(
+    ann: nn.Module,
+    folder: str | os.PathLike[str],
+    example_input: Tensor,
+    *,
+    config: ConversionConfig | None = None,
+) -> tuple[SpikingModel, dict[str, Any]]:
+    """Re-convert ``ann`` (same architecture as when saved) and load the saved SNN state."""
+    folder = Path(folder)
+    wpath, rpath = folder / WEIGHTS, folder / RECORD
+    for p in (wpath, rpath):
+        if not p.is_file():
+            raise CheckpointError(f"{p} not found: is {folder} a folder written by save_snn()/adacal convert?")
+    try:
+        record = json.loads(rpath.read_text())
+        state = torch.load(wpath, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read the saved SNN in {folder}: {exc}") from exc
+    snn = prepare(ann, example_input, config=config)
+    names = list(snn.neurons())
+    if record.get("neurons") and record["neurons"] != names:
+        raise CheckpointError(
+            f"the SNN in {folder} was converted from a different architecture "
+            f"({len(record['neurons'])} neurons saved, {len(names)} in this model)"
+        )
+    try:
+        snn.graph_module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"saved SNN state does not fit this model: {str(exc).splitlines()[0]}") from exc
+    snn.to(example_input.device)
+    return snn, record

@@ -1,0 +1,458 @@
+"""Plots of conversion results: plain functions that take data and an output path or an Axes.
+
+Every function accepts the JSON-safe structures adacal writes (see ``docs/results_schema.md``), so
+a report can be redrawn from a saved ``summary.json`` without torch. Figures are built with
+:class:`matplotlib.figure.Figure` directly and rendered by the Agg canvas: no ``pyplot``, no
+global figure registry, no backend switch, nothing is ever shown on screen.
+
+Each ``plot_*`` function draws into ``ax`` (or ``axes``) when given and returns it; otherwise it
+creates a figure, and if ``path`` is given saves it there atomically (temp file + ``os.replace``)
+as PNG. Missing or empty data raises :class:`~adacal.errors.DataError` naming what is missing.
+
+Example:
+    >>> from adacal.report.plots import plot_exit_histogram
+    >>> plot_exit_histogram([120, 40, 10, 2], path="runs/demo/iat_exits.png")  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator, PercentFormatter
+
+from adacal.errors import DataError
+
+__all__ = [
+    "energy_unit",
+    "plot_accuracy_vs_energy",
+    "plot_accuracy_vs_timesteps",
+    "plot_exit_histogram",
+    "plot_iat_curve",
+    "plot_layer_energy",
+    "plot_layer_settings",
+    "plot_pareto",
+    "save_figure",
+]
+
+PathLike = str | os.PathLike[str]
+
+#: Resolution of saved PNGs (dots per inch).
+DPI = 110
+#: Long layer names are shortened to this many characters on tick labels (the full name stays in JSON).
+MAX_TICK_CHARS = 22
+#: A positive series whose max/min ratio exceeds this is drawn on a log axis.
+LOG_SCALE_RATIO = 50.0
+
+_ANN_STYLE: dict[str, Any] = {"color": "0.25", "linestyle": "--", "linewidth": 1.2}
+_ENERGY_UNITS = ((1.0, "mJ"), (1e-3, "µJ"), (1e-6, "nJ"), (1e-9, "pJ"))
+
+
+# --------------------------------------------------------------------------------------- helpers
+def save_figure(fig: Figure, path: PathLike) -> Path:
+    """Save ``fig`` as PNG to ``path`` atomically (temp file in the same folder, then ``os.replace``)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format="png", dpi=DPI, bbox_inches="tight")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return p
+
+
+def _new_axes(figsize: tuple[float, float]) -> tuple[Figure, Axes]:
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def _finish(fig: Figure | None, path: PathLike | None) -> None:
+    if fig is not None and path is not None:
+        save_figure(fig, path)
+
+
+def energy_unit(values_mj: Sequence[float]) -> tuple[float, str]:
+    """The unit in which the largest of ``values_mj`` (millijoules) reads as a number >= 1.
+
+    Returns ``(scale, name)``: multiply a value in mJ by ``1/scale`` to express it in ``name``.
+    """
+    top = max((abs(v) for v in values_mj if math.isfinite(v)), default=0.0)
+    for scale, name in _ENERGY_UNITS:
+        if top >= scale:
+            return scale, name
+    return _ENERGY_UNITS[-1]
+
+
+def _short(name: str) -> str:
+    if len(name) <= MAX_TICK_CHARS:
+        return name
+    keep = MAX_TICK_CHARS - 1
+    return "…" + name[-keep:]
+
+
+def _wants_log(values: Sequence[float]) -> bool:
+    pos = [v for v in values if v > 0 and math.isfinite(v)]
+    return len(pos) == len(values) and len(pos) > 1 and max(pos) / min(pos) > LOG_SCALE_RATIO
+
+
+def _layer_ticks(ax: Axes, names: Sequence[str]) -> None:
+    ax.set_xticks(range(len(names)))
+    rotate = len(names) > 4 or max((len(n) for n in names), default=0) > 10
+    ax.set_xticklabels(
+        [_short(n) for n in names], rotation=60 if rotate else 0, ha="right" if rotate else "center", fontsize=8
+    )
+    ax.set_xlim(-0.6, len(names) - 0.4)
+
+
+def _require(cond: bool, what: str) -> None:
+    if not cond:
+        raise DataError(f"cannot plot: {what}")
+
+
+def _run_label(run: Mapping[str, Any]) -> str:
+    return f"{run['method']} + IAT" if run.get("iat") else str(run["method"])
+
+
+# --------------------------------------------------------------------------------------- accuracy
+def plot_accuracy_vs_timesteps(
+    runs: Sequence[Mapping[str, Any]],
+    *,
+    ann_accuracy: float | None = None,
+    path: PathLike | None = None,
+    ax: Axes | None = None,
+) -> Axes:
+    """Accuracy versus timesteps T, one line per method, the ANN as a dashed horizontal line.
+
+    ``runs``: dicts with ``method``, ``timesteps``, ``accuracy`` (%) and optionally ``iat`` and
+    ``mean_timesteps``; IAT runs are placed at their *mean* timesteps (hollow markers), since
+    that is the latency they really pay.
+    """
+    _require(len(runs) > 0, "no runs to plot accuracy for")
+    fig = None
+    if ax is None:
+        fig, ax = _new_axes((6.4, 4.2))
+    series: dict[str, list[tuple[float, float]]] = {}
+    iat_labels: set[str] = set()
+    for r in runs:
+        label = _run_label(r)
+        x = float(r["mean_timesteps"]) if r.get("iat") and r.get("mean_timesteps") is not None else float(r["timesteps"])
+        series.setdefault(label, []).append((x, float(r["accuracy"])))
+        if r.get("iat"):
+            iat_labels.add(label)
+    ts = sorted({float(r["timesteps"]) for r in runs})
+    for label, pts in series.items():
+        pts.sort()
+        xs, ys = zip(*pts)
+        iat = label in iat_labels
+        ax.plot(
+            xs, ys, marker="D" if iat else "o", linestyle=":" if iat else "-", label=label,
+            markerfacecolor="none" if iat else None, markersize=6, linewidth=1.4,
+        )
+    if ann_accuracy is not None:
+        ax.axhline(float(ann_accuracy), label=f"ANN ({ann_accuracy:.2f}%)", **_ANN_STYLE)
+    if ts and min(ts) > 0:
+        lo = min([min(ts)] + [p[0] for lbl in iat_labels for p in series[lbl]])
+        ax.set_xscale("log", base=2)
+        ax.set_xlim(lo / 1.25, max(ts) * 1.25)
+        if lo < min(ts):  # IAT points left of the smallest T: give them a tick too
+            ts = [float(2 ** math.floor(math.log2(lo)))] + ts
+    ax.xaxis.set_major_locator(FixedLocator(ts))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([f"{t:g}" for t in ts])
+    ax.set_xlabel("timesteps T (IAT runs: mean timesteps used)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title("Accuracy versus timesteps")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    _finish(fig, path)
+    return ax
+
+
+def plot_accuracy_vs_energy(
+    runs: Sequence[Mapping[str, Any]],
+    *,
+    ann_accuracy: float | None = None,
+    path: PathLike | None = None,
+    ax: Axes | None = None,
+) -> Axes:
+    """Accuracy versus energy per image relative to the ANN (%), one line per method across T.
+
+    ``runs``: dicts with ``method``, ``timesteps``, ``accuracy`` and ``energy_ratio`` (SNN / ANN
+    energy, a fraction); points are labelled with their T.
+    """
+    pts = [r for r in runs if r.get("energy_ratio") is not None]
+    _require(len(pts) > 0, "no run has an energy_ratio")
+    fig = None
+    if ax is None:
+        fig, ax = _new_axes((6.4, 4.2))
+    series: dict[str, list[Mapping[str, Any]]] = {}
+    for r in pts:
+        series.setdefault(_run_label(r), []).append(r)
+    labels: list[tuple[float, float, str, Any]] = []
+    for label, rs in series.items():
+        rs = sorted(rs, key=lambda r: float(r["energy_ratio"]))
+        xs = [100.0 * float(r["energy_ratio"]) for r in rs]
+        ys = [float(r["accuracy"]) for r in rs]
+        (line,) = ax.plot(xs, ys, marker="o", linewidth=1.2, label=label)
+        labels += [(x, y, f"T={int(r['timesteps'])}", line.get_color()) for r, x, y in zip(rs, xs, ys)]
+    if ann_accuracy is not None:
+        ax.scatter([100.0], [float(ann_accuracy)], marker="*", s=160, color="0.25", zorder=3,
+                   label=f"ANN ({ann_accuracy:.2f}%, 100% energy)")
+        ax.axhline(float(ann_accuracy), color="0.25", linestyle="--", linewidth=0.8)
+    xs_all = [p[0] for p in labels] + ([100.0] if ann_accuracy is not None else [])
+    if min(xs_all) > 0 and max(xs_all) / min(xs_all) > 4:
+        ax.set_xscale("log")
+        lo, hi = min(xs_all), max(xs_all)
+        nice = [m * 10.0**e for e in range(-3, 4) for m in (1, 2, 5)]
+        ax.xaxis.set_major_locator(FixedLocator([v for v in nice if lo / 1.5 <= v <= hi * 1.5]))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.xaxis.set_major_formatter(PercentFormatter(decimals=None))
+    # label each point with its T unless another label already sits close by (axes coordinates)
+    to_axes = ax.transLimits if ax.get_xscale() == "linear" else None
+    placed: list[tuple[float, float]] = []
+    x0, x1 = ax.get_xlim()
+    y0, y1 = ax.get_ylim()
+    for x, y, text, color in labels:
+        if to_axes is None:
+            u = (math.log(x) - math.log(x0)) / (math.log(x1) - math.log(x0)) if x > 0 else 0.0
+        else:
+            u = (x - x0) / ((x1 - x0) or 1.0)
+        v = (y - y0) / ((y1 - y0) or 1.0)
+        if any(abs(u - pu) < 0.05 and abs(v - pv) < 0.04 for pu, pv in placed):
+            continue
+        placed.append((u, v))
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, -9), fontsize=6, color=color)
+    ax.set_xlabel("energy per image relative to the ANN")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title("Accuracy versus energy")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    _finish(fig, path)
+    return ax
+
+
+# --------------------------------------------------------------------------------------- per layer
+def plot_layer_settings(
+    phi: Mapping[str, float] | None,
+    rho: Mapping[str, float] | None,
+    *,
+    path: PathLike | None = None,
+    axes: Sequence[Axes] | None = None,
+    title: str | None = None,
+) -> list[Axes]:
+    """Per-layer bars of the searched φ (max spikes per step) and ρ (threshold ratio).
+
+    Either mapping may be ``None`` (a method without that search); with both, φ is drawn on top.
+    ``axes`` must then hold one Axes per mapping given.
+    """
+    panels = [(k, v) for k, v in (("phi", phi), ("rho", rho)) if v]
+    _require(len(panels) > 0, "neither per-layer φ nor ρ is available")
+    fig = None
+    if axes is None:
+        names = list(panels[0][1])
+        width = max(6.0, min(16.0, 0.35 * len(names) + 3.0))
+        fig = Figure(figsize=(width, 2.4 + 2.0 * len(panels)), layout="constrained")
+        axes = list(fig.subplots(len(panels), 1, squeeze=False)[:, 0])
+    if len(axes) != len(panels):
+        raise DataError(f"plot_layer_settings needs {len(panels)} axes, got {len(axes)}")
+    colors = {"phi": "tab:blue", "rho": "tab:orange"}
+    labels = {"phi": "φ (max spikes per step)", "rho": "ρ (threshold ratio)"}
+    for ax, (key, values) in zip(axes, panels):
+        names = list(values)
+        ys = [float(values[n]) for n in names]
+        ax.bar(range(len(names)), ys, color=colors[key], width=0.7)
+        _layer_ticks(ax, names)
+        ax.set_ylabel(labels[key])
+        ax.set_ylim(0, max(ys) * 1.15 if max(ys) > 0 else 1)
+        if key == "phi":
+            ax.yaxis.get_major_locator().set_params(integer=True)
+        if len(names) <= 24:
+            for i, y in enumerate(ys):
+                ax.annotate(f"{y:g}", (i, y), textcoords="offset points", xytext=(0, 2), ha="center", fontsize=7)
+        ax.grid(True, axis="y", alpha=0.3)
+    axes[-1].set_xlabel("layer (neuron)")
+    axes[0].set_title(title or "Per-layer settings chosen by the search")
+    _finish(fig, path)
+    return list(axes)
+
+
+def plot_layer_energy(
+    layers: Sequence[Mapping[str, Any]],
+    *,
+    path: PathLike | None = None,
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Axes:
+    """Energy per image per layer: ANN (MACs) next to SNN (spike-driven ACs), grouped bars.
+
+    ``layers``: dicts with ``name``, ``energy_mj`` (SNN) and ``ann_energy_mj``. A log axis is used
+    when the values span more than :data:`LOG_SCALE_RATIO`.
+    """
+    _require(len(layers) > 0, "no per-layer energy")
+    fig = None
+    if ax is None:
+        width = max(6.0, min(16.0, 0.45 * len(layers) + 3.0))
+        fig, ax = _new_axes((width, 4.2))
+    names = [str(l["name"]) for l in layers]
+    snn = [float(l.get("energy_mj") or 0.0) for l in layers]
+    ann = [float(l.get("ann_energy_mj") or 0.0) for l in layers]
+    scale, unit = energy_unit(snn + ann)
+    snn_u = [v / scale for v in snn]
+    ann_u = [v / scale for v in ann]
+    xs = range(len(names))
+    w = 0.4
+    ax.bar([x - w / 2 for x in xs], ann_u, width=w, label="ANN", color="0.6")
+    ax.bar([x + w / 2 for x in xs], snn_u, width=w, label="SNN", color="tab:green")
+    _layer_ticks(ax, names)
+    if _wants_log([v for v in snn_u + ann_u if v > 0]) and all(v > 0 for v in snn_u + ann_u):
+        ax.set_yscale("log")
+    ax.set_ylabel(f"energy per image ({unit})")
+    ax.set_xlabel("layer")
+    ax.set_title(title or "Energy per layer, ANN versus SNN")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    _finish(fig, path)
+    return ax
+
+
+# --------------------------------------------------------------------------------------- search
+_PARETO_TEXT = {
+    "phi": ("energy cost (Σ over layers)", "sensitivity (Σ KL)", "φ search: least sensitivity within the energy budget"),
+    "rho": ("energy cost (Σ over layers)", "sensitivity (Σ KL)", "ρ search: least energy within the sensitivity budget"),
+}
+
+
+def plot_pareto(
+    frontier: Mapping[str, Any],
+    *,
+    kind: str = "phi",
+    path: PathLike | None = None,
+    ax: Axes | None = None,
+) -> Axes:
+    """The Pareto frontier (total cost versus total sensitivity) with the chosen point and budget.
+
+    ``frontier``: ``{"cost": [...], "score": [...], "chosen": [cost, score], "budget": b}``. For
+    ``kind="phi"`` the budget bounds the cost (a vertical line); for ``kind="rho"`` it bounds the
+    sensitivity (a horizontal line).
+    """
+    if kind not in _PARETO_TEXT:
+        raise DataError(f"unknown Pareto kind {kind!r}; valid: {sorted(_PARETO_TEXT)}")
+    cost = [float(c) for c in frontier.get("cost", [])]
+    score = [float(s) for s in frontier.get("score", [])]
+    _require(len(cost) > 0 and len(cost) == len(score), f"{kind} frontier has no (cost, score) points")
+    fig = None
+    if ax is None:
+        fig, ax = _new_axes((6.0, 4.2))
+    order = sorted(range(len(cost)), key=lambda i: cost[i])
+    xs = [cost[i] for i in order]
+    ys = [score[i] for i in order]
+    ax.step(xs, ys, where="post", color="tab:blue", linewidth=1.0, alpha=0.7)
+    ax.scatter(xs, ys, s=12 if len(xs) < 200 else 3, color="tab:blue", label=f"Pareto frontier ({len(xs)} points)", zorder=2)
+    budget = frontier.get("budget")
+    if budget is not None and math.isfinite(float(budget)):
+        if kind == "phi":
+            ax.axvline(float(budget), color="tab:red", linestyle="--", linewidth=1.0, label=f"energy budget {float(budget):.3g}")
+        else:
+            ax.axhline(float(budget), color="tab:red", linestyle="--", linewidth=1.0, label=f"sensitivity budget {float(budget):.3g}")
+    chosen = frontier.get("chosen")
+    if chosen is not None and len(chosen) == 2:
+        ax.scatter([float(chosen[0])], [float(chosen[1])], marker="*", s=180, color="tab:red", edgecolor="k",
+                   linewidth=0.6, zorder=3, label="chosen")
+    if _wants_log(ys + ([float(chosen[1])] if chosen else [])):
+        ax.set_yscale("log")
+    xlabel, ylabel, title = _PARETO_TEXT[kind]
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    _finish(fig, path)
+    return ax
+
+
+# --------------------------------------------------------------------------------------- IAT
+def plot_exit_histogram(
+    histogram: Sequence[int],
+    *,
+    path: PathLike | None = None,
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Axes:
+    """How many inputs exited at each timestep t = 1..T under the IAT policy (share in %)."""
+    counts = [int(c) for c in histogram]
+    total = sum(counts)
+    _require(len(counts) > 0 and total > 0, "the exit histogram is empty")
+    fig = None
+    if ax is None:
+        fig, ax = _new_axes((5.6, 3.8))
+    ts = list(range(1, len(counts) + 1))
+    shares = [100.0 * c / total for c in counts]
+    ax.bar(ts, shares, color="tab:purple", width=0.7)
+    mean_t = sum(t * c for t, c in zip(ts, counts)) / total
+    ax.axvline(mean_t, color="k", linestyle=":", linewidth=1.0, label=f"mean {mean_t:.2f} steps")
+    for t, s in zip(ts, shares):
+        if s > 0:
+            ax.annotate(f"{s:.0f}%", (t, s), textcoords="offset points", xytext=(0, 2), ha="center", fontsize=7)
+    ax.set_xticks(ts)
+    ax.set_xlabel("exit timestep")
+    ax.set_ylabel("share of inputs (%)")
+    ax.set_ylim(0, max(shares) * 1.15)
+    ax.set_title(title or f"IAT exit histogram ({total} inputs)")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    _finish(fig, path)
+    return ax
+
+
+def plot_iat_curve(
+    curve: Sequence[Mapping[str, Any]],
+    *,
+    fixed_accuracy: Sequence[float] | None = None,
+    ann_accuracy: float | None = None,
+    path: PathLike | None = None,
+    ax: Axes | None = None,
+) -> Axes:
+    """Accuracy versus mean timesteps: IAT for several α_base against running every input t steps.
+
+    ``curve``: dicts with ``alpha_base``, ``mean_timesteps`` and ``accuracy`` (%).
+    ``fixed_accuracy[t-1]``: accuracy when every input runs exactly t steps (the baseline).
+    """
+    _require(len(curve) > 0 or bool(fixed_accuracy), "no IAT curve and no fixed-T accuracy")
+    fig = None
+    if ax is None:
+        fig, ax = _new_axes((6.0, 4.2))
+    if fixed_accuracy:
+        ts = list(range(1, len(fixed_accuracy) + 1))
+        ax.plot(ts, [float(a) for a in fixed_accuracy], marker="s", color="0.4", linewidth=1.2,
+                label="fixed timesteps (every input runs t steps)")
+    if curve:
+        pts = sorted(curve, key=lambda c: float(c["mean_timesteps"]))
+        xs = [float(c["mean_timesteps"]) for c in pts]
+        ys = [float(c["accuracy"]) for c in pts]
+        ax.plot(xs, ys, marker="o", color="tab:purple", linewidth=1.4, label="IAT (one point per α_base)")
+        last_x = -math.inf
+        span = (max(xs) - min(xs)) or 1.0
+        for c, x, y in zip(pts, xs, ys):
+            if x - last_x < 0.06 * span:
+                continue  # avoid overlapping labels on crowded points
+            ax.annotate(f"α={float(c['alpha_base']):g}", (x, y), textcoords="offset points", xytext=(3, -10), fontsize=6)
+            last_x = x
+    if ann_accuracy is not None:
+        ax.axhline(float(ann_accuracy), label=f"ANN ({ann_accuracy:.2f}%)", **_ANN_STYLE)
+    ax.set_xlabel("mean timesteps per input")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title("Input-aware adaptive timesteps")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    _finish(fig, path)
+    return ax

@@ -1,0 +1,269 @@
+"""Per-layer sensitivity profiling (method.md §5): KL to the ANN when one layer's knob changes.
+
+For each neuron i and candidate k (a φ or a ρ), only neuron i is changed; the network's
+values that do not depend on neuron i are taken from one cached baseline run, so each candidate
+re-executes just the part of the graph downstream of i ("prefix reuse"). The table is written
+to JSON after every layer and an interrupted profile resumes where it stopped.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, fx
+
+from adacal.errors import ConfigError
+from adacal.metrics import symmetric_kl
+from adacal.neurons.module import IFNeuron, check_phi, check_rho, check_timesteps
+from adacal.spiking_model import SpikingModel
+
+__all__ = ["SensitivityTable", "profile", "KNOBS"]
+
+log = logging.getLogger(__name__)
+
+KNOBS = ("phi", "rho")
+Progress = Callable[[int, int, str], None]
+CostFn = Callable[[str, Tensor], float]
+
+
+@dataclass(frozen=True)
+class SensitivityTable:
+    """Scores (symmetric KL) and costs per layer and candidate, keyed by layer name and value."""
+
+    knob: str
+    candidates: tuple[float, ...]
+    scores: dict[str, dict[float, float]]
+    costs: dict[str, dict[float, float]]
+    spikes: dict[str, dict[float, float]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def as_mapping(self) -> dict[str, dict[float, tuple[float, float]]]:
+        """``{layer: {value: (cost, score)}}`` for :class:`adacal.search.SearchTable`."""
+        return {
+            layer: {v: (self.costs[layer][v], self.scores[layer][v]) for v in self.scores[layer]}
+            for layer in self.scores
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        def keyed(d: dict[str, dict[float, float]]) -> dict[str, dict[str, float]]:
+            return {k: {repr(float(v)): s for v, s in row.items()} for k, row in d.items()}
+
+        return {"knob": self.knob, "candidates": list(self.candidates), "scores": keyed(self.scores),
+                "costs": keyed(self.costs), "spikes": keyed(self.spikes), "seconds": self.seconds}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SensitivityTable:
+        def unkeyed(rows: dict[str, dict[str, float]]) -> dict[str, dict[float, float]]:
+            return {k: {_value(v): s for v, s in row.items()} for k, row in rows.items()}
+
+        return cls(d["knob"], tuple(_value(str(c)) for c in d["candidates"]), unkeyed(d["scores"]),
+                   unkeyed(d["costs"]), unkeyed(d.get("spikes", {})), float(d.get("seconds", 0.0)))
+
+
+def _value(s: str) -> float:
+    v = float(s)
+    return int(v) if v.is_integer() else v
+
+
+def _set_knob(neuron: IFNeuron, knob: str, value: float) -> None:
+    if knob == "phi":
+        neuron.set_phi(int(value))
+    else:
+        neuron.set_rho(float(value))
+
+
+def _get_knob(neuron: IFNeuron, knob: str) -> float:
+    return int(neuron.phi) if knob == "phi" else float(neuron.rho)
+
+
+class _CachedRun:
+    """One batched SNN run whose every node value is kept, to re-run any downstream part."""
+
+    def __init__(self, snn: SpikingModel, x: Tensor, timesteps: int) -> None:
+        self.snn, self.gm, self.T, self.batch = snn, snn.graph_module, timesteps, x.shape[0]
+        self.nodes = list(self.gm.graph.nodes)
+        self.neuron_nodes = {
+            str(n.target): n for n in self.nodes
+            if n.op == "call_module" and isinstance(self.gm.get_submodule(str(n.target)), IFNeuron)
+        }
+        xin = x.unsqueeze(0).expand(timesteps, *x.shape).reshape(timesteps * x.shape[0], *x.shape[1:])
+        self.env: dict[fx.Node, Any] = {}
+        self.output = self._execute(xin, set(self.nodes), self.env)
+
+    def _execute(self, xin: Tensor, todo: set[fx.Node], env: dict[fx.Node, Any]) -> Any:
+        interp = fx.Interpreter(self.gm)
+        for node in self.nodes:
+            if node not in todo:
+                continue
+            if node.op == "placeholder":
+                env[node] = xin
+                continue
+            if node.op == "output":
+                return fx.node.map_arg(node.args[0], lambda n: env[n])
+            args = fx.node.map_arg(node.args, lambda n: env[n])
+            kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
+            if node.op == "call_module":
+                mod = self.gm.get_submodule(str(node.target))
+                if isinstance(mod, IFNeuron):
+                    mod.reset()
+                env[node] = mod(*args, **kwargs)
+            else:
+                env[node] = getattr(interp, node.op)(node.target, args, kwargs)
+        raise RuntimeError("graph has no output node")
+
+    def downstream(self, name: str) -> set[fx.Node]:
+        start = self.neuron_nodes[name]
+        out = {start}
+        for node in self.nodes:
+            if any(a in out for a in node.all_input_nodes):
+                out.add(node)
+        return out
+
+    def rerun(self, name: str, todo: set[fx.Node]) -> tuple[Any, Tensor]:
+        """Output and neuron ``name``'s own output when only the nodes in ``todo`` are recomputed."""
+        env = {n: v for n, v in self.env.items() if n not in todo}
+        out = self._execute(self.env[self.nodes[0]], todo | {self.nodes[-1]}, env)
+        return out, env[self.neuron_nodes[name]]
+
+
+def _mean_output(out: Any, timesteps: int, batch: int) -> Tensor:
+    if not isinstance(out, Tensor):
+        raise ConfigError("sensitivity profiling needs a network with a single tensor output")
+    return out.view(timesteps, batch, *out.shape[1:]).mean(0)
+
+
+def _spike_total(neuron: IFNeuron, y: Tensor) -> Tensor:
+    """Spikes per position summed over time and batch, from the neuron's output values."""
+    th = neuron._bc(neuron.effective_threshold(), y)
+    return torch.round(y / th).sum(0)
+
+
+def _fingerprint(snn: SpikingModel, x: Tensor, knob: str, candidates: Sequence[float], T: int) -> str:
+    h = hashlib.sha256()
+    h.update(f"{knob}|{list(candidates)}|{T}|{list(snn.neurons())}|{tuple(x.shape)}".encode())
+    h.update(x.detach().double().sum().cpu().numpy().tobytes())
+    for n in snn.neurons().values():
+        h.update(n.theta.detach().double().sum().cpu().numpy().tobytes())
+        h.update(f"{int(n.phi)}|{float(n.rho)}".encode())
+    return h.hexdigest()[:16]
+
+
+def _atomic_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def profile(
+    snn: SpikingModel,
+    x: Tensor,
+    *,
+    knob: str,
+    candidates: Sequence[float],
+    timesteps: int,
+    cost_fn: CostFn | None = None,
+    reuse_prefix: bool = True,
+    checkpoint: str | os.PathLike[str] | None = None,
+    progress: Progress | None = None,
+) -> SensitivityTable:
+    """Sensitivity of every neuron to every candidate of ``knob`` (``"phi"`` or ``"rho"``).
+
+    Score: symmetric KL between the ANN's and the SNN's (time-averaged) softmax outputs on the
+    calibration batch ``x``, with only that neuron changed. Cost: ``cost_fn(name, spike_map)``
+    of that neuron's spikes per image (default: the spike count per image). ``checkpoint`` is a
+    JSON file written after every layer; a rerun with the same model, data and candidates picks
+    up from it and gives identical results.
+    """
+    if knob not in KNOBS:
+        raise ConfigError(f"knob must be one of {KNOBS}, got {knob!r}")
+    if not candidates:
+        raise ConfigError("candidates must not be empty")
+    cands = tuple(check_phi(int(c)) if knob == "phi" else check_rho(float(c)) for c in candidates)
+    T = check_timesteps(timesteps)
+    snn.check_input(x)
+    batch = x.shape[0]
+    cost_fn = cost_fn or (lambda _name, spikes: float(spikes.sum()) / batch)
+    path = Path(checkpoint) if checkpoint is not None else None
+    key = _fingerprint(snn, x, knob, cands, T)
+    state: dict[str, Any] = {"fingerprint": key, "layers": {}}
+    if path is not None and path.exists():
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            saved = {}
+        if saved.get("fingerprint") == key:
+            state = saved
+            log.info("resuming %s profile from %s (%d layers done)", knob, path, len(state["layers"]))
+        else:
+            log.warning("ignoring %s: it belongs to another model, data or candidate set", path)
+    start = time.perf_counter()
+    ann = snn.ann_forward(x)
+    neurons = snn.neurons()
+    scores: dict[str, dict[float, float]] = {}
+    costs: dict[str, dict[float, float]] = {}
+    spikes: dict[str, dict[float, float]] = {}
+    with snn.mode("snn", timesteps=T):
+        base = _CachedRun(snn, x, T) if reuse_prefix else None
+        for i, (name, neuron) in enumerate(neurons.items()):
+            if progress is not None:
+                progress(i, len(neurons), name)
+            done = state["layers"].get(name)
+            if done is not None:
+                scores[name] = {_value(k): v for k, v in done["scores"].items()}
+                costs[name] = {_value(k): v for k, v in done["costs"].items()}
+                spikes[name] = {_value(k): v for k, v in done["spikes"].items()}
+                continue
+            original = _get_knob(neuron, knob)
+            todo = base.downstream(name) if base is not None else set()
+            row_s, row_c, row_n = {}, {}, {}
+            try:
+                for value in cands:
+                    _set_knob(neuron, knob, value)
+                    if base is not None:
+                        out, y = base.rerun(name, todo)
+                    else:
+                        out, y = _full_run(snn, x, T, name)
+                    smap = _spike_total(neuron, y)
+                    row_s[value] = float(symmetric_kl(ann, _mean_output(out, T, batch)))
+                    row_c[value] = float(cost_fn(name, smap))
+                    row_n[value] = float(smap.sum()) / batch
+            finally:
+                _set_knob(neuron, knob, original)
+            scores[name], costs[name], spikes[name] = row_s, row_c, row_n
+            state["layers"][name] = {
+                "scores": {repr(float(k)): v for k, v in row_s.items()},
+                "costs": {repr(float(k)): v for k, v in row_c.items()},
+                "spikes": {repr(float(k)): v for k, v in row_n.items()},
+            }
+            if path is not None:
+                _atomic_json(path, state)
+    if progress is not None:
+        progress(len(neurons), len(neurons), "done")
+    return SensitivityTable(knob, cands, scores, costs, spikes, time.perf_counter() - start)
+
+
+def _full_run(snn: SpikingModel, x: Tensor, T: int, name: str) -> tuple[Any, Tensor]:
+    """The naive way: simulate the whole network again (kept for the benchmark)."""
+    captured: list[Tensor] = []
+    neuron = snn.neurons()[name]
+    handle = neuron.register_forward_hook(lambda _m, _a, out: captured.append(out))
+    try:
+        xin = x.unsqueeze(0).expand(T, *x.shape).reshape(T * x.shape[0], *x.shape[1:])
+        for n in snn.neurons().values():
+            n.reset()
+        out = snn.graph_module(xin)
+    finally:
+        handle.remove()
+    return out, captured[0]
