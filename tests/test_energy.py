@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from adacal.convert import prepare
-from adacal.energy import CostTable, EnergyModel, EnergyReport, measure
+from adacal.convert import prepare, trace
+from adacal.energy import CostTable, EnergyModel, EnergyReport, analyze_graph, measure
+from adacal.neurons.module import IFNeuron
 from adacal.errors import ConfigError, DataError, ShapeError
 
 E_MAC, E_AC = 4.6, 0.9
@@ -106,7 +107,8 @@ CONV_CASES = [
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "k{k}s{s}p{p}d{d}g{g}".format(**c))
 def test_conv_fanout_matches_brute_force(case: dict[str, int]) -> None:
-    conv = nn.Conv2d(4, 8, case["k"], stride=case["s"], padding=case["p"], dilation=case["d"], groups=case["g"])
+    k, s, p, d, g = (case[c] for c in "kspdg")
+    conv = nn.Conv2d(4, 8, k, stride=s, padding=p, dilation=d, groups=g)
     sparse_(conv.weight)
     model = StemThen(4, conv)
     x = torch.rand(1, 2, 7, 6)
@@ -114,7 +116,7 @@ def test_conv_fanout_matches_brute_force(case: dict[str, int]) -> None:
     layer = energy.layer("tail")
     assert layer.kind == "spike"
     neuron = _only_neuron(energy)
-    expected = brute_conv2d_fanout(conv.weight.detach(), (4, 7, 6), case["s"], case["p"], case["d"], case["g"])
+    expected = brute_conv2d_fanout(conv.weight.detach(), (4, 7, 6), s, p, d, g)
     torch.testing.assert_close(energy.fanout(neuron, "tail").cpu(), expected, rtol=0, atol=0)
     assert layer.synapses == int(expected.sum())
     # SOPs from arbitrary integer counts equal the brute-force dot product
@@ -140,7 +142,9 @@ def test_dense_conv_synapses_equal_flop_counter_macs() -> None:
     ],
     ids=["conv1d", "conv_transpose2d", "conv3d"],
 )
-def test_other_weighted_layers_match_jacobian_count(layer: nn.Module, dims: int, in_shape: tuple[int, ...]) -> None:
+def test_other_weighted_layers_match_jacobian_count(
+    layer: nn.Module, dims: int, in_shape: tuple[int, ...]
+) -> None:
     sparse_(layer.weight, seed=1)
     energy, _ = _build(StemThen(4, layer, dims=dims), torch.rand(1, 2, *in_shape[1:]))
     expected = brute_jacobian_fanout(layer, in_shape)
@@ -218,12 +222,82 @@ class Functional(nn.Module):
 def test_functional_conv_and_signs() -> None:
     model = Functional()
     energy, _ = _build(model, torch.rand(1, 2, 5, 5))
-    (layer,) = [l for l in energy.layers if l.kind == "spike"]
+    (layer,) = [li for li in energy.layers if li.kind == "spike"]
     assert layer.op == "conv2d"
     (neuron,) = layer.sources
     per_half = brute_conv2d_fanout(model.w.detach(), (3, 5, 5), 1, 1, 1, 1)
     expected = torch.cat([per_half, per_half])  # the subtracted, scaled half drives the same synapses
     torch.testing.assert_close(energy.fanout(neuron, layer.name).cpu(), expected, rtol=0, atol=0)
+
+
+class DenseLike(nn.Module):
+    """DenseNet-style: BN after a concatenation of spikes stays a ChannelAffine on the spiking path."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.grow = nn.Conv2d(2, 4, 3, padding=1), nn.Conv2d(4, 2, 3, padding=1)
+        self.bn, self.conv = nn.BatchNorm2d(6), nn.Conv2d(6, 3, 3, padding=1)
+        with torch.no_grad():
+            self.bn.weight[1] = 0.0  # scale 0: channel 1's spikes reach nothing
+        sparse_(self.conv.weight, seed=7)
+
+    def forward(self, x: Tensor) -> Tensor:
+        a = torch.relu(self.stem(x))
+        b = torch.relu(self.grow(a))
+        return self.conv(self.bn(torch.cat([a, b], 1)))
+
+
+def test_channel_affine_after_cat_and_a_neuron_with_two_consumers() -> None:
+    model = DenseLike()
+    energy, snn = _build(model, torch.rand(1, 2, 5, 4))
+    assert any(type(m).__name__ == "ChannelAffine" for m in snn.graph_module.modules())
+    assert {li.name: li.kind for li in energy.layers} == {"stem": "analog", "grow": "spike", "conv": "spike"}
+    (a,) = energy.layer("grow").sources
+    (b,) = [n for n in energy.neuron_shapes if n != a]
+    assert energy.layer("conv").sources == (a, b)
+    full = brute_conv2d_fanout(model.conv.weight.detach(), (6, 5, 4), 1, 1, 1, 1)
+    full[1] = 0
+    torch.testing.assert_close(energy.fanout(a, "conv").cpu(), full[:4], rtol=0, atol=0)
+    torch.testing.assert_close(energy.fanout(b, "conv").cpu(), full[4:], rtol=0, atol=0)
+    into_grow = brute_conv2d_fanout(model.grow.weight.detach(), (4, 5, 4), 1, 1, 1, 1)
+    torch.testing.assert_close(energy.fanout(a).cpu(), full[:4] + into_grow, rtol=0, atol=0)
+
+
+class InputSkip(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 3, 3, padding=1), nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.c2(torch.relu(self.c1(x))) + x
+
+
+def test_prefix_runs_every_step_when_the_input_is_reused_downstream() -> None:
+    energy, snn = _build(InputSkip(), torch.rand(2, 3, 4, 4))
+    assert not snn.has_constant_prefix
+    zero = {k: torch.zeros(v) for k, v in energy.neuron_shapes.items()}
+    rep = energy.estimate(zero, 1, 3)
+    assert rep.layers[0].runs_per_image == 3
+    assert rep.snn_energy_pj == pytest.approx(E_MAC * 3 * energy.layer("c1").macs)
+
+
+class Square(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.act = nn.Conv2d(1, 2, 1), IFNeuron()
+        self.c2, self.c3 = nn.Conv2d(2, 2, 1), nn.Conv2d(2, 2, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        s = self.act(self.c1(x))
+        return self.c2(s * s) + self.c3(s * 2.0)
+
+
+def test_products_of_spikes_are_analog() -> None:
+    gm = trace(Square(), leaf_types=(IFNeuron,))
+    analysis = analyze_graph(gm, torch.rand(1, 1, 3, 3))
+    assert {li.name: li.kind for li in analysis.layers} == {"c1": "analog", "c2": "analog", "c3": "spike"}
+    expected = torch.full((2, 3, 3), 2.0, dtype=torch.float64)  # 2 output channels, 1x1 kernels
+    torch.testing.assert_close(analysis.fanouts[("c3", "act")], expected)
 
 
 # ------------------------------------------------------------------------------ counting
@@ -271,16 +345,17 @@ class Bottleneck(nn.Module):
 def test_analog_vs_spike_classification_and_mac_runs() -> None:
     x = torch.rand(2, 3, 8, 8)
     energy, snn = _build(Bottleneck(), x)
-    kinds = {l.name: l.kind for l in energy.layers}
+    kinds = {li.name: li.kind for li in energy.layers}
     assert kinds == {"c1": "analog", "c2": "spike", "c3": "analog", "fc1": "spike", "fc2": "analog"}
-    assert [l.name for l in energy.layers if l.in_prefix] == ["c1"]
-    macs = {l.name: l.macs for l in energy.layers}
+    assert [li.name for li in energy.layers if li.in_prefix] == ["c1"]
+    macs = {li.name: li.macs for li in energy.layers}
     zero = {k: torch.zeros(v) for k, v in energy.neuron_shapes.items()}
     T = 5
     rep = energy.estimate(zero, num_samples=2, timesteps=T)
     assert rep.snn_energy_pj == pytest.approx(E_MAC * (macs["c1"] + T * (macs["c3"] + macs["fc2"])))
     assert rep.ac_energy_pj == 0
-    seq = energy.estimate(zero, num_samples=2, timesteps=T, sequence=True)  # events: the first layer every step
+    # events: the first layer runs every step
+    seq = energy.estimate(zero, num_samples=2, timesteps=T, sequence=True)
     assert seq.snn_energy_pj == pytest.approx(E_MAC * T * (macs["c1"] + macs["c3"] + macs["fc2"]))
     # a real run through measure agrees with the static numbers on the analog part
     _, run = measure(snn, x, T, energy=energy)
@@ -352,7 +427,7 @@ def test_tiny_resnet_sops_match_brute_force_from_a_real_run() -> None:
     assert rep.spikes_per_image > 0
 
     gm = snn.graph_module
-    kinds = {l.name: l.kind for l in energy.layers}
+    kinds = {li.name: li.kind for li in energy.layers}
     assert kinds["stem"] == "analog" and kinds["fc"] == "spike"
     assert kinds["layer1.conv2"] == "spike" and kinds["layer2.down.0"] == "spike"
     # brute force: every spike-fed conv reads one neuron directly; fc reads it through a global pool
@@ -383,6 +458,11 @@ def test_tiny_resnet_sops_match_brute_force_from_a_real_run() -> None:
     assert costs == pytest.approx({r.name: r.energy_pj for r in rep.neurons})
     spikes = energy.neuron_costs(counts, len(x), metric="spikes")
     assert spikes == pytest.approx({r.name: r.spikes_per_image for r in rep.neurons})
+    # the searches profile one layer at a time: a subset of the counts is enough
+    one = "layer1.relu"
+    assert one in counts
+    sops = energy.neuron_costs({one: counts[one]}, len(x), metric="sops")
+    assert sops == pytest.approx({one: rep.sops_by_neuron()[one]})
 
 
 # ------------------------------------------------------------------------------ reports & errors
@@ -429,7 +509,9 @@ def test_estimate_rejects_bad_counts_and_arguments() -> None:
     good = {k: torch.zeros(v) for k, v in energy.neuron_shapes.items()}
     name = next(iter(good))
     with pytest.raises(DataError, match="missing"):
-        energy.estimate({}, 1, 4)
+        energy.estimate({}, 1, 4)  # whole-model energy needs every neuron
+    with pytest.raises(DataError, match="unknown"):
+        energy.neuron_costs({"nope": torch.zeros(1)}, 1)
     with pytest.raises(ShapeError, match="expected"):
         energy.estimate({**good, name: torch.zeros(3)}, 1, 4)
     with pytest.raises(ConfigError, match="timesteps"):

@@ -52,8 +52,12 @@ def _run(method: str, T: int, acc: float, iat: bool = False) -> dict:
          "ann_energy_mj": 4e-4 * (i + 1)}
         for i, n in enumerate(LAYERS)
     ]
+    neurons = [{"name": n, "firing_rate": 0.1 * (i + 1), "spikes": 100.0 * (i + 1), "sops": 1e4 * (i + 1),
+                "energy_mj": 1e-5} for i, n in enumerate(LAYERS)]
     return {
         "name": f"{method}{'+iat' if iat else ''}@T{T}",
+        "neurons": neurons,
+        "energy_costs": {"name": "fp32_45nm", "e_mac_pj": 4.6, "e_ac_pj": 0.9},
         "method": method,
         "timesteps": T,
         "iat": iat,
@@ -142,6 +146,8 @@ def test_write_report_writes_plots_and_pages(tmp_path: Path, results: dict) -> N
     for key in ("accuracy_vs_timesteps", "pareto_phi", "iat_curve"):
         assert f"{key}.png" in md and f"{key}.png" in html
     assert "| method |" in md and "<table>" in html
+    assert "fp32_45nm costs (MAC 4.6 pJ, AC 0.9 pJ)" in md
+    assert "| features.5 | 3 | 1.5 |" in md  # per spiking layer: φ, ρ
 
 
 def test_report_without_search_or_iat_skips_those_plots(tmp_path: Path, results: dict) -> None:

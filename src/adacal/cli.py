@@ -25,7 +25,7 @@ from typing import Any
 
 from adacal.errors import AdacalError, CheckpointError, ConfigError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "resolve_options"]
 
 PROG = "adacal"
 EXIT_ERROR = 1
@@ -162,6 +162,8 @@ def _add_common(p: argparse.ArgumentParser, out_default: str | None) -> None:
                    "flags override it")
     g.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)")
     g.add_argument("--seed", type=int, help="seed for torch/numpy/random and data order (default: 0)")
+    g.add_argument("--threads", type=_positive_int, help="CPU threads for torch (default: torch's choice; "
+                   "demo: 1, fastest for its tiny network)")
     out_help = f"output folder (default: {out_default})" if out_default else "output folder"
     g.add_argument("--out", metavar="DIR", help=out_help)
     v = g.add_mutually_exclusive_group()
@@ -206,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (a new one per call: no state is shared between invocations)."""
     parser = argparse.ArgumentParser(
         prog=PROG,
+        allow_abbrev=False,
         description="Convert trained ReLU ANNs into spiking networks with Adaptive Calibration.",
         epilog="start here:  adacal demo        (offline, ~1-2 minutes, writes runs/demo/report.html)\n"
                "help on a command:  adacal COMMAND --help",
@@ -218,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, out_default: str | None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=_DESCRIPTIONS[name], description=_DESCRIPTIONS[name], epilog=_EPILOGS[name],
+                           allow_abbrev=False,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         _add_common(p, out_default)
         return p
@@ -228,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timesteps", type=_int_list, metavar="T,T,...", help="timesteps to simulate (default 2,4,8)")
     p.add_argument("--methods", type=_methods, metavar="M,M,...", help=f"conversion methods (default all: "
                    f"{','.join(_ALL_METHODS)})")
-    p.add_argument("--epochs", type=_positive_int, help="ANN training epochs (default 20)")
+    p.add_argument("--epochs", type=_positive_int, help="ANN training epochs (default 8)")
     p.add_argument("--test-size", type=_positive_int, help="evaluate on the first N test digits only")
     p.add_argument("--phi-target", type=_positive_int, help="target φ of burst methods (default 4)")
     _add_iat(p, flag_help="also run adafire+ssc with adaptive timesteps (default on)")
@@ -320,16 +324,26 @@ def _read_config(spec: str) -> dict[str, Any]:
 
 
 def _dests(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
-    return {a.dest: a for a in parser._actions if a.dest not in (argparse.SUPPRESS, "help")}
+    """Config keys a command accepts: each option's dest and long flag name (dashes as underscores)."""
+    out: dict[str, argparse.Action] = {}
+    for a in parser._actions:
+        if a.dest in (argparse.SUPPRESS, "help"):
+            continue
+        out[a.dest] = a
+        for flag in a.option_strings:
+            if flag.startswith("--") and not flag.startswith("--no-"):
+                out[flag[2:].replace("-", "_")] = a
+    return out
 
 
 def _config_values(
-    spec: str, command: str, subparsers: Mapping[str, argparse.ArgumentParser]
+    spec: str, command: str, subparsers: Mapping[str, argparse.ArgumentParser], skip: frozenset[str] = frozenset()
 ) -> dict[str, Any]:
     """Values of a config file for ``command``: top-level keys plus the ``command:`` section.
 
     Keys valid for another command are ignored (one file can serve train, convert and sweep);
-    keys valid for none are errors. Values go through the same conversion as the flags.
+    keys valid for none are errors. Values go through the same conversion as the flags; options in
+    ``skip`` (given as flags) are not read from the file at all.
     """
     raw = _read_config(spec)
     own = _dests(subparsers[command])
@@ -363,6 +377,9 @@ def _config_values(
                 f"{sorted(set(own) - _NOT_IN_CONFIG)}"
             )
         action = own[k]
+        k = action.dest
+        if k in skip:
+            continue
         try:
             if value is None:
                 out[k] = None
@@ -402,7 +419,8 @@ def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
 
 def _resolve(args: argparse.Namespace, subparsers: Mapping[str, argparse.ArgumentParser]) -> dict[str, Any]:
     """Config-file values overridden by every flag given on the command line."""
-    opts: dict[str, Any] = _config_values(args.config, args.command, subparsers) if args.config else {}
+    given = frozenset(k for k, v in vars(args).items() if v is not None and k != "pipeline")
+    opts: dict[str, Any] = _config_values(args.config, args.command, subparsers, given) if args.config else {}
     for k, v in vars(args).items():
         if k == "pipeline":
             if v:
@@ -692,20 +710,42 @@ def _error_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, dict[str, argparse.ArgumentParser]]:
+    parser = build_parser()
+    args = parser.parse_args(list(argv))
+    subparsers = {name: p for a in parser._actions if isinstance(a, argparse._SubParsersAction)
+                  for name, p in a.choices.items()}
+    return args, subparsers
+
+
+def resolve_options(argv: Sequence[str]) -> dict[str, Any]:
+    """The options a command line resolves to (config file < flags), without running anything.
+
+    Raises :class:`ConfigError` for a bad config file; argparse exits on bad flags.
+    """
+    args, subparsers = _parse(argv)
+    return _resolve(args, subparsers)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``adacal`` command line; returns the exit code (0 ok, 1 error, 130 interrupted)."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    args = parser.parse_args(args_list)
-    subparsers = {name: p for a in parser._actions if isinstance(a, argparse._SubParsersAction)
-                  for name, p in a.choices.items()}
+    args, subparsers = _parse(args_list)
     undo_logging = _setup_logging(bool(args.verbose), bool(args.quiet))
+    cleanups: list[Callable[[], None]] = [undo_logging]
     log = logging.getLogger("adacal.cli")
     try:
         opts = _resolve(args, subparsers)
         opts["device"] = _device(opts.get("device"))
         opts["seed"] = int(opts.get("seed") if opts.get("seed") is not None else 0)
         _seed_everything(opts["seed"])
+        threads = opts.get("threads") or (1 if args.command == "demo" else None)
+        if threads:
+            import torch
+
+            old_threads = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            cleanups.append(lambda: torch.set_num_threads(old_threads))
         command = " ".join([PROG, *map(shlex.quote, args_list)])
         log.debug("options: %s", opts)
         return int(args.func(opts, command))
@@ -718,7 +758,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
-        undo_logging()
+        for undo in reversed(cleanups):
+            undo()
 
 
 if __name__ == "__main__":  # pragma: no cover

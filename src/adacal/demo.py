@@ -47,7 +47,7 @@ class DemoConfig:
 
     data: DataSpec = field(default_factory=lambda: DataSpec(dataset="digits", calib_size=256, batch_size=128))
     model: ModelSpec = field(default_factory=lambda: ModelSpec(name="digits_cnn"))
-    train: TrainSpec = field(default_factory=lambda: TrainSpec(epochs=20, lr=0.05, batch_size=64))
+    train: TrainSpec = field(default_factory=lambda: TrainSpec(epochs=8, lr=0.05, batch_size=64))
     sweep: SweepConfig = field(default_factory=SweepConfig)
     report: bool = True
     version: int = 1

@@ -92,7 +92,7 @@ def evaluate(
             if model is None and energy == "auto":
                 from adacal.energy import EnergyModel
 
-                model = EnergyModel.build(snn, x[:1] if not sequence else x[:, :1], sequence=sequence)
+                model = EnergyModel.build(snn, x[0, :1] if sequence else x[:1])
             if exit_policy is None:
                 out = snn.run(x, T, sequence=sequence)
                 pred = out.cumsum(0).argmax(dim=2)  # [T, B]
@@ -123,7 +123,7 @@ def evaluate(
         result["exit_histogram"] = [int(h) for h in hist]
     energy_model = model if energy == "auto" else energy
     if energy_model is not None:
-        rep = energy_model.estimate(counts, num_samples=total, timesteps=mean_steps)
+        rep = energy_model.estimate(counts, num_samples=total, timesteps=mean_steps, sequence=sequence)
         d = rep.to_dict()
         result["energy_mj"] = d["snn_energy_pj"] * 1e-9
         result["ann_energy_mj"] = d["ann_energy_pj"] * 1e-9

@@ -62,6 +62,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: Picojoules to millijoules (the energy model counts pJ; results report mJ per image).
+PJ_TO_MJ = 1e-9
 #: α_base values of the IAT accuracy-versus-latency curve (seed: 0.6 for CIFAR, 0.995 for ImageNet).
 DEFAULT_IAT_CURVE = (0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.99)
 
@@ -414,6 +416,17 @@ def make_run(
 ) -> dict[str, Any]:
     energy = metrics.get("energy_mj")
     ann_energy = metrics.get("ann_energy_mj")
+    energy_report = metrics.get("energy") or {}
+    layers = list(metrics.get("layers") or [
+        {"name": r["name"], "kind": r.get("kind"), "macs": r.get("macs_per_image"), "sops": r.get("sops_per_image"),
+         "energy_mj": r["energy_pj"] * PJ_TO_MJ, "ann_energy_mj": r["ann_energy_pj"] * PJ_TO_MJ}
+        for r in energy_report.get("layers") or []
+    ])
+    neurons = [
+        {"name": r["name"], "firing_rate": r.get("firing_rate"), "spikes": r.get("spikes_per_image"),
+         "sops": r.get("sops_per_image"), "energy_mj": r["energy_pj"] * PJ_TO_MJ}
+        for r in energy_report.get("neurons") or []
+    ]
     ratio = float(energy) / float(ann_energy) if energy is not None and ann_energy else None
     return {
         "name": run_name(method, timesteps, iat),
@@ -427,7 +440,9 @@ def make_run(
         "energy_ratio": ratio,
         "mean_timesteps": metrics.get("mean_timesteps", float(timesteps)),
         "exit_histogram": list(metrics["exit_histogram"]) if metrics.get("exit_histogram") is not None else None,
-        "layers": list(metrics.get("layers") or []),
+        "layers": layers,
+        "neurons": neurons,
+        "energy_costs": energy_report.get("costs"),
         "iat_policy": policy.to_dict() if policy is not None else None,
         "iat_curve": curve,
         "conversion": dict(record) if record is not None else None,
@@ -526,8 +541,8 @@ def run_sweep(
         results["runs"].append(run)
         if results["ann"].get("energy_mj") is None:
             results["ann"]["energy_mj"] = metrics.get("ann_energy_mj")
-        log.info("[%d/%d] %s: accuracy %.2f%%, energy %.3g mJ/image (%.0f%% of the ANN), %.1fs",
-                 done, total, run["name"], run["accuracy"], run["energy_mj"] or float("nan"),
+        log.info("[%d/%d] %s: accuracy %.2f%%, energy %.4g µJ/image (%.0f%% of the ANN), %.1f s",
+                 done, total, run["name"], run["accuracy"], 1e3 * (run["energy_mj"] or float("nan")),
                  100 * (run["energy_ratio"] or float("nan")), t2 - t0)
         if config.iat and method == config.iat_method:
             done += 1

@@ -132,11 +132,9 @@ def _sops_cost(snn: SpikingModel, example: Tensor, batch: int) -> CostFn:
     from adacal.energy import EnergyModel  # local: the energy model is optional for other costs
 
     model = EnergyModel.build(snn, example[:1])
-    fanout = model.neuron_fanout()
 
     def cost(name: str, spikes: Tensor) -> float:
-        f = fanout.get(name)
-        return 0.0 if f is None else float((spikes * f.to(spikes)).sum()) / batch
+        return model.neuron_costs({name: spikes}, batch, metric="sops")[name]
 
     return cost
 

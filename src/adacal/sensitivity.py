@@ -175,6 +175,7 @@ def profile(
     timesteps: int,
     cost_fn: CostFn | None = None,
     reuse_prefix: bool = True,
+    layers: Sequence[str] | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
 ) -> SensitivityTable:
@@ -184,7 +185,7 @@ def profile(
     calibration batch ``x``, with only that neuron changed. Cost: ``cost_fn(name, spike_map)``
     of that neuron's spikes per image (default: the spike count per image). ``checkpoint`` is a
     JSON file written after every layer; a rerun with the same model, data and candidates picks
-    up from it and gives identical results.
+    up from it and gives identical results. ``layers`` restricts profiling to those neurons.
     """
     if knob not in KNOBS:
         raise ConfigError(f"knob must be one of {KNOBS}, got {knob!r}")
@@ -211,6 +212,11 @@ def profile(
     start = time.perf_counter()
     ann = snn.ann_forward(x)
     neurons = snn.neurons()
+    if layers is not None:
+        unknown = sorted(set(layers) - set(neurons))
+        if unknown:
+            raise ConfigError(f"unknown layer(s) {unknown}; the neurons are {list(neurons)}")
+        neurons = {k: v for k, v in neurons.items() if k in set(layers)}
     scores: dict[str, dict[float, float]] = {}
     costs: dict[str, dict[float, float]] = {}
     spikes: dict[str, dict[float, float]] = {}

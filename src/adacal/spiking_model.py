@@ -80,10 +80,18 @@ class SpikingModel(nn.Module):
     the original network exactly.
     """
 
-    def __init__(self, graph_module: fx.GraphModule, input_shape: tuple[int, ...]) -> None:
+    #: Bytes of the largest per-step activation that ``time_chunk="auto"`` aims to keep per call:
+    #: stacking time steps speeds up small batches (bigger GEMMs), but once one call's tensors
+    #: outgrow the CPU caches the neuron loop runs from DRAM and streaming is faster
+    #: (benchmarks/results/simulation_speed.md).
+    AUTO_CHUNK_BYTES = 4 << 20
+
+    def __init__(self, graph_module: fx.GraphModule, input_shape: tuple[int, ...],
+                 activation_bytes: int = 0) -> None:
         super().__init__()
         self.graph_module = graph_module
         self.input_shape = tuple(input_shape)  # per-sample shape seen at conversion
+        self.activation_bytes = int(activation_bytes)  # largest activation per sample
         self._split_cache: dict[str, Any] = {}
 
     # ---------------------------------------------------------------- structure
@@ -192,18 +200,24 @@ class SpikingModel(nn.Module):
         timesteps: int,
         *,
         sequence: bool = False,
-        time_chunk: int | None = None,
+        time_chunk: int | str | None = "auto",
         batch_chunk: int | None = None,
     ) -> Any:
         """Simulate ``timesteps`` steps; returns per-step outputs ``[T, B, ...]`` (same pytree).
 
         ``x`` is one constant input ``[B, ...]``, or a sequence ``[T, B, ...]`` (events) when
-        ``sequence``. ``time_chunk`` steps are stacked on the batch axis per call (default all:
-        the fastest; 1 = streaming); ``batch_chunk`` bounds memory by splitting the batch.
+        ``sequence``. ``time_chunk`` steps are stacked on the batch axis per call (None: all;
+        ``"auto"`` picks the largest chunk whose activations stay cache-sized, see
+        ``AUTO_CHUNK_BYTES``; 1 = streaming); ``batch_chunk`` bounds memory by splitting the batch.
+        All chunkings give identical outputs.
         """
         timesteps = check_timesteps(timesteps)
-        chunk = timesteps if time_chunk is None else check_timesteps(time_chunk)
         self.check_input(x, sequence=sequence)
+        if time_chunk == "auto":
+            rows = self.AUTO_CHUNK_BYTES // max(1, self.activation_bytes * x.shape[1 if sequence else 0])
+            chunk = min(timesteps, max(1, int(rows)))
+        else:
+            chunk = timesteps if time_chunk is None else check_timesteps(time_chunk)
         if sequence and x.shape[0] < timesteps:
             raise ShapeError(f"sequence input has {x.shape[0]} frames but {timesteps} timesteps were asked")
         bdim = 1 if sequence else 0

@@ -70,7 +70,8 @@ def _fold_into(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> None:
 def fold_batchnorm(gm: fx.GraphModule) -> tuple[int, int]:
     """In place: fold each BN whose input is a weighted layer used once and feeding only it.
 
-    Every other BN becomes a :class:`ChannelAffine`. Returns ``(folded, kept_as_affine)``.
+    Every other BN with running statistics becomes a :class:`ChannelAffine`; one without them
+    is left as it is. Returns ``(folded, kept_as_affine)``.
     """
     calls = Counter(n.target for n in gm.graph.nodes if n.op == "call_module")
     folded = kept = 0
@@ -78,6 +79,11 @@ def fold_batchnorm(gm: fx.GraphModule) -> tuple[int, int]:
         if node.op != "call_module" or not isinstance(gm.get_submodule(node.target), _BN):
             continue
         bn = gm.get_submodule(node.target)
+        if bn.running_mean is None or bn.running_var is None:
+            # Normalises with batch statistics even in eval mode: neither foldable nor a fixed
+            # affine. Left in place; check_spiking_path reports it if it sits on the spiking path.
+            log.warning("%s has no running statistics (track_running_stats=False); not folded", node.target)
+            continue
         prev = node.args[0]
         if (
             isinstance(prev, fx.Node)

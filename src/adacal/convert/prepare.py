@@ -112,6 +112,18 @@ def _max_diff(a: Any, b: Any) -> float:
     return 0.0 if a == b else float("inf")
 
 
+def _largest_activation(gm: fx.GraphModule, batch: int) -> int:
+    """Bytes per sample of the largest tensor the graph computes (from ShapeProp metadata)."""
+    best = 0
+    for node in gm.graph.nodes:
+        meta = node.meta.get("tensor_meta")
+        shape = getattr(meta, "shape", None)
+        dtype = getattr(meta, "dtype", None)
+        if shape is not None and dtype is not None and len(shape) > 0:
+            best = max(best, int(torch.Size(shape).numel()) * torch.empty((), dtype=dtype).element_size() // batch)
+    return best
+
+
 @torch.no_grad()
 def prepare(model: nn.Module, example_input: Tensor, *, config: ConversionConfig | None = None) -> SpikingModel:
     """Convert a copy of ``model`` into a :class:`SpikingModel` (neurons start in ANN mode).
@@ -153,7 +165,7 @@ def prepare(model: nn.Module, example_input: Tensor, *, config: ConversionConfig
     gm.delete_all_unused_submodules()
     ShapeProp(gm).propagate(x)
     check_spiking_path(gm, cfg.analog)
-    snn = SpikingModel(gm, tuple(x.shape[1:]))
+    snn = SpikingModel(gm, tuple(x.shape[1:]), _largest_activation(gm, x.shape[0]))
     got = snn.ann_forward(x)
     diff, scale = _max_diff(got, reference), _max_abs(reference)
     if not diff <= cfg.check_rtol * max(scale, 1.0):

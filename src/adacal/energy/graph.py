@@ -57,7 +57,9 @@ _WEIGHTED_FUNCS: dict[Any, str] = {
 _AVG_POOLS: dict[type, int] = {nn.AvgPool1d: 1, nn.AvgPool2d: 2, nn.AvgPool3d: 3}
 _ADAPTIVE_POOLS: dict[type, int] = {nn.AdaptiveAvgPool1d: 1, nn.AdaptiveAvgPool2d: 2, nn.AdaptiveAvgPool3d: 3}
 _AVG_POOL_FUNCS: dict[Any, int] = {F.avg_pool1d: 1, F.avg_pool2d: 2, F.avg_pool3d: 3}
-_ADAPTIVE_FUNCS: dict[Any, int] = {F.adaptive_avg_pool1d: 1, F.adaptive_avg_pool2d: 2, F.adaptive_avg_pool3d: 3}
+_ADAPTIVE_FUNCS: dict[Any, int] = {
+    F.adaptive_avg_pool1d: 1, F.adaptive_avg_pool2d: 2, F.adaptive_avg_pool3d: 3,
+}
 # Modules that pass spikes on unweighted (connectivity 0/1, possibly with copies).
 _PASS_MODULES: tuple[type, ...] = (
     ChannelAffine, *_AVG_POOLS, *_ADAPTIVE_POOLS, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
@@ -244,11 +246,12 @@ class _Profiler(fx.Interpreter):
             kind = _combine(kinds)
             return kind, srcs if kind in _SPIKY else none
         if _is_scale(n):
-            spiky = [i for i in ins if self.kind[i] in _SPIKY]
-            others = [self.kind[i] for i in ins if i not in spiky]
-            carrier_first = bool(spiky) and (_first_arg(n, "input") in spiky)
+            operands = [a for a in (*n.args, *n.kwargs.values()) if isinstance(a, fx.Node)]
+            spiky = [a for a in operands if self.kind[a] in _SPIKY]  # with multiplicity: x*x is not linear
+            others = [self.kind[a] for a in operands if self.kind[a] not in _SPIKY]
             if not spiky:
                 return _combine(kinds), none
+            carrier_first = _first_arg(n, "input") is spiky[0]
             if len(spiky) == 1 and all(k == CONST for k in others) and (
                 n.target not in _DIVISIONS or carrier_first
             ):
@@ -276,7 +279,9 @@ def _sum_pool(
     s = k if stride is None or (isinstance(stride, (list, tuple)) and not stride) else _ntuple(stride, nd)
     p = _ntuple(padding, nd)
     if nd == 1:  # avg_pool1d has no divisor_override: go through 2d with a unit axis
-        y = F.avg_pool2d(input.unsqueeze(-2), (1, k[0]), (1, s[0]), (0, p[0]), ceil_mode, True, divisor_override=1)
+        y = F.avg_pool2d(
+            input.unsqueeze(-2), (1, k[0]), (1, s[0]), (0, p[0]), ceil_mode, True, divisor_override=1
+        )
         return y.squeeze(-2)
     fn = F.avg_pool2d if nd == 2 else F.avg_pool3d
     return fn(input, k, s, p, ceil_mode, True, divisor_override=1)
@@ -358,7 +363,9 @@ class _FanoutTracer(fx.Interpreter):
         with torch.no_grad():
             return getattr(self, n.op)(n.target, _detach(args), _detach(kwargs))
 
-    def _functional_indicator(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    def _functional_indicator(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         a = list(args)
         kw = dict(kwargs)
         if len(a) > 1:
@@ -505,8 +512,16 @@ def _fanouts(
     spike_layers = [info for info in layer_of.values() if info.kind == SPIKE]
     if not spike_layers:
         return {}
+    with torch.inference_mode(False), torch.enable_grad():  # the fan-outs are gradients
+        return _fanouts_impl(gm, x, profile, layer_of, spike_layers)
+
+
+def _fanouts_impl(
+    gm: fx.GraphModule, x: Tensor, profile: _Profiler, layer_of: dict[str, LayerInfo],
+    spike_layers: list[LayerInfo],
+) -> dict[tuple[str, str], Tensor]:
     device = x.device
-    dtype = torch.float32 if device.type == "mps" else torch.float64
+    dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
     work = copy.deepcopy(gm).to(dtype)
     for p in work.parameters():
         p.requires_grad_(False)
@@ -520,22 +535,21 @@ def _fanouts(
             if getattr(mod, "bias", None) is not None:
                 mod.bias.zero_()
     tracer = _FanoutTracer(work, profile, layer_of, dtype, device)
-    with torch.enable_grad():
-        tracer.run(x.to(dtype) if x.is_floating_point() else x)
-        out: dict[tuple[str, str], Tensor] = {}
-        for info in spike_layers:
-            leaves = [tracer.leaves[s] for s in info.sources]
-            scalar = tracer.scalars[info.name]
-            grads: Sequence[Tensor | None] = (
-                torch.autograd.grad(scalar, leaves, retain_graph=True, allow_unused=True)
-                if scalar.requires_grad else [None] * len(leaves)
-            )
-            for src, leaf, g in zip(info.sources, leaves, grads):
-                g = torch.zeros_like(leaf) if g is None else g
-                r = g.detach().round()
-                err = float((g.detach() - r).abs().max()) if g.numel() else 0.0
-                if err > 1e-6:
-                    log.warning("fan-out %s -> %s is not integral (max deviation %.3g); an op on the path is "
-                                "not a 0/1 connection", src, info.name, err)
-                out[(info.name, src)] = r[0]
+    tracer.run(x.to(dtype) if x.is_floating_point() else x.clone())
+    out: dict[tuple[str, str], Tensor] = {}
+    for info in spike_layers:
+        leaves = [tracer.leaves[s] for s in info.sources]
+        scalar = tracer.scalars[info.name]
+        grads: Sequence[Tensor | None] = (
+            torch.autograd.grad(scalar, leaves, retain_graph=True, allow_unused=True)
+            if scalar.requires_grad else [None] * len(leaves)
+        )
+        for src, leaf, g in zip(info.sources, leaves, grads):
+            g = torch.zeros_like(leaf) if g is None else g.detach()
+            r = g.round()
+            err = float((g - r).abs().max()) if g.numel() else 0.0
+            if err > 1e-6:
+                log.warning("fan-out %s -> %s is not integral (max deviation %.3g); an op on the path is "
+                            "not a 0/1 connection", src, info.name, err)
+            out[(info.name, src)] = r[0]
     return out

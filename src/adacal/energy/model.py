@@ -32,7 +32,9 @@ COST_METRICS = ("spikes", "sops", "energy")
 
 def _check_samples(num_samples: Any) -> int:
     if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral) or num_samples < 1:
-        raise ConfigError(f"num_samples must be an integer >= 1 (images whose spikes were counted), got {num_samples!r}")
+        raise ConfigError(
+            f"num_samples must be an integer >= 1 (images whose spikes were counted), got {num_samples!r}"
+        )
     return int(num_samples)
 
 
@@ -100,7 +102,7 @@ class EnergyModel:
             analysis = analyze_graph(snn.graph_module, x)
         model = cls(analysis, costs or CostTable.fp32_45nm(), constant_prefix=snn.has_constant_prefix)
         log.info("energy model: %d weighted layers (%d spike-fed), %d neuron layers, ANN %.4g MMACs/image",
-                 len(analysis.layers), sum(1 for l in analysis.layers if l.kind == SPIKE),
+                 len(analysis.layers), sum(1 for li in analysis.layers if li.kind == SPIKE),
                  len(analysis.neuron_shapes), model.ann_macs / 1e6)
         return model
 
@@ -122,7 +124,7 @@ class EnergyModel:
     @property
     def ann_macs(self) -> int:
         """MACs of one ANN forward pass: every conv/linear of the converted graph once."""
-        return sum(l.macs for l in self.layers)
+        return sum(li.macs for li in self.layers)
 
     @property
     def ann_energy_pj(self) -> float:
@@ -134,10 +136,10 @@ class EnergyModel:
         return self._analysis.other_macs
 
     def layer(self, name: str) -> LayerInfo:
-        for l in self.layers:
-            if l.name == name:
-                return l
-        raise ConfigError(f"no weighted layer named {name!r}; known: {[l.name for l in self.layers]}")
+        for li in self.layers:
+            if li.name == name:
+                return li
+        raise ConfigError(f"no weighted layer named {name!r}; known: {[li.name for li in self.layers]}")
 
     def fanout(self, neuron: str, layer: str | None = None) -> Tensor:
         """Synapses driven by one spike at each position of ``neuron`` (into ``layer``, or all layers)."""
@@ -159,12 +161,15 @@ class EnergyModel:
         return 1.0 if once else _check_mean_timesteps(timesteps)
 
     # ------------------------------------------------------------------ counting
-    def _counts(self, spike_counts: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    def _counts(self, spike_counts: Mapping[str, Tensor], *, complete: bool) -> dict[str, Tensor]:
+        """Validated float64 counts; ``complete``: every neuron must be present (whole-model energy)."""
         if not isinstance(spike_counts, Mapping):
-            raise DataError(f"spike_counts must be a dict {{neuron name: count tensor}} (snn.spike_counts()), "
-                            f"got {type(spike_counts).__name__}")
+            raise DataError(
+                "spike_counts must be a dict {neuron name: count tensor} (snn.spike_counts()), "
+                f"got {type(spike_counts).__name__}"
+            )
         shapes = self._analysis.neuron_shapes
-        missing = [k for k in shapes if k not in spike_counts]
+        missing = [k for k in shapes if k not in spike_counts] if complete else []
         unknown = [k for k in spike_counts if k not in shapes]
         if missing or unknown:
             raise DataError(
@@ -173,33 +178,44 @@ class EnergyModel:
             )
         out: dict[str, Tensor] = {}
         for name, shape in shapes.items():
+            if name not in spike_counts:
+                continue
             c = spike_counts[name]
             if not isinstance(c, Tensor):
                 raise DataError(f"spike count of {name!r} must be a tensor, got {type(c).__name__}")
             if c.numel() == 0:  # never ran while recording: no spikes
                 c = torch.zeros(shape, dtype=torch.float64, device=c.device)
             elif tuple(c.shape) != shape:
-                raise ShapeError(f"spike count of {name!r} has shape {tuple(c.shape)}, expected {shape} "
-                                 "(per-sample neuron output shape); was the model built for another input size?")
+                raise ShapeError(
+                    f"spike count of {name!r} has shape {tuple(c.shape)}, expected {shape} (per-sample "
+                    "neuron output shape); was the model built for another input size?"
+                )
             out[name] = c.detach().to(torch.float64)
         return out
 
     def _dot(self, count: Tensor, f: Tensor) -> Tensor:
         return torch.dot(count.reshape(-1), f.to(device=count.device, dtype=torch.float64).reshape(-1))
 
-    def _tally(self, spike_counts: Mapping[str, Tensor]) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
-        """(SOPs per layer, SOPs per neuron, spikes per neuron), totals over what was recorded."""
-        counts = self._counts(spike_counts)
+    def _tally(
+        self, spike_counts: Mapping[str, Tensor], *, complete: bool = False
+    ) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+        """(SOPs per layer, SOPs per neuron, spikes per neuron), totals over what was recorded.
+
+        Neurons absent from ``spike_counts`` contribute nothing (allowed unless ``complete``).
+        """
+        counts = self._counts(spike_counts, complete=complete)
         keys: list[tuple[str, str]] = []
         vals: list[Tensor] = []
-        for l in self.layers:
-            for s in l.sources:
-                keys.append((l.name, s))
-                vals.append(self._dot(counts[s], self._analysis.fanouts[(l.name, s)]))
+        for li in self.layers:
+            for s in li.sources:
+                if s not in counts:
+                    continue
+                keys.append((li.name, s))
+                vals.append(self._dot(counts[s], self._analysis.fanouts[(li.name, s)]))
         spike_names = list(counts)
         vals.extend(counts[n].sum() for n in spike_names)
-        flat = torch.stack([v.cpu() for v in vals]).tolist() if vals else []  # one sync per call
-        layer_sops = {l.name: 0.0 for l in self.layers}
+        flat = torch.stack(vals).tolist() if vals else []  # one device sync per call
+        layer_sops = {li.name: 0.0 for li in self.layers}
         neuron_sops = {n: 0.0 for n in spike_names}
         for (lname, src), v in zip(keys, flat):
             layer_sops[lname] += v
@@ -208,7 +224,10 @@ class EnergyModel:
         return layer_sops, neuron_sops, spikes
 
     def layer_sops(self, spike_counts: Mapping[str, Tensor]) -> dict[str, float]:
-        """Synaptic operations per weighted layer (0 for analog-fed ones), summed over the recording."""
+        """Synaptic operations per weighted layer (0 for analog-fed ones), summed over the recording.
+
+        ``spike_counts`` may hold a subset of the neurons (e.g. one layer during a search).
+        """
         return self._tally(spike_counts)[0]
 
     def neuron_sops(self, spike_counts: Mapping[str, Tensor]) -> dict[str, float]:
@@ -225,7 +244,8 @@ class EnergyModel:
         """Per-image cost of each neuron layer, for the φ/ρ searches (additive over layers).
 
         ``metric``: ``spikes`` (the released code's unit), ``sops`` (synaptic operations its
-        spikes trigger) or ``energy`` (E_AC × SOPs, pJ).
+        spikes trigger) or ``energy`` (E_AC × SOPs, pJ). Returns one entry per neuron present in
+        ``spike_counts`` (a subset is fine: profile one layer at a time).
         """
         if metric not in COST_METRICS:
             raise ConfigError(f"metric must be one of {COST_METRICS}, got {metric!r}")
@@ -238,7 +258,12 @@ class EnergyModel:
 
     # ------------------------------------------------------------------ the estimate
     def estimate(
-        self, spike_counts: Mapping[str, Tensor], num_samples: int, timesteps: float, *, sequence: bool = False,
+        self,
+        spike_counts: Mapping[str, Tensor],
+        num_samples: int,
+        timesteps: float,
+        *,
+        sequence: bool = False,
     ) -> EnergyReport:
         """Energy per image from spike counts recorded over ``num_samples`` images.
 
@@ -248,24 +273,24 @@ class EnergyModel:
         """
         n = _check_samples(num_samples)
         t = _check_mean_timesteps(timesteps)
-        layer_sops, neuron_sops, spikes = self._tally(spike_counts)
+        layer_sops, neuron_sops, spikes = self._tally(spike_counts, complete=True)
         e_mac, e_ac = self.costs.e_mac_pj, self.costs.e_ac_pj
         rows: list[LayerEnergy] = []
         mac_pj = ac_pj = 0.0
-        for l in self.layers:
-            if l.kind == SPIKE:
-                sops = layer_sops[l.name] / n
+        for li in self.layers:
+            if li.kind == SPIKE:
+                sops = layer_sops[li.name] / n
                 runs, macs_img, energy = 0.0, 0.0, e_ac * sops
                 ac_pj += energy
             else:
                 sops = 0.0
-                runs = self.runs_per_image(l, t, sequence=sequence)
-                macs_img = l.macs * runs
+                runs = self.runs_per_image(li, t, sequence=sequence)
+                macs_img = li.macs * runs
                 energy = e_mac * macs_img
                 mac_pj += energy
-            rows.append(LayerEnergy(name=l.name, kind=l.kind, op=l.op, macs=l.macs, runs_per_image=runs,
+            rows.append(LayerEnergy(name=li.name, kind=li.kind, op=li.op, macs=li.macs, runs_per_image=runs,
                                     macs_per_image=macs_img, sops_per_image=sops, energy_pj=energy,
-                                    ann_energy_pj=e_mac * l.macs))
+                                    ann_energy_pj=e_mac * li.macs))
         neurons: list[NeuronActivity] = []
         total_neurons = 0
         for name, shape in self._analysis.neuron_shapes.items():
@@ -281,7 +306,8 @@ class EnergyModel:
         return EnergyReport(
             costs=self.costs, num_samples=n, timesteps=t, sequence=bool(sequence), ann_macs=self.ann_macs,
             ann_energy_pj=self.ann_energy_pj, snn_energy_pj=mac_pj + ac_pj, mac_energy_pj=mac_pj,
-            ac_energy_pj=ac_pj, sops_per_image=sum(r.sops_per_image for r in rows), spikes_per_image=total_spikes,
+            ac_energy_pj=ac_pj, sops_per_image=sum(r.sops_per_image for r in rows),
+            spikes_per_image=total_spikes,
             firing_rate=total_spikes / (total_neurons * t) if total_neurons else 0.0,
             layers=tuple(rows), neurons=tuple(neurons),
         )
@@ -293,7 +319,7 @@ class EnergyModel:
             "constant_prefix": self.constant_prefix,
             "ann_macs": self.ann_macs,
             "other_macs": self.other_macs,
-            "layers": [vars(l) | {"sources": list(l.sources)} for l in self.layers],
+            "layers": [vars(li) | {"sources": list(li.sources)} for li in self.layers],
             "neurons": {k: list(v) for k, v in self._analysis.neuron_shapes.items()},
         }
 

@@ -47,6 +47,11 @@ SUMMARY_FILE = "summary.json"
 
 _REQUIRED_TOP = ("schema", "version", "kind", "model", "ann", "runs")
 _REQUIRED_RUN = ("name", "method", "timesteps", "iat", "accuracy", "energy_mj", "mean_timesteps")
+#: x-axis label of Pareto plots by the pipeline's ``search_cost``.
+_COST_LABELS = {
+    "sops": "cost: synaptic operations per image (Σ over layers)",
+    "spikes": "cost: spikes per image (Σ over layers)",
+}
 #: Preference order when picking the run whose per-layer details a report shows.
 _FEATURE_ORDER = ("adafire+ssc", "adafire", "burstfire", "calibration", "plain")
 
@@ -253,10 +258,11 @@ def write_report(results: Mapping[str, Any], folder: str | os.PathLike[str]) -> 
         if conv.get("phi") or conv.get("rho"):
             attempt("layer_settings", plots.plot_layer_settings, conv.get("phi"), conv.get("rho"),
                     title=f"Per-layer φ and ρ ({title})")
+        cost = _COST_LABELS.get(str((conv.get("config") or {}).get("search_cost")))
         for kind in ("phi", "rho"):
             front = (conv.get("frontiers") or {}).get(kind)
             if front:
-                attempt(f"pareto_{kind}", plots.plot_pareto, front, kind=kind)
+                attempt(f"pareto_{kind}", plots.plot_pareto, front, kind=kind, cost_label=cost)
         if feat.get("layers"):
             attempt("layer_energy", plots.plot_layer_energy, feat["layers"], title=f"Energy per layer ({title})")
     iat = featured_run(runs, iat=True)

@@ -27,11 +27,11 @@ _PLOT_TEXT: dict[str, tuple[str, str]] = {
     "layer_settings": ("Searched per-layer settings", "φ: spikes a neuron may fire per step (AdaFire); "
                        "ρ: threshold ratio (SSC)."),
     "pareto_phi": ("φ search frontier", "Every point is a Pareto-optimal assignment of φ to the layers; the star is "
-                   "the one chosen under the energy budget."),
+                   "the one chosen under the cost budget."),
     "pareto_rho": ("ρ search frontier", "The star is the cheapest assignment of ρ whose sensitivity meets the "
                    "budget."),
-    "layer_energy": ("Energy per layer", "ANN: every MAC; SNN: the first layer's MACs plus one accumulate per "
-                     "spike and synapse it drives."),
+    "layer_energy": ("Energy per layer", "ANN: every MAC; SNN: MACs of layers fed with analog input plus one "
+                     "accumulate per spike and synapse it drives."),
     "iat_exit_histogram": ("IAT exit histogram", "The timestep at which each test input stopped."),
     "iat_curve": ("IAT accuracy versus latency", "Early exit at several α_base against running every input a "
                   "fixed number of steps."),
@@ -63,22 +63,23 @@ def _table_block(table_md: str) -> Block:
 
 
 def _layer_block(run: Mapping[str, Any]) -> Block | None:
+    """Per spiking layer (neuron): searched φ and ρ, mean threshold, firing rate, spikes and SOPs."""
     conv = run.get("conversion") or {}
     phi, rho, thr = conv.get("phi") or {}, conv.get("rho") or {}, conv.get("thresholds") or {}
-    layers = {str(l.get("name")): l for l in run.get("layers") or []}
-    names = list(dict.fromkeys([*thr, *phi, *rho, *layers]))
+    neurons = {str(n.get("name")): n for n in run.get("neurons") or []}
+    names = list(dict.fromkeys([*thr, *phi, *rho, *neurons]))
     if not names:
         return None
     rows = []
     for n in names:
         t = thr.get(n) or {}
-        lay = layers.get(n) or {}
+        act = neurons.get(n) or {}
         rows.append((
-            n, _fmt(phi.get(n)), _fmt(rho.get(n)), _fmt(t.get("mean")), _fmt(lay.get("firing_rate"), ".3f"),
-            _fmt(lay.get("sops"), ".4g"), _fmt(lay.get("energy_mj"), ".3g"), _fmt(lay.get("ann_energy_mj"), ".3g"),
+            n, _fmt(phi.get(n)), _fmt(rho.get(n)), _fmt(t.get("mean")), _fmt(act.get("firing_rate"), ".3f"),
+            _fmt(act.get("spikes"), ".4g"), _fmt(act.get("sops"), ".4g"),
         ))
-    return Block("table", headers=("layer", "φ", "ρ", "θ (mean)", "firing rate", "SOPs", "SNN mJ", "ANN mJ"),
-                 rows=tuple(rows))
+    return Block("table", headers=("spiking layer", "φ", "ρ", "θ (mean)", "firing rate", "spikes/img",
+                                   "SOPs/img triggered"), rows=tuple(rows))
 
 
 def page_blocks(results: Mapping[str, Any], plots: Mapping[str, Path], folder: Path) -> list[Block]:
@@ -99,8 +100,11 @@ def page_blocks(results: Mapping[str, Any], plots: Mapping[str, Path], folder: P
     blocks.append(Block("p", " · ".join(facts)))
     if summary_rows(results):
         blocks += [Block("h2", "Results"), _table_block(format_table(results, markdown=True))]
-        blocks.append(Block("p", "Accuracy: top-1 on the test split. Energy: per image, 45 nm costs (MAC 4.6 pJ, "
-                                 "AC 0.9 pJ). Mean T: timesteps actually run per input (below T only with IAT)."))
+        costs = next((r["energy_costs"] for r in runs if isinstance(r.get("energy_costs"), dict)), None)
+        cost_text = (f"{costs.get('name', 'custom')} costs (MAC {_fmt(costs.get('e_mac_pj'))} pJ, AC "
+                     f"{_fmt(costs.get('e_ac_pj'))} pJ)") if costs else "the energy model's costs"
+        blocks.append(Block("p", f"Accuracy: top-1 on the test split. Energy: per image, {cost_text}. Mean T: "
+                                 "timesteps actually run per input (below T only with IAT)."))
 
     def img(key: str) -> None:
         if key in plots:

@@ -50,6 +50,7 @@ MAX_TICK_CHARS = 22
 LOG_SCALE_RATIO = 50.0
 
 _ANN_STYLE: dict[str, Any] = {"color": "0.25", "linestyle": "--", "linewidth": 1.2}
+_MARKERS = ("o", "s", "^", "v", "P", "X", "h")
 _ENERGY_UNITS = ((1.0, "mJ"), (1e-3, "µJ"), (1e-6, "nJ"), (1e-9, "pJ"))
 
 
@@ -91,6 +92,29 @@ def energy_unit(values_mj: Sequence[float]) -> tuple[float, str]:
         if top >= scale:
             return scale, name
     return _ENERGY_UNITS[-1]
+
+
+def _annotate_sparse(
+    ax: Axes, points: Sequence[tuple[float, float, str, Any]], *, min_dx: float = 0.07, min_dy: float = 0.045
+) -> None:
+    """Label points, skipping any label that would sit within (min_dx, min_dy) axes-fractions of one
+    already placed (positions are measured with the axes' final limits and scales)."""
+    x0, x1 = ax.get_xlim()
+    y0, y1 = ax.get_ylim()
+    logx = ax.get_xscale() == "log"
+
+    def frac(v: float, lo: float, hi: float, log: bool) -> float:
+        if log:
+            return (math.log(v) - math.log(lo)) / ((math.log(hi) - math.log(lo)) or 1.0) if v > 0 else 0.0
+        return (v - lo) / ((hi - lo) or 1.0)
+
+    placed: list[tuple[float, float]] = []
+    for x, y, text, color in points:
+        u, v = frac(x, x0, x1, logx), frac(y, y0, y1, False)
+        if any(abs(u - pu) < min_dx and abs(v - pv) < min_dy for pu, pv in placed):
+            continue
+        placed.append((u, v))
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, -10), fontsize=6, color=color)
 
 
 def _short(name: str) -> str:
@@ -150,13 +174,15 @@ def plot_accuracy_vs_timesteps(
         if r.get("iat"):
             iat_labels.add(label)
     ts = sorted({float(r["timesteps"]) for r in runs})
-    for label, pts in series.items():
+    for k, (label, pts) in enumerate(series.items()):
         pts.sort()
         xs, ys = zip(*pts)
         iat = label in iat_labels
+        # distinct markers, shrinking, so methods with identical results stay visible on top of each other
         ax.plot(
-            xs, ys, marker="D" if iat else "o", linestyle=":" if iat else "-", label=label,
-            markerfacecolor="none" if iat else None, markersize=6, linewidth=1.4,
+            xs, ys, marker="D" if iat else _MARKERS[k % len(_MARKERS)], linestyle=":" if iat else "-",
+            label=label, markerfacecolor="none" if iat else None, markersize=max(3.0, 8.5 - 1.2 * k),
+            linewidth=1.4,
         )
     if ann_accuracy is not None:
         ax.axhline(float(ann_accuracy), label=f"ANN ({ann_accuracy:.2f}%)", **_ANN_STYLE)
@@ -217,21 +243,7 @@ def plot_accuracy_vs_energy(
         ax.xaxis.set_major_locator(FixedLocator([v for v in nice if lo / 1.5 <= v <= hi * 1.5]))
         ax.xaxis.set_minor_formatter(NullFormatter())
     ax.xaxis.set_major_formatter(PercentFormatter(decimals=None))
-    # label each point with its T unless another label already sits close by (axes coordinates)
-    to_axes = ax.transLimits if ax.get_xscale() == "linear" else None
-    placed: list[tuple[float, float]] = []
-    x0, x1 = ax.get_xlim()
-    y0, y1 = ax.get_ylim()
-    for x, y, text, color in labels:
-        if to_axes is None:
-            u = (math.log(x) - math.log(x0)) / (math.log(x1) - math.log(x0)) if x > 0 else 0.0
-        else:
-            u = (x - x0) / ((x1 - x0) or 1.0)
-        v = (y - y0) / ((y1 - y0) or 1.0)
-        if any(abs(u - pu) < 0.05 and abs(v - pv) < 0.04 for pu, pv in placed):
-            continue
-        placed.append((u, v))
-        ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, -9), fontsize=6, color=color)
+    _annotate_sparse(ax, labels)
     ax.set_xlabel("energy per image relative to the ANN")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title("Accuracy versus energy")
@@ -327,7 +339,7 @@ def plot_layer_energy(
 
 # --------------------------------------------------------------------------------------- search
 _PARETO_TEXT = {
-    "phi": ("energy cost (Σ over layers)", "sensitivity (Σ KL)", "φ search: least sensitivity within the energy budget"),
+    "phi": ("energy cost (Σ over layers)", "sensitivity (Σ KL)", "φ search: least sensitivity within the cost budget"),
     "rho": ("energy cost (Σ over layers)", "sensitivity (Σ KL)", "ρ search: least energy within the sensitivity budget"),
 }
 
@@ -336,6 +348,7 @@ def plot_pareto(
     frontier: Mapping[str, Any],
     *,
     kind: str = "phi",
+    cost_label: str | None = None,
     path: PathLike | None = None,
     ax: Axes | None = None,
 ) -> Axes:
@@ -343,7 +356,7 @@ def plot_pareto(
 
     ``frontier``: ``{"cost": [...], "score": [...], "chosen": [cost, score], "budget": b}``. For
     ``kind="phi"`` the budget bounds the cost (a vertical line); for ``kind="rho"`` it bounds the
-    sensitivity (a horizontal line).
+    sensitivity (a horizontal line). ``cost_label`` names the cost's unit on the x axis.
     """
     if kind not in _PARETO_TEXT:
         raise DataError(f"unknown Pareto kind {kind!r}; valid: {sorted(_PARETO_TEXT)}")
@@ -361,7 +374,7 @@ def plot_pareto(
     budget = frontier.get("budget")
     if budget is not None and math.isfinite(float(budget)):
         if kind == "phi":
-            ax.axvline(float(budget), color="tab:red", linestyle="--", linewidth=1.0, label=f"energy budget {float(budget):.3g}")
+            ax.axvline(float(budget), color="tab:red", linestyle="--", linewidth=1.0, label=f"cost budget {float(budget):.3g}")
         else:
             ax.axhline(float(budget), color="tab:red", linestyle="--", linewidth=1.0, label=f"sensitivity budget {float(budget):.3g}")
     chosen = frontier.get("chosen")
@@ -371,7 +384,7 @@ def plot_pareto(
     if _wants_log(ys + ([float(chosen[1])] if chosen else [])):
         ax.set_yscale("log")
     xlabel, ylabel, title = _PARETO_TEXT[kind]
-    ax.set_xlabel(xlabel)
+    ax.set_xlabel(cost_label or xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
@@ -440,15 +453,10 @@ def plot_iat_curve(
         xs = [float(c["mean_timesteps"]) for c in pts]
         ys = [float(c["accuracy"]) for c in pts]
         ax.plot(xs, ys, marker="o", color="tab:purple", linewidth=1.4, label="IAT (one point per α_base)")
-        last_x = -math.inf
-        span = (max(xs) - min(xs)) or 1.0
-        for c, x, y in zip(pts, xs, ys):
-            if x - last_x < 0.06 * span:
-                continue  # avoid overlapping labels on crowded points
-            ax.annotate(f"α={float(c['alpha_base']):g}", (x, y), textcoords="offset points", xytext=(3, -10), fontsize=6)
-            last_x = x
     if ann_accuracy is not None:
         ax.axhline(float(ann_accuracy), label=f"ANN ({ann_accuracy:.2f}%)", **_ANN_STYLE)
+    if curve:
+        _annotate_sparse(ax, [(x, y, f"α={float(c['alpha_base']):g}", "tab:purple") for c, x, y in zip(pts, xs, ys)])
     ax.set_xlabel("mean timesteps per input")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title("Input-aware adaptive timesteps")

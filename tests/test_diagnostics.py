@@ -1,0 +1,45 @@
+"""Diagnostics: sensitivity/accuracy correlation and the per-layer error decomposition."""
+from __future__ import annotations
+
+import pytest
+
+
+from adacal.diagnostics import error_decomposition, sensitivity_correlation
+from adacal.errors import ConfigError
+from adacal.sensitivity import profile
+from test_pipeline import calibrated
+
+
+def test_first_layer_has_no_unevenness_or_propagated_error() -> None:
+    # The first neurons see the constant image current: their SNN rate is the surrogate exactly.
+    snn, x = calibrated(T=4)
+    rows = error_decomposition(snn, x, timesteps=4)
+    assert [r["layer"] for r in rows] == list(snn.neurons())
+    first = rows[0]
+    assert first["propagated"] == 0.0
+    assert first["unevenness"] < 1e-12
+    assert first["total"] == pytest.approx(
+        first["clipping"] + first["quantisation"], rel=0.5)  # same order; parts are not orthogonal
+    assert any(r["unevenness"] > 0 for r in rows[1:])  # deeper layers see time-varying spikes
+
+
+def test_clipping_error_vanishes_when_the_clip_covers_everything() -> None:
+    snn, x = calibrated(T=4)
+    for n in snn.neurons().values():
+        n.set_theta(n.theta * 100)  # clip level far above every activation
+    rows = error_decomposition(snn, x, timesteps=4)
+    assert all(r["clipping"] == 0.0 for r in rows)
+
+
+def test_sensitivity_correlation_reports_three_coefficients() -> None:
+    snn, x = calibrated(T=4)
+    table = profile(snn, x, knob="phi", candidates=[1, 2], timesteps=4)
+    y = snn.ann_forward(x).argmax(1)
+    before = {k: int(n.phi) for k, n in snn.neurons().items()}
+    res = sensitivity_correlation(snn, table, [(x, y)], timesteps=4, num_settings=5)
+    assert len(res["points"]) == 5
+    for key in ("pearson", "spearman", "kendall"):
+        assert -1.0 <= res[key] <= 1.0 or res[key] != res[key]  # NaN only if accuracy is constant
+    assert {k: int(n.phi) for k, n in snn.neurons().items()} == before  # settings restored
+    with pytest.raises(ConfigError, match="num_settings"):
+        sensitivity_correlation(snn, table, [(x, y)], timesteps=4, num_settings=2)

@@ -1,0 +1,191 @@
+"""End-to-end pipeline, sensitivity profiling, search wiring, early exit and persistence."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from adacal.calibrate import calibrate_thresholds
+from adacal.convert import prepare
+from adacal.errors import ConfigError
+from adacal.iat import ExitPolicy, evaluate_exits, scores
+from adacal.iat.runtime import run_early_exit
+from adacal.persist import load_snn, save_snn
+from adacal.pipeline import METHODS, PipelineConfig, convert
+from adacal.sensitivity import SensitivityTable, profile
+
+
+def small_cnn(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    m = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
+    )
+    m.train()
+    with torch.no_grad():  # realistic BN statistics for a random network
+        for _ in range(3):
+            m(torch.randn(32, 1, 8, 8))
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def data() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(1)
+    return [(torch.randn(32, 1, 8, 8, generator=g), torch.randint(0, 10, (32,), generator=g)) for _ in range(2)]
+
+
+def calibrated(T: int = 8, phi: int = 2) -> tuple[object, torch.Tensor]:
+    m = small_cnn()
+    x = torch.randn(24, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    snn = prepare(m, x)
+    for n in snn.neurons().values():
+        n.set_phi(phi)
+    calibrate_thresholds(snn, x, timesteps=T)
+    return snn, x
+
+
+def test_prefix_reuse_gives_the_naive_profile() -> None:
+    snn, x = calibrated()
+    fast = profile(snn, x, knob="phi", candidates=[1, 2, 3], timesteps=6)
+    slow = profile(snn, x, knob="phi", candidates=[1, 2, 3], timesteps=6, reuse_prefix=False)
+    assert fast.scores == slow.scores
+    assert fast.costs == slow.costs
+    assert list(fast.scores) == list(snn.neurons())  # keyed by layer name, in layer order
+
+
+def test_profile_resumes_with_identical_results(tmp_path, monkeypatch) -> None:
+    snn, x = calibrated()
+    ckpt = tmp_path / "profile.json"
+    full = profile(snn, x, knob="rho", candidates=[1.0, 2.0], timesteps=4)
+    # interrupt after the first layer: the progress callback raises on the second layer
+    def stop(i: int, n: int, name: str) -> None:
+        if i == 1:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        profile(snn, x, knob="rho", candidates=[1.0, 2.0], timesteps=4, checkpoint=ckpt, progress=stop)
+    saved = json.loads(ckpt.read_text())
+    assert len(saved["layers"]) == 1
+    resumed = profile(snn, x, knob="rho", candidates=[1.0, 2.0], timesteps=4, checkpoint=ckpt)
+    assert resumed.scores == full.scores and resumed.costs == full.costs
+    # knobs are restored after profiling
+    assert all(float(n.rho) == 1.0 for n in snn.neurons().values())
+
+
+def test_sensitivity_table_json_round_trip() -> None:
+    snn, x = calibrated()
+    t = profile(snn, x, knob="phi", candidates=[1, 2], timesteps=4)
+    back = SensitivityTable.from_dict(json.loads(json.dumps(t.to_dict())))
+    assert back.scores == t.scores and back.costs == t.costs and back.candidates == t.candidates
+
+
+def test_larger_phi_never_costs_fewer_spikes() -> None:
+    snn, x = calibrated(phi=4)
+    t = profile(snn, x, knob="phi", candidates=[1, 2, 4], timesteps=4)
+    for layer, row in t.spikes.items():
+        assert row[1] <= row[2] <= row[4], layer
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_runs_and_records(method: str, data) -> None:
+    cfg = PipelineConfig(method=method, timesteps=4, phi_target=2, search_cost="spikes",
+                         rho_candidates=(1.0, 2.0, 4.0))
+    snn, rec = convert(small_cnn(), data, config=cfg)
+    json.dumps(rec, allow_nan=False)  # serialisable
+    names = list(snn.neurons())
+    assert list(rec["phi"]) == names and list(rec["rho"]) == names
+    if method in ("plain", "calibration"):
+        assert set(rec["phi"].values()) == {1}
+    if method == "burstfire":
+        assert set(rec["phi"].values()) == {2}
+    if method.startswith("adafire"):
+        assert set(rec["sensitivity"]["phi"]) == set(names)
+        front = rec["frontiers"]["phi"]
+        assert front["chosen"][0] <= front["budget"] * (1 + 1e-9)
+        assert all(1 <= p <= 4 for p in rec["phi"].values())
+    if method == "adafire+ssc":
+        assert rec["frontiers"]["rho"]["chosen"][1] <= rec["frontiers"]["rho"]["budget"] * (1 + 1e-9)
+    else:
+        assert set(rec["rho"].values()) == {1.0}
+    assert "thresholds" in rec["stage_times"]
+
+
+def test_energy_budget_monotone(data) -> None:
+    """A larger energy budget never gives a worse total sensitivity."""
+    totals = []
+    for r in (1.0, 1.3, 2.0):
+        cfg = PipelineConfig(method="adafire", timesteps=4, phi_target=2, search_cost="spikes",
+                             energy_ratio=r)
+        _, rec = convert(small_cnn(), data, config=cfg)
+        totals.append(rec["frontiers"]["phi"]["chosen"][1])
+    assert totals[0] >= totals[1] >= totals[2]
+
+
+def test_bad_pipeline_config() -> None:
+    with pytest.raises(ConfigError, match="unknown method"):
+        PipelineConfig(method="magic")
+    with pytest.raises(ConfigError, match="search_cost"):
+        PipelineConfig(search_cost="joules")
+    with pytest.raises(ConfigError, match="timesteps"):
+        PipelineConfig(timesteps=0)
+
+
+def test_save_and_load_give_identical_outputs(tmp_path, data) -> None:
+    cfg = PipelineConfig(method="adafire+ssc", timesteps=4, phi_target=2, search_cost="spikes",
+                         rho_candidates=(1.0, 2.0))
+    ann = small_cnn()
+    snn, rec = convert(ann, data, config=cfg)
+    save_snn(snn, rec, tmp_path / "snn")
+    x = data[0][0]
+    loaded, rec2 = load_snn(small_cnn(), tmp_path / "snn", x)
+    assert rec2["phi"] == rec["phi"]
+    assert torch.equal(snn.run(x, 4), loaded.run(x, 4))
+
+
+class TestEarlyExit:
+    def setup_method(self) -> None:
+        self.snn, self.x = calibrated(T=6)
+        self.full = self.snn.run(self.x, 6)
+
+    def _policy(self, q: float) -> ExitPolicy:
+        cum = self.full.cumsum(0)
+        return ExitPolicy(thresholds=tuple(float(scores(cum[t]).quantile(q)) for t in range(6)))
+
+    @pytest.mark.parametrize("q", [0.3, 0.6, 0.9])
+    def test_runtime_matches_offline(self, q: float) -> None:
+        pol = self._policy(q)
+        off = evaluate_exits(self.full, pol)
+        rt = run_early_exit(self.snn, self.x, pol)
+        assert torch.equal(off.exit_steps, rt.exit_steps)
+        assert torch.equal(off.predictions, rt.predictions)
+        assert rt.steps_run == int(off.exit_steps.sum())
+
+    def test_never_exit_reproduces_full_run(self) -> None:
+        rt = run_early_exit(self.snn, self.x, ExitPolicy.constant(float("inf"), 6))
+        assert bool((rt.exit_steps == 6).all())
+        assert torch.allclose(rt.outputs, self.full.sum(0))
+
+    def test_always_exit_stops_at_one(self) -> None:
+        rt = run_early_exit(self.snn, self.x, ExitPolicy.constant(float("-inf"), 6))
+        assert bool((rt.exit_steps == 1).all())
+        assert torch.allclose(rt.outputs, self.full[0])
+
+    def test_batch_of_one_and_T1(self) -> None:
+        rt = run_early_exit(self.snn, self.x[:1], self._policy(0.5))
+        off = evaluate_exits(self.snn.run(self.x[:1], 6), self._policy(0.5))
+        assert torch.equal(rt.exit_steps, off.exit_steps)
+        one = run_early_exit(self.snn, self.x, ExitPolicy.constant(0.5, 1))
+        assert bool((one.exit_steps == 1).all())
+
+    def test_spikes_count_only_steps_run(self) -> None:
+        with self.snn.record_activity():
+            run_early_exit(self.snn, self.x, ExitPolicy.constant(float("-inf"), 6))
+            early = sum(float(c.sum()) for c in self.snn.spike_counts().values())
+        with self.snn.record_activity():
+            self.snn.run(self.x, 1)
+            one_step = sum(float(c.sum()) for c in self.snn.spike_counts().values())
+        assert early == one_step
