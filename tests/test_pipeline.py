@@ -189,3 +189,19 @@ class TestEarlyExit:
             self.snn.run(self.x, 1)
             one_step = sum(float(c.sum()) for c in self.snn.spike_counts().values())
         assert early == one_step
+
+
+def test_search_cost_units(data) -> None:
+    """``sops`` costs each spike by the synapses it drives (≥ 1 each); ``spikes`` counts spikes."""
+    common = dict(method="adafire", timesteps=4, phi_target=2)
+    _, by_spikes = convert(small_cnn(), data, config=PipelineConfig(search_cost="spikes", **common))
+    _, by_sops = convert(small_cnn(), data, config=PipelineConfig(search_cost="sops", **common))
+    spikes, sops = by_spikes["energy_table"]["phi"], by_sops["energy_table"]["phi"]
+    assert spikes.keys() == sops.keys()
+    for layer in spikes:
+        for value in spikes[layer]:
+            assert sops[layer][value] >= spikes[layer][value]
+    assert by_spikes["spike_table"]["phi"] == by_sops["spike_table"]["phi"]  # same profile either way
+    # the first neurons feed a 3x3 conv with 8 output channels: up to 72 synapses per spike
+    first = next(iter(sops))
+    assert sops[first]["2.0"] > 8 * spikes[first]["2.0"]

@@ -161,13 +161,14 @@ def _add_common(p: argparse.ArgumentParser, out_default: str | None) -> None:
     g.add_argument("--config", metavar="FILE", help="YAML file (or a packaged example name) of option values; "
                    "flags override it")
     g.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)")
-    g.add_argument("--seed", type=int, help="seed for torch/numpy/random and data order (default: 0)")
-    g.add_argument("--threads", type=_positive_int, help="CPU threads for torch (default: torch's choice; "
+    g.add_argument("--seed", metavar="N", type=int, help="seed for torch/numpy/random and data order (default: 0)")
+    g.add_argument("--threads", metavar="N", type=_positive_int, help="CPU threads for torch (default: torch's choice; "
                    "demo: 1, fastest for its tiny network)")
     out_help = f"output folder (default: {out_default})" if out_default else "output folder"
     g.add_argument("--out", metavar="DIR", help=out_help)
     v = g.add_mutually_exclusive_group()
-    v.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks on errors")
+    v.add_argument("-v", "--verbose", action="store_true", help="log every library stage (DEBUG) and show full "
+                   "tracebacks on errors")
     v.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
 
 
@@ -176,22 +177,22 @@ def _add_model(p: argparse.ArgumentParser, *, weights_help: str) -> None:
     g.add_argument("--model", help="built-in name (digits_cnn, resnet20, resnet20_wide, vgg16_cifar), a "
                    "torchvision name, or package.module:factory")
     g.add_argument("--weights", metavar="FILE", help=weights_help)
-    g.add_argument("--num-classes", type=_positive_int, help="classes the model outputs (default: the dataset's)")
+    g.add_argument("--num-classes", metavar="N", type=_positive_int, help="classes the model outputs (default: the dataset's)")
 
 
 def _add_data(p: argparse.ArgumentParser, *, test: bool = True) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--dataset", help="cifar10, cifar100, mnist, imagenet or digits (bundled, no download)")
     g.add_argument("--data-dir", metavar="DIR", help="dataset folder (npz layout or torchvision layout)")
-    g.add_argument("--batch-size", type=_positive_int, help="batch size")
-    g.add_argument("--calib-size", type=_positive_int, help="training samples used for calibration")
+    g.add_argument("--batch-size", metavar="N", type=_positive_int, help="batch size")
+    g.add_argument("--calib-size", metavar="N", type=_positive_int, help="training samples used for calibration")
     if test:
-        g.add_argument("--test-size", type=_positive_int, help="evaluate on the first N test samples only")
-    g.add_argument("--workers", type=int, dest="num_workers", help="data loader worker processes (default 0)")
+        g.add_argument("--test-size", metavar="N", type=_positive_int, help="evaluate on the first N test samples only")
+    g.add_argument("--workers", metavar="N", type=int, dest="num_workers", help="data loader worker processes (default 0)")
 
 
 def _add_pipeline(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--phi-target", type=_positive_int, help="target φ (max spikes per step) of burst methods "
+    p.add_argument("--phi-target", metavar="N", type=_positive_int, help="target φ (max spikes per step) of burst methods "
                    "(default 4)")
     p.add_argument("--pipeline", action="append", type=_key_value, metavar="KEY=VALUE",
                    help="extra PipelineConfig option (repeatable; dots for nesting: calibration.method=mse)")
@@ -199,7 +200,7 @@ def _add_pipeline(p: argparse.ArgumentParser) -> None:
 
 def _add_iat(p: argparse.ArgumentParser, *, flag_help: str) -> None:
     p.add_argument("--iat", action=argparse.BooleanOptionalAction, default=None, help=flag_help)
-    p.add_argument("--alpha-base", type=float, help="IAT α_base of eq. 15 (default 0.6; ImageNet: 0.995)")
+    p.add_argument("--alpha-base", metavar="A", type=float, help="IAT α_base of eq. 15 (default 0.6; ImageNet: 0.995)")
     p.add_argument("--iat-curve", type=_float_list, metavar="A,B,...",
                    help="α_base values for the accuracy-versus-latency curve (largest T only)")
 
@@ -232,9 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timesteps", type=_int_list, metavar="T,T,...", help="timesteps to simulate (default 2,4,8)")
     p.add_argument("--methods", type=_methods, metavar="M,M,...", help=f"conversion methods (default all: "
                    f"{','.join(_ALL_METHODS)})")
-    p.add_argument("--epochs", type=_positive_int, help="ANN training epochs (default 8)")
-    p.add_argument("--test-size", type=_positive_int, help="evaluate on the first N test digits only")
-    p.add_argument("--phi-target", type=_positive_int, help="target φ of burst methods (default 4)")
+    p.add_argument("--epochs", metavar="N", type=_positive_int, help="ANN training epochs (default 8)")
+    p.add_argument("--test-size", metavar="N", type=_positive_int, help="evaluate on the first N test digits only")
+    p.add_argument("--phi-target", metavar="N", type=_positive_int, help="target φ of burst methods (default 4)")
     _add_iat(p, flag_help="also run adafire+ssc with adaptive timesteps (default on)")
     p.add_argument("--report", action=argparse.BooleanOptionalAction, default=None,
                    help="write plots and report.{md,html} (default on)")
@@ -244,10 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(p, weights_help="initial weights to start from (optional)")
     _add_data(p, test=False)
     g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=_positive_int, help="epochs (default 30)")
-    g.add_argument("--lr", type=float, help="peak learning rate (default 0.05)")
-    g.add_argument("--weight-decay", type=float, help="weight decay (default 5e-4)")
-    g.add_argument("--label-smoothing", type=float, help="label smoothing (default 0)")
+    g.add_argument("--epochs", metavar="N", type=_positive_int, help="epochs (default 30)")
+    g.add_argument("--lr", metavar="LR", type=float, help="peak learning rate (default 0.05)")
+    g.add_argument("--weight-decay", metavar="WD", type=float, help="weight decay (default 5e-4)")
+    g.add_argument("--label-smoothing", metavar="EPS", type=float, help="label smoothing (default 0)")
     g.add_argument("--resume", action=argparse.BooleanOptionalAction, default=None,
                    help="continue from OUT/checkpoint.pt if present (default on)")
     p.set_defaults(func=_cmd_train)
@@ -257,13 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(p, test=False)
     g = p.add_argument_group("conversion")
     g.add_argument("--method", choices=_ALL_METHODS, help="conversion method (default adafire+ssc)")
-    g.add_argument("--timesteps", type=_positive_int, help="timesteps T the SNN is calibrated for (default 8)")
+    g.add_argument("--timesteps", metavar="T", type=_positive_int, help="timesteps T the SNN is calibrated for (default 8)")
     _add_pipeline(g)
     p.set_defaults(func=_cmd_convert)
 
     p = command("evaluate", "SNN/eval")
     p.add_argument("snn", metavar="SNN", help="folder written by 'adacal convert'")
-    p.add_argument("--timesteps", type=_positive_int, help="timesteps to simulate (default: the converted T)")
+    p.add_argument("--timesteps", metavar="T", type=_positive_int, help="timesteps to simulate (default: the converted T)")
     _add_iat(p, flag_help="stop each input early with an IAT policy fitted on the calibration data")
     _add_model(p, weights_help="override the ANN weights recorded in SNN/source.json")
     _add_data(p)
@@ -432,8 +433,23 @@ def _resolve(args: argparse.Namespace, subparsers: Mapping[str, argparse.Argumen
 
 
 # --------------------------------------------------------------------------------------- runtime
+#: Loggers whose INFO lines are the job-level progress shown by default (``--verbose`` shows all).
+_PROGRESS_LOGGERS = ("adacal.jobs", "adacal.demo", "adacal.training", "adacal.report", "adacal.cli")
+
+
+class _ProgressFilter(logging.Filter):
+    """Default verbosity: job-level progress plus every warning, not each library stage."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.name.startswith(_PROGRESS_LOGGERS)
+
+
 def _setup_logging(verbose: bool, quiet: bool) -> Callable[[], None]:
-    """Attach a stderr handler to the ``adacal`` logger; returns the function that removes it."""
+    """Attach a stderr handler to the ``adacal`` logger; returns the function that removes it.
+
+    Default: INFO progress of the jobs (data, training epochs, each run's result) and all
+    warnings; ``--verbose``: DEBUG from every module; ``--quiet``: warnings and errors only.
+    """
     logger = logging.getLogger("adacal")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname).1s %(name)s: %(message)s", "%H:%M:%S"))
@@ -441,6 +457,8 @@ def _setup_logging(verbose: bool, quiet: bool) -> Callable[[], None]:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logger.setLevel(level)
     handler.setLevel(level)
+    if not verbose:
+        handler.addFilter(_ProgressFilter())
     logger.addHandler(handler)
 
     def undo() -> None:
@@ -564,7 +582,8 @@ def _cmd_convert(opts: dict[str, Any], command: str) -> int:
     method = opts.get("method") or "adafire+ssc"
     timesteps = opts.get("timesteps") or 8
     snn, record = convert_ann(ann, data, method=method, timesteps=timesteps,
-                              phi_target=opts.get("phi_target") or 4, options=opts["pipeline"])
+                              phi_target=opts.get("phi_target") or 4, options=opts["pipeline"],
+                              workdir=out / "profiles")
     save_snn(snn, record, out)
     model_info = asdict(model_spec)
     if model_info.get("weights"):

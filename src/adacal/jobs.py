@@ -434,7 +434,8 @@ def make_run(
         "timesteps": int(timesteps),
         "iat": bool(iat),
         "accuracy": metrics.get("accuracy"),
-        "accuracy_per_step": list(metrics.get("accuracy_per_step") or []),
+        "accuracy_per_step": (list(metrics["accuracy_per_step"])
+                              if metrics.get("accuracy_per_step") is not None else None),
         "energy_mj": energy,
         "ann_energy_mj": ann_energy,
         "energy_ratio": ratio,
@@ -459,8 +460,12 @@ def convert_ann(
     timesteps: int,
     phi_target: int,
     options: Mapping[str, Any] | None = None,
+    workdir: str | os.PathLike[str] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """Calibrate (and search) ``ann`` into an SNN with :func:`adacal.pipeline.convert`."""
+    """Calibrate (and search) ``ann`` into an SNN with :func:`adacal.pipeline.convert`.
+
+    ``workdir``: where sensitivity profiles are checkpointed, so an interrupted conversion resumes.
+    """
     from adacal.pipeline import PipelineConfig, convert
 
     if method not in METHODS:
@@ -472,7 +477,12 @@ def convert_ann(
     config = dataclass_from_dict(
         PipelineConfig, {**opts, "method": method, "timesteps": timesteps, "phi_target": phi_target}, "pipeline"
     )
-    snn, record = convert(ann, data.calib, config=config)
+    def progress(stage: str, i: int, n: int) -> None:
+        if i < n:
+            log.info("%s: layer %d/%d", stage, i + 1, n)
+
+    snn, record = convert(ann, data.calib, config=config, progress=progress,
+                          workdir=None if workdir is None else str(workdir))
     return snn, dict(record)
 
 

@@ -2,7 +2,7 @@
 
 Every job (``adacal demo``, ``sweep``, ``evaluate``) writes one ``summary.json`` in the schema
 documented in ``docs/results_schema.md``; :func:`write_report` turns such a file into PNG plots and
-a Markdown + HTML page next to it. Nothing here needs torch.
+a Markdown + HTML page next to it. The report code uses no torch: it works from the JSON alone.
 
 Example:
     >>> from adacal.report import load_results, write_report
