@@ -205,3 +205,38 @@ def test_search_cost_units(data) -> None:
     # the first neurons feed a 3x3 conv with 8 output channels: up to 72 synapses per spike
     first = next(iter(sops))
     assert sops[first]["2.0"] > 8 * spikes[first]["2.0"]
+
+
+def test_exit_policy_saved_with_the_snn(tmp_path, data) -> None:
+    snn, x = calibrated(T=4)
+    policy = ExitPolicy.constant(0.5, 4)
+    save_snn(snn, {"method": "test"}, tmp_path / "s", exit_policy=policy)
+    _, rec = load_snn(small_cnn(), tmp_path / "s", x)
+    assert ExitPolicy.from_dict(rec["exit_policy"]) == policy
+
+
+def test_early_exit_energy_counts_only_steps_run() -> None:
+    from adacal.energy import EnergyModel
+
+    snn, x = calibrated(T=6)
+    model = EnergyModel.build(snn, x[:1])
+    early = run_early_exit(snn, x, ExitPolicy.constant(float("-inf"), 6), energy=model)
+    full = run_early_exit(snn, x, ExitPolicy.constant(float("inf"), 6), energy=model)
+    assert early.energy.timesteps == 1 and full.energy.timesteps == 6
+    assert early.energy.sops_per_image < full.energy.sops_per_image
+
+
+def test_early_exit_dense_outputs() -> None:
+    """Segmentation-shaped outputs: per-image scores, per-pixel predictions, same as offline."""
+    torch.manual_seed(0)
+    seg = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                        nn.Conv2d(8, 5, 1)).eval()
+    x = torch.randn(6, 3, 8, 8)
+    snn = prepare(seg, x)
+    calibrate_thresholds(snn, x, timesteps=5)
+    full = snn.run(x, 5)
+    cum = full.cumsum(0)
+    pol = ExitPolicy(thresholds=tuple(float(scores(cum[t]).median()) for t in range(5)))
+    rt, off = run_early_exit(snn, x, pol), evaluate_exits(full, pol)
+    assert rt.predictions.shape == (6, 8, 8)
+    assert torch.equal(rt.exit_steps, off.exit_steps) and torch.equal(rt.predictions, off.predictions)

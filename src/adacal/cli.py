@@ -11,14 +11,12 @@ stderr; results tables go to stdout.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import random
 import shlex
 import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -30,8 +28,6 @@ __all__ = ["build_parser", "main", "resolve_options"]
 PROG = "adacal"
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
-#: Name of the file ``adacal convert`` writes next to the saved SNN: how to rebuild its ANN and data.
-SOURCE_FILE = "source.json"
 _ALL_METHODS = ("plain", "calibration", "burstfire", "adafire", "adafire+ssc")
 #: Options that only steer the CLI itself and cannot come from a config file.
 _NOT_IN_CONFIG = {"command", "config", "verbose", "quiet", "func"}
@@ -547,22 +543,14 @@ def _cmd_demo(opts: dict[str, Any], command: str) -> int:
 
 
 def _cmd_train(opts: dict[str, Any], command: str) -> int:
-    from adacal.jobs import TrainSpec, ensure_writable_dir, load_ann, load_data, spec_from_dict, train_ann
-    from adacal.report import write_json_atomic
-    from adacal.training import save_atomic
+    from adacal.jobs import TrainSpec, spec_from_dict, train_to_folder
 
     data_spec, model_spec = _specs(opts)
     train_spec = spec_from_dict(TrainSpec, _pick(opts, "epochs", "lr", "weight_decay", "batch_size",
                                                  "label_smoothing"))
-    out = ensure_writable_dir(opts.get("out") or "runs/train")
-    data = load_data(data_spec)
-    model = load_ann(model_spec, data, device=opts["device"])
-    ckpt = out / "checkpoint.pt"
-    summary = train_ann(model, data, train_spec, device=opts["device"], seed=opts.get("seed", 0),
-                        checkpoint=ckpt if opts.get("resume", True) is not False else None)
-    save_atomic(model.state_dict(), out / "model.pt")
-    write_json_atomic({"command": command, "model": asdict(model_spec), "data": asdict(data_spec), **summary},
-                      out / "train.json")
+    out = Path(opts.get("out") or "runs/train")
+    summary = train_to_folder(model_spec, data_spec, train_spec, out, device=opts["device"], seed=opts["seed"],
+                              resume=opts.get("resume") is not False, command=command)
     print(f"test accuracy {summary['final_eval_acc']:.2f}% after {train_spec.epochs} epochs "
           f"({summary['train_time_s']:.0f} s)")
     print(f"weights: {out / 'model.pt'}   next: adacal convert --model {model_spec.name} --weights "
@@ -571,27 +559,16 @@ def _cmd_train(opts: dict[str, Any], command: str) -> int:
 
 
 def _cmd_convert(opts: dict[str, Any], command: str) -> int:
-    from adacal.jobs import convert_ann, ensure_writable_dir, load_ann, load_data
-    from adacal.persist import save_snn
-    from adacal.report import write_json_atomic
+    from adacal.jobs import convert_ann, ensure_writable_dir, load_ann, load_data, save_converted
 
     data_spec, model_spec = _specs(opts)
     out = ensure_writable_dir(opts.get("out") or "runs/snn")
     data = load_data(data_spec)
     ann = load_ann(model_spec, data, device=opts["device"])
-    method = opts.get("method") or "adafire+ssc"
-    timesteps = opts.get("timesteps") or 8
-    snn, record = convert_ann(ann, data, method=method, timesteps=timesteps,
-                              phi_target=opts.get("phi_target") or 4, options=opts["pipeline"],
-                              workdir=out / "profiles")
-    save_snn(snn, record, out)
-    model_info = asdict(model_spec)
-    if model_info.get("weights"):
-        model_info["weights"] = str(Path(model_info["weights"]).resolve())
-    data_info = asdict(data_spec)
-    if data_info.get("data_dir"):
-        data_info["data_dir"] = str(Path(data_info["data_dir"]).resolve())
-    write_json_atomic({"command": command, "model": model_info, "data": data_info}, out / SOURCE_FILE)
+    snn, record = convert_ann(ann, data, method=opts.get("method") or "adafire+ssc",
+                              timesteps=opts.get("timesteps") or 8, phi_target=opts.get("phi_target") or 4,
+                              options=opts["pipeline"], workdir=out / "profiles")
+    save_converted(snn, record, out, model=model_spec, data=data_spec, command=command)
     _print_record(record)
     print(f"\nSNN saved to {out}   next: adacal evaluate {shlex.quote(str(out))}")
     return 0
@@ -611,59 +588,31 @@ def _print_record(record: Mapping[str, Any]) -> None:
 
 
 def _cmd_evaluate(opts: dict[str, Any], command: str) -> int:
-    from adacal.jobs import (
-        DataSpec, ModelSpec, make_run, ensure_writable_dir, evaluate_ann, evaluate_snn, load_ann,
-        load_data, new_results, spec_from_dict,
-    )
-    from adacal.persist import load_snn
+    from adacal.jobs import DataSpec, ModelSpec, ensure_writable_dir, evaluate_saved, read_source, spec_from_dict
     from adacal.report import SUMMARY_FILE, write_json_atomic
 
     folder = Path(opts["snn"])
-    if not folder.is_dir():
-        raise CheckpointError(f"SNN folder {str(folder)!r} does not exist; create it with 'adacal convert --out ...'")
-    source: dict[str, Any] = {}
-    src_path = folder / SOURCE_FILE
-    if src_path.is_file():
-        try:
-            source = json.loads(src_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CheckpointError(f"{str(src_path)!r} is corrupt ({exc}); pass --model, --weights and --dataset") from exc
-    elif not opts.get("model"):
+    source = read_source(folder)
+    if source is None and not opts.get("model"):
         raise CheckpointError(
-            f"{str(folder)!r} has no {SOURCE_FILE} (not written by 'adacal convert'); pass --model, --weights "
+            f"{str(folder)!r} has no source.json (not written by 'adacal convert'); pass --model, --weights "
             "and --dataset to say which ANN and data it belongs to"
         )
-    model_d = dict(source.get("model") or {})
-    model_d.pop("version", None)
-    if opts.get("model"):
+    model_d, data_d = source or ({}, {})
+    if opts.get("model"):  # another model: nothing recorded for the old one applies
         model_d = {"name": opts["model"]}
     model_d.update(_pick(opts, "weights", "num_classes"))
-    data_d = dict(source.get("data") or {})
-    data_d.pop("version", None)
     if opts.get("dataset") and opts["dataset"] != data_d.get("dataset"):
         data_d = {"dataset": opts["dataset"]}
     data_d.update(_pick(opts, "data_dir", "batch_size", "calib_size", "test_size", "num_workers"))
-    data_d.setdefault("seed", opts.get("seed", 0))
+    data_d.setdefault("seed", opts["seed"])
     if "dataset" not in data_d:
         raise ConfigError("--dataset is required: this SNN folder does not record one")
-    data_spec, model_spec = spec_from_dict(DataSpec, data_d), spec_from_dict(ModelSpec, model_d)
+    model_spec, data_spec = spec_from_dict(ModelSpec, model_d), spec_from_dict(DataSpec, data_d)
     out = ensure_writable_dir(opts.get("out") or folder / "eval")
-    data = load_data(data_spec)
-    ann = load_ann(model_spec, data, device=opts["device"])
-    snn, record = load_snn(ann, folder, data.example().to(opts["device"]))
-    timesteps = opts.get("timesteps") or int(record.get("timesteps") or 8)
-    iat = bool(opts.get("iat"))
-    results = new_results("evaluate", model={**asdict(model_spec), "dataset": data_spec.dataset,
-                                            "num_classes": data.num_classes, "snn": str(folder)},
-                          settings={"timesteps": timesteps, "iat": iat, "alpha_base": opts.get("alpha_base", 0.6),
-                                    "data": asdict(data_spec)}, device=opts["device"], command=command)
-    results["ann"]["accuracy"] = evaluate_ann(ann, data, device=opts["device"])
-    metrics, policy, curve = evaluate_snn(snn, data, timesteps=timesteps, iat=iat,
-                                          alpha_base=opts.get("alpha_base", 0.6),
-                                          curve_alphas=opts.get("iat_curve") or ())
-    results["ann"]["energy_mj"] = metrics.get("ann_energy_mj")
-    results["runs"].append(make_run(str(record.get("method", "?")), timesteps, metrics, iat=iat, record=record,
-                                      policy=policy, curve=curve))
+    results = evaluate_saved(folder, model=model_spec, data=data_spec, timesteps=opts.get("timesteps"),
+                             iat=bool(opts.get("iat")), alpha_base=opts.get("alpha_base", 0.6),
+                             curve_alphas=opts.get("iat_curve") or (), device=opts["device"], command=command)
     write_json_atomic(results, out / SUMMARY_FILE)
     _print_table(results)
     print(f"\nresults: {out / SUMMARY_FILE}")
@@ -671,37 +620,20 @@ def _cmd_evaluate(opts: dict[str, Any], command: str) -> int:
 
 
 def _cmd_sweep(opts: dict[str, Any], command: str) -> int:
-    from adacal.jobs import (
-        SweepConfig, ensure_writable_dir, load_ann, load_data, new_results, run_sweep, spec_from_dict,
-    )
-    from adacal.report import SUMMARY_FILE, write_json_atomic, write_report
+    from adacal.jobs import SweepConfig, spec_from_dict, sweep_to_folder
 
     data_spec, model_spec = _specs(opts)
-    sweep_d: dict[str, Any] = _pick(opts, "phi_target", "alpha_base", "iat")
-    for key in ("methods", "timesteps", "iat_curve"):
-        if opts.get(key):
-            sweep_d[key] = tuple(opts[key])
+    sweep_d: dict[str, Any] = _pick(opts, "phi_target", "alpha_base", "iat", "methods", "timesteps", "iat_curve")
     sweep_d["pipeline"] = opts["pipeline"]
     if "methods" in sweep_d and "adafire+ssc" not in sweep_d["methods"] and "iat" not in sweep_d:
-        sweep_d["iat"] = False
+        sweep_d["iat"] = False  # the default IAT method is not swept
     sweep = spec_from_dict(SweepConfig, sweep_d)
-    out = ensure_writable_dir(opts.get("out") or "runs/sweep")
-    data = load_data(data_spec)
-    ann = load_ann(model_spec, data, device=opts["device"])
-    results = new_results(
-        "sweep",
-        model={**asdict(model_spec), "dataset": data_spec.dataset, "num_classes": data.num_classes,
-               "parameters": sum(p.numel() for p in ann.parameters())},
-        settings={"data": asdict(data_spec), "sweep": asdict(sweep), "seed": opts.get("seed", 0)},
-        device=opts["device"], command=command,
-    )
-    summary = out / SUMMARY_FILE
-    run_sweep(ann, data, sweep, results=results, on_run=lambda r: write_json_atomic(r, summary))
-    write_json_atomic(results, summary)
-    if opts.get("report", True) is not False:
-        write_report(results, out)
+    out = Path(opts.get("out") or "runs/sweep")
+    report = opts.get("report") is not False
+    results = sweep_to_folder(model_spec, data_spec, sweep, out, device=opts["device"], seed=opts["seed"],
+                              report=report, command=command)
     _print_table(results)
-    print(f"\nresults: {summary}" + (f"   report: {out / 'report.html'}" if opts.get("report", True) else ""))
+    print(f"\nresults: {out / 'summary.json'}" + (f"   report: {out / 'report.html'}" if report else ""))
     return 0
 
 

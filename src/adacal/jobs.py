@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import json
 import logging
 import os
 import platform
@@ -33,10 +34,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from adacal.datasets import DATASETS, DatasetInfo, get_splits, make_loader
-from adacal.errors import ConfigError, DataError, ShapeError
+from adacal.errors import CheckpointError, ConfigError, DataError, ShapeError
 from adacal.models import build_model, load_state_dict_file
 from adacal.pipeline import METHODS
-from adacal.report import RESULTS_SCHEMA, RESULTS_VERSION
+from adacal.report import RESULTS_SCHEMA, RESULTS_VERSION, SUMMARY_FILE, write_json_atomic
 
 __all__ = [
     "Data",
@@ -47,21 +48,29 @@ __all__ = [
     "check_model_fits",
     "convert_ann",
     "dataclass_from_dict",
+    "SOURCE_FILE",
     "ensure_writable_dir",
     "evaluate_ann",
+    "evaluate_saved",
     "evaluate_snn",
     "load_ann",
     "load_data",
     "make_run",
     "new_results",
+    "read_source",
     "run_name",
     "run_sweep",
+    "save_converted",
     "spec_from_dict",
+    "sweep_to_folder",
+    "train_to_folder",
     "train_ann",
 ]
 
 log = logging.getLogger(__name__)
 
+#: File written next to a saved SNN by :func:`save_converted`: how to rebuild its ANN and data.
+SOURCE_FILE = "source.json"
 #: Picojoules to millijoules (the energy model counts pJ; results report mJ per image).
 PJ_TO_MJ = 1e-9
 #: α_base values of the IAT accuracy-versus-latency curve (seed: 0.6 for CIFAR, 0.995 for ImageNet).
@@ -569,4 +578,153 @@ def run_sweep(
         if on_run is not None:
             on_run(results)
     results["timing"]["sweep_s"] = time.perf_counter() - t_start
+    return results
+
+
+# --------------------------------------------------------------------------------------- saved SNNs
+def save_converted(
+    snn: Any,
+    record: Mapping[str, Any],
+    folder: str | os.PathLike[str],
+    *,
+    model: ModelSpec,
+    data: DataSpec,
+    command: str | None = None,
+) -> Path:
+    """:func:`adacal.persist.save_snn` plus ``source.json``: how to rebuild the ANN and the data.
+
+    Paths in ``source.json`` are absolute, so ``adacal evaluate`` works from any directory.
+    """
+    from adacal.persist import save_snn
+
+    out = Path(folder)
+    save_snn(snn, dict(record), out)
+    model_info = asdict(model)
+    if model_info.get("weights"):
+        model_info["weights"] = str(Path(model_info["weights"]).resolve())
+    data_info = asdict(data)
+    if data_info.get("data_dir"):
+        data_info["data_dir"] = str(Path(data_info["data_dir"]).resolve())
+    write_json_atomic({"command": command, "model": model_info, "data": data_info}, out / SOURCE_FILE)
+    return out
+
+
+def read_source(folder: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The ``(model, data)`` spec dicts recorded by :func:`save_converted`, or None if absent."""
+    f = Path(folder)
+    if not f.is_dir():
+        raise CheckpointError(f"SNN folder {str(f)!r} does not exist; create it with 'adacal convert --out ...'")
+    path = f / SOURCE_FILE
+    if not path.is_file():
+        return None
+    try:
+        src = json.loads(path.read_text(encoding="utf-8"))
+        model, data = dict(src["model"]), dict(src["data"])
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"{str(path)!r} is corrupt ({type(exc).__name__}: {exc}); pass --model, --weights and --dataset"
+        ) from exc
+    model.pop("version", None)
+    data.pop("version", None)
+    return model, data
+
+
+def evaluate_saved(
+    folder: str | os.PathLike[str],
+    *,
+    model: ModelSpec,
+    data: DataSpec,
+    timesteps: int | None = None,
+    iat: bool = False,
+    alpha_base: float = 0.6,
+    curve_alphas: Sequence[float] = (),
+    device: torch.device | str = "cpu",
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Load a saved SNN (rebuilding its ANN), evaluate it on the test data; one-run results dict.
+
+    ``timesteps`` defaults to the T it was converted for.
+    """
+    from adacal.persist import load_snn
+
+    dev = torch.device(device)
+    loaded = load_data(data)
+    ann = load_ann(model, loaded, device=dev)
+    snn, record = load_snn(ann, folder, loaded.example().to(dev))
+    T = timesteps or int(record.get("timesteps") or 1)
+    results = new_results(
+        "evaluate",
+        model={**asdict(model), "dataset": data.dataset, "num_classes": loaded.num_classes, "snn": str(folder)},
+        settings={"timesteps": T, "iat": iat, "alpha_base": alpha_base, "data": asdict(data)},
+        device=dev, command=command,
+    )
+    t0 = time.perf_counter()
+    results["ann"]["accuracy"] = evaluate_ann(ann, loaded, device=dev)
+    metrics, policy, curve = evaluate_snn(snn, loaded, timesteps=T, iat=iat, alpha_base=alpha_base,
+                                          curve_alphas=curve_alphas)
+    results["ann"]["energy_mj"] = metrics.get("ann_energy_mj")
+    results["runs"].append(make_run(str(record.get("method", "?")), T, metrics, iat=iat, record=record,
+                                    policy=policy, curve=curve, times={"evaluate": time.perf_counter() - t0}))
+    return results
+
+
+# --------------------------------------------------------------------------------------- whole jobs
+def train_to_folder(
+    model: ModelSpec,
+    data: DataSpec,
+    train: TrainSpec,
+    out: str | os.PathLike[str],
+    *,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    resume: bool = True,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Train and write ``out/model.pt`` (state_dict) and ``out/train.json``; ``out/checkpoint.pt``
+    (written every epoch) lets an interrupted run resume when ``resume``."""
+    from adacal.training import save_atomic
+
+    folder = ensure_writable_dir(out)
+    loaded = load_data(data)
+    ann = load_ann(model, loaded, device=device)
+    summary = train_ann(ann, loaded, train, device=device, seed=seed,
+                        checkpoint=folder / "checkpoint.pt" if resume else None)
+    save_atomic(ann.state_dict(), folder / "model.pt")
+    write_json_atomic({"command": command, "model": asdict(model), "data": asdict(data), **summary},
+                      folder / "train.json")
+    return summary
+
+
+def sweep_to_folder(
+    model: ModelSpec,
+    data: DataSpec,
+    sweep: SweepConfig,
+    out: str | os.PathLike[str],
+    *,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    report: bool = True,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """:func:`run_sweep` on a saved model, writing ``out/summary.json`` after every run and the
+    report (plots + pages) at the end."""
+    from adacal.report import write_report
+
+    folder = ensure_writable_dir(out)
+    t0 = time.perf_counter()
+    loaded = load_data(data)
+    ann = load_ann(model, loaded, device=device)
+    results = new_results(
+        "sweep",
+        model={**asdict(model), "dataset": data.dataset, "num_classes": loaded.num_classes,
+               "parameters": sum(p.numel() for p in ann.parameters())},
+        settings={"data": asdict(data), "sweep": asdict(sweep), "seed": seed},
+        device=device, command=command,
+    )
+    summary = folder / SUMMARY_FILE
+    run_sweep(ann, loaded, sweep, results=results, on_run=lambda r: write_json_atomic(r, summary))
+    results["timing"]["total_s"] = time.perf_counter() - t0
+    write_json_atomic(results, summary)
+    if report:
+        write_report(results, folder)
     return results

@@ -46,8 +46,14 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     atomic_write_bytes(path, json.dumps(obj, indent=2, allow_nan=False).encode())
 
 
-def save_snn(snn: SpikingModel, record: dict[str, Any], folder: str | os.PathLike[str]) -> Path:
-    """Write ``snn_state.pt`` (tensors only) and ``record.json`` into ``folder``."""
+def save_snn(
+    snn: SpikingModel, record: dict[str, Any], folder: str | os.PathLike[str], *, exit_policy: Any = None
+) -> Path:
+    """Write ``snn_state.pt`` (tensors only) and ``record.json`` into ``folder``.
+
+    A fitted IAT ``exit_policy`` is stored in the record (``record["exit_policy"]``); read it back
+    with ``ExitPolicy.from_dict(record["exit_policy"])``.
+    """
     folder = Path(folder)
     buf = io.BytesIO()
     state = {k: v.detach().cpu() for k, v in snn.graph_module.state_dict().items()}
@@ -56,6 +62,8 @@ def save_snn(snn: SpikingModel, record: dict[str, Any], folder: str | os.PathLik
     meta = dict(record)
     meta["input_shape"] = list(snn.input_shape)
     meta["neurons"] = list(snn.neurons())
+    if exit_policy is not None:
+        meta["exit_policy"] = exit_policy.to_dict()
     atomic_write_json(folder / RECORD, meta)
     return folder
 

@@ -6,7 +6,8 @@ compute only for the samples still running — wall time falls with the mean exi
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 import torch
 from torch import Tensor
 
@@ -22,14 +23,16 @@ class EarlyExitOutput:
     """Per-sample results of an early-exit run (original batch order).
 
     ``outputs``: accumulated output O at the exit step (sum over steps run); ``predictions``:
-    its argmax over classes (dim 1); ``exit_steps``: 1-based step each sample stopped at;
-    ``steps_run``: sample-steps actually simulated (= ``exit_steps.sum()``).
+    its argmax over classes (dim 1; a per-pixel map for dense outputs); ``exit_steps``: 1-based
+    step each sample stopped at; ``steps_run``: sample-steps actually simulated
+    (= ``exit_steps.sum()``); ``energy``: the energy actually spent, when an energy model was given.
     """
 
     outputs: Tensor
     predictions: Tensor
     exit_steps: Tensor
     steps_run: int
+    energy: Any = None
 
     @property
     def mean_exit_step(self) -> float:
@@ -37,11 +40,22 @@ class EarlyExitOutput:
 
 
 @torch.no_grad()
-def run_early_exit(snn: SpikingModel, x: Tensor, policy: ExitPolicy, *, sequence: bool = False) -> EarlyExitOutput:
+def run_early_exit(
+    snn: SpikingModel, x: Tensor, policy: ExitPolicy, *, sequence: bool = False, energy: Any = None
+) -> EarlyExitOutput:
     """Simulate up to ``policy.T`` steps, letting each sample exit per :func:`exit_mask`.
 
     Spikes recorded by ``snn.record_activity()`` around this call count only steps actually run.
+    With ``energy`` (an :class:`adacal.energy.EnergyModel`) the result carries the per-image
+    energy report of this batch, counting only the steps each sample actually ran.
     """
+    if energy is not None:
+        with snn.record_activity():
+            res = run_early_exit(snn, x, policy, sequence=sequence)
+            counts = snn.spike_counts()
+        n = int(res.exit_steps.numel())
+        report = energy.estimate(counts, num_samples=n, timesteps=res.steps_run / n, sequence=sequence)
+        return replace(res, energy=report)
     if not isinstance(policy, ExitPolicy):
         raise ConfigError(f"policy must be an ExitPolicy, got {type(policy).__name__}")
     T = policy.T
