@@ -1,4 +1,5 @@
 """The command line through ``main([...])``: help, config files, error messages, end-to-end runs."""
+
 from __future__ import annotations
 
 import json
@@ -8,16 +9,46 @@ from pathlib import Path
 import pytest
 import torch
 
+from adacal import jobs
 from adacal.cli import build_parser, main, resolve_options
 from adacal.errors import ConfigError
 from adacal.models import digits_cnn
 
 COMMANDS = ("demo", "train", "convert", "evaluate", "sweep", "report")
-SUMMARY_KEYS = {"schema", "version", "kind", "created", "adacal_version", "command", "environment", "model", "ann",
-                "settings", "training", "runs", "timing"}
-RUN_KEYS = {"name", "method", "timesteps", "iat", "accuracy", "accuracy_per_step", "energy_mj", "ann_energy_mj",
-            "energy_ratio", "mean_timesteps", "exit_histogram", "layers", "neurons", "iat_policy", "iat_curve",
-            "conversion", "time_s"}
+SUMMARY_KEYS = {
+    "schema",
+    "version",
+    "kind",
+    "created",
+    "adacal_version",
+    "command",
+    "environment",
+    "model",
+    "ann",
+    "settings",
+    "training",
+    "runs",
+    "timing",
+}
+RUN_KEYS = {
+    "name",
+    "method",
+    "timesteps",
+    "iat",
+    "accuracy",
+    "accuracy_per_step",
+    "energy_mj",
+    "ann_energy_mj",
+    "energy_ratio",
+    "mean_timesteps",
+    "exit_histogram",
+    "layers",
+    "neurons",
+    "iat_policy",
+    "iat_curve",
+    "conversion",
+    "time_s",
+}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -48,8 +79,20 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        code = main(["train", "--model", "digits_cnn", "--dataset", "digits", "--epochs", "2", "--out", str(out),
-                     "--quiet"])
+        code = main(
+            [
+                "train",
+                "--model",
+                "digits_cnn",
+                "--dataset",
+                "digits",
+                "--epochs",
+                "2",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
     finally:
         torch.set_num_threads(old)
     assert code == 0
@@ -91,9 +134,13 @@ def test_parser_is_fresh_each_call() -> None:
 # --------------------------------------------------------------------------------------- config files
 def test_flags_override_config_file(tmp_path: Path) -> None:
     cfg = tmp_path / "run.yaml"
-    cfg.write_text("model: digits_cnn\ndataset: digits\ntimesteps: [2, 4]\nphi-target: 3\n"
-                   "pipeline: {energy_ratio: 0.8}\nsweep: {methods: all}\nconvert: {method: plain}\n")
-    opts = resolve_options(["sweep", "--config", str(cfg), "--timesteps", "8", "--pipeline", "calibration.method=max"])
+    cfg.write_text(
+        "model: digits_cnn\ndataset: digits\ntimesteps: [2, 4]\nphi-target: 3\n"
+        "pipeline: {energy_ratio: 0.8}\nsweep: {methods: all}\nconvert: {method: plain}\n"
+    )
+    opts = resolve_options(
+        ["sweep", "--config", str(cfg), "--timesteps", "8", "--pipeline", "calibration.method=max"]
+    )
     assert opts["timesteps"] == [8] and opts["phi_target"] == 3 and opts["model"] == "digits_cnn"
     assert opts["methods"] == ["plain", "calibration", "burstfire", "adafire", "adafire+ssc"]
     assert opts["pipeline"] == {"energy_ratio": 0.8, "calibration": {"method": "max"}}
@@ -136,30 +183,78 @@ def test_config_errors_through_main(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 # --------------------------------------------------------------------------------------- bad input
 def test_missing_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    msg = _fail(["convert", "--model", "digits_cnn", "--dataset", "digits", "--weights", str(tmp_path / "no.pt"),
-                 "--out", str(tmp_path / "o")], capsys)
+    msg = _fail(
+        [
+            "convert",
+            "--model",
+            "digits_cnn",
+            "--dataset",
+            "digits",
+            "--weights",
+            str(tmp_path / "no.pt"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capsys,
+    )
     assert "does not exist" in msg and "no.pt" in msg
 
 
 def test_corrupt_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"this is not a torch file" * 10)
-    msg = _fail(["sweep", "--model", "digits_cnn", "--dataset", "digits", "--weights", str(bad),
-                 "--out", str(tmp_path / "o")], capsys)
+    msg = _fail(
+        [
+            "sweep",
+            "--model",
+            "digits_cnn",
+            "--dataset",
+            "digits",
+            "--weights",
+            str(bad),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capsys,
+    )
     assert "cannot read checkpoint" in msg
 
 
 def test_checkpoint_for_other_num_classes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "five.pt"
     torch.save(digits_cnn(num_classes=5).state_dict(), path)
-    msg = _fail(["convert", "--model", "digits_cnn", "--dataset", "digits", "--weights", str(path),
-                 "--out", str(tmp_path / "o")], capsys)
+    msg = _fail(
+        [
+            "convert",
+            "--model",
+            "digits_cnn",
+            "--dataset",
+            "digits",
+            "--weights",
+            str(path),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capsys,
+    )
     assert "shape mismatch" in msg and "num_classes" in msg
 
 
 def test_num_classes_flag_mismatch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    msg = _fail(["train", "--model", "digits_cnn", "--dataset", "digits", "--num-classes", "7",
-                 "--out", str(tmp_path / "o")], capsys)
+    msg = _fail(
+        [
+            "train",
+            "--model",
+            "digits_cnn",
+            "--dataset",
+            "digits",
+            "--num-classes",
+            "7",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capsys,
+    )
     assert "num_classes=7" in msg and "10 classes" in msg
 
 
@@ -169,35 +264,87 @@ def test_model_that_does_not_fit_the_data(tmp_path: Path, capsys: pytest.Capture
 
 
 def test_unknown_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    msg = _fail(["train", "--model", "no_such_net", "--dataset", "digits", "--out", str(tmp_path / "o")], capsys)
+    msg = _fail(
+        ["train", "--model", "no_such_net", "--dataset", "digits", "--out", str(tmp_path / "o")], capsys
+    )
     assert "unknown model 'no_such_net'" in msg
 
 
 def test_wrong_data_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    msg = _fail(["sweep", "--model", "resnet20", "--dataset", "cifar10", "--data-dir", str(tmp_path / "nowhere"),
-                 "--out", str(tmp_path / "o")], capsys)
+    msg = _fail(
+        [
+            "sweep",
+            "--model",
+            "resnet20",
+            "--dataset",
+            "cifar10",
+            "--data-dir",
+            str(tmp_path / "nowhere"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capsys,
+    )
     assert "does not exist" in msg and "--data-dir" in msg
     empty = tmp_path / "empty"
     empty.mkdir()
-    msg = _fail(["convert", "--model", "resnet20", "--dataset", "cifar10", "--data-dir", str(empty),
-                 "--out", str(tmp_path / "o")], capsys)
+    msg = _fail(
+        [
+            "convert",
+            "--model",
+            "resnet20",
+            "--dataset",
+            "cifar10",
+            "--data-dir",
+            str(empty),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capsys,
+    )
     assert "no 'cifar10' data found" in msg
 
 
 def test_missing_required_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "--model is required" in _fail(["sweep", "--dataset", "digits", "--out", str(tmp_path)], capsys)
-    assert "--dataset is required" in _fail(["sweep", "--model", "digits_cnn", "--out", str(tmp_path)], capsys)
+    assert "--dataset is required" in _fail(
+        ["sweep", "--model", "digits_cnn", "--out", str(tmp_path)], capsys
+    )
 
 
 def test_invalid_values(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert "unknown method" in _fail(["sweep", "--model", "digits_cnn", "--dataset", "digits", "--methods",
-                                      "plain,magic", "--out", str(tmp_path)], capsys)
+    assert "unknown method" in _fail(
+        [
+            "sweep",
+            "--model",
+            "digits_cnn",
+            "--dataset",
+            "digits",
+            "--methods",
+            "plain,magic",
+            "--out",
+            str(tmp_path),
+        ],
+        capsys,
+    )
     assert "invalid --device" in _fail(["demo", "--device", "banana", "--out", str(tmp_path)], capsys)
-    assert "unknown dataset" in _fail(["sweep", "--model", "digits_cnn", "--dataset", "svhn",
-                                       "--out", str(tmp_path)], capsys)
+    assert "unknown dataset" in _fail(
+        ["sweep", "--model", "digits_cnn", "--dataset", "svhn", "--out", str(tmp_path)], capsys
+    )
     assert "unknown option(s) ['pipeline.no_such_option']" in _fail(
-        ["convert", "--model", "digits_cnn", "--dataset", "digits", "--pipeline", "no_such_option=1",
-         "--out", str(tmp_path)], capsys)
+        [
+            "convert",
+            "--model",
+            "digits_cnn",
+            "--dataset",
+            "digits",
+            "--pipeline",
+            "no_such_option=1",
+            "--out",
+            str(tmp_path),
+        ],
+        capsys,
+    )
 
 
 def test_unwritable_output_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -217,7 +364,9 @@ def test_missing_results_and_snn_folder(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 def test_verbose_shows_the_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["train", "--model", "no_such_net", "--dataset", "digits", "--out", str(tmp_path), "--verbose"])
+    code = main(
+        ["train", "--model", "no_such_net", "--dataset", "digits", "--out", str(tmp_path), "--verbose"]
+    )
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" in err and "unknown model" in err
 
@@ -239,14 +388,22 @@ def _check_summary(path: Path) -> dict:
     return data
 
 
-def test_demo_fast_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_fast_end_to_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "demo"
     assert main(["demo", "--fast", "--out", str(out), "--quiet"]) == 0
     stdout = capsys.readouterr().out
     data = _check_summary(out / "summary.json")
     methods = {(r["method"], r["iat"]) for r in data["runs"]}
-    assert methods == {("plain", False), ("calibration", False), ("burstfire", False), ("adafire", False),
-                       ("adafire+ssc", False), ("adafire+ssc", True)}
+    assert methods == {
+        ("plain", False),
+        ("calibration", False),
+        ("burstfire", False),
+        ("adafire", False),
+        ("adafire+ssc", False),
+        ("adafire+ssc", True),
+    }
     assert data["kind"] == "demo" and data["training"]["epochs"] == 3 and data["ann"]["accuracy"] > 50
     assert {r["timesteps"] for r in data["runs"]} == {2}
     for r in data["runs"]:
@@ -255,21 +412,51 @@ def test_demo_fast_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert sum(iat["exit_histogram"]) == 128 and 1 <= iat["mean_timesteps"] <= 2 and iat["iat_curve"]
     ssc = next(r for r in data["runs"] if r["method"] == "adafire+ssc" and not r["iat"])
     assert set(ssc["conversion"]["frontiers"]) == {"phi", "rho"}
-    for name in ("accuracy_vs_timesteps", "accuracy_vs_energy", "layer_settings", "pareto_phi", "pareto_rho",
-                 "layer_energy", "iat_exit_histogram", "iat_curve"):
+    for name in (
+        "accuracy_vs_timesteps",
+        "accuracy_vs_energy",
+        "layer_settings",
+        "pareto_phi",
+        "pareto_rho",
+        "layer_energy",
+        "iat_exit_histogram",
+        "iat_curve",
+    ):
         assert (out / f"{name}.png").read_bytes()[:8] == PNG_MAGIC, name
     assert "accuracy_vs_timesteps.png" in (out / "report.html").read_text()
     assert "pareto_phi.png" in (out / "report.md").read_text()
     lines = stdout.splitlines()
     assert lines[0].split()[:3] == ["method", "T", "accuracy"]
-    assert any(line.startswith("ann ") for line in lines) and any("adafire+ssc + IAT" in line for line in lines)
+    assert any(line.startswith("ann ") for line in lines) and any(
+        "adafire+ssc + IAT" in line for line in lines
+    )
 
-    # a second run into the same folder leaves valid results and no temp files behind
-    assert main(["demo", "--fast", "--out", str(out), "--quiet", "--no-iat", "--methods", "plain",
-                 "--no-report"]) == 0
+    # an interrupted second run into the same folder leaves the first results intact
+    first = (out / "summary.json").read_bytes()
+    real_evaluate = jobs.evaluate_snn
+    calls = []
+
+    def interrupt_second_run(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "evaluate_snn", interrupt_second_run)
+    assert main(["demo", "--fast", "--out", str(out), "--quiet"]) == 130
+    monkeypatch.setattr(jobs, "evaluate_snn", real_evaluate)
+    assert (out / "summary.json").read_bytes() == first
+    assert [r["name"] for r in _check_summary(out / "summary.partial.json")["runs"]] == ["plain@T2"]
+    # a finished second run replaces the results and removes the partial file and temp files
+    assert (
+        main(
+            ["demo", "--fast", "--out", str(out), "--quiet", "--no-iat", "--methods", "plain", "--no-report"]
+        )
+        == 0
+    )
     second = _check_summary(out / "summary.json")
     assert [r["name"] for r in second["runs"]] == ["plain@T2"]
-    assert not list(out.glob(".*.tmp"))
+    assert not (out / "summary.partial.json").exists() and not list(out.glob(".*.tmp"))
     # 'report' redraws plots and pages from the saved results
     capsys.readouterr()
     assert main(["report", str(out), "--out", str(tmp_path / "again"), "--quiet"]) == 0
@@ -277,27 +464,91 @@ def test_demo_fast_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "plain" in capsys.readouterr().out
 
 
-def test_train_convert_evaluate_sweep(weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_convert_evaluate_sweep(
+    weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     snn = tmp_path / "snn"
-    assert main(["convert", "--model", "digits_cnn", "--dataset", "digits", "--weights", str(weights),
-                 "--method", "adafire", "--timesteps", "2", "--calib-size", "64", "--out", str(snn), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                "--model",
+                "digits_cnn",
+                "--dataset",
+                "digits",
+                "--weights",
+                str(weights),
+                "--method",
+                "adafire",
+                "--timesteps",
+                "2",
+                "--calib-size",
+                "64",
+                "--out",
+                str(snn),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert (snn / "source.json").is_file()
     assert "features.2" in capsys.readouterr().out
 
     assert main(["evaluate", str(snn), "--iat", "--test-size", "64", "--quiet"]) == 0
     data = _check_summary(snn / "eval" / "summary.json")
     (run,) = data["runs"]
-    assert run["iat"] and run["method"] == "adafire" and run["timesteps"] == 2 and sum(run["exit_histogram"]) == 64
+    assert (
+        run["iat"]
+        and run["method"] == "adafire"
+        and run["timesteps"] == 2
+        and sum(run["exit_histogram"]) == 64
+    )
     assert "adafire + IAT" in capsys.readouterr().out
 
-    assert main(["evaluate", str(snn), "--timesteps", "3", "--test-size", "32", "--out", str(tmp_path / "e3"),
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(snn),
+                "--timesteps",
+                "3",
+                "--test-size",
+                "32",
+                "--out",
+                str(tmp_path / "e3"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert _check_summary(tmp_path / "e3" / "summary.json")["runs"][0]["timesteps"] == 3
 
     out = tmp_path / "sweep"
-    assert main(["sweep", "--model", "digits_cnn", "--dataset", "digits", "--weights", str(weights),
-                 "--methods", "plain,burstfire", "--timesteps", "1,2", "--test-size", "64", "--calib-size", "64",
-                 "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "--model",
+                "digits_cnn",
+                "--dataset",
+                "digits",
+                "--weights",
+                str(weights),
+                "--methods",
+                "plain,burstfire",
+                "--timesteps",
+                "1,2",
+                "--test-size",
+                "64",
+                "--calib-size",
+                "64",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     data = _check_summary(out / "summary.json")
     assert [r["name"] for r in data["runs"]] == ["plain@T1", "burstfire@T1", "plain@T2", "burstfire@T2"]
     assert (out / "accuracy_vs_timesteps.png").is_file() and (out / "report.md").is_file()

@@ -1,4 +1,5 @@
 """Plots and report pages from synthetic results: files exist, are PNGs, pages link them (no pixel tests)."""
+
 from __future__ import annotations
 
 import json
@@ -14,10 +15,10 @@ from adacal.report import (
     featured_run,
     format_table,
     load_results,
+    plots,
     write_json_atomic,
     write_report,
 )
-from adacal.report import plots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 LAYERS = ["features.2", "features.5", "layer1.0.relu", "layer1.0.relu_1"]
@@ -39,21 +40,43 @@ def _conversion(method: str, T: int) -> dict:
     }
     if method.startswith("adafire"):
         rec["frontiers"] = {
-            "phi": {"cost": [1.0, 2.0, 3.0, 5.0, 8.0], "score": [0.5, 0.1, 0.03, 0.01, 0.002],
-                    "chosen": [3.0, 0.03], "budget": 4.0},
-            "rho": {"cost": [2.0, 3.0, 4.0], "score": [0.2, 0.05, 0.01], "chosen": [3.0, 0.05], "budget": 0.06},
+            "phi": {
+                "cost": [1.0, 2.0, 3.0, 5.0, 8.0],
+                "score": [0.5, 0.1, 0.03, 0.01, 0.002],
+                "chosen": [3.0, 0.03],
+                "budget": 4.0,
+            },
+            "rho": {
+                "cost": [2.0, 3.0, 4.0],
+                "score": [0.2, 0.05, 0.01],
+                "chosen": [3.0, 0.05],
+                "budget": 0.06,
+            },
         }
     return rec
 
 
 def _run(method: str, T: int, acc: float, iat: bool = False) -> dict:
     layers = [
-        {"name": n, "firing_rate": 0.1 * (i + 1), "sops": 1e5 * (i + 1), "energy_mj": 1e-4 * (i + 1),
-         "ann_energy_mj": 4e-4 * (i + 1)}
+        {
+            "name": n,
+            "firing_rate": 0.1 * (i + 1),
+            "sops": 1e5 * (i + 1),
+            "energy_mj": 1e-4 * (i + 1),
+            "ann_energy_mj": 4e-4 * (i + 1),
+        }
         for i, n in enumerate(LAYERS)
     ]
-    neurons = [{"name": n, "firing_rate": 0.1 * (i + 1), "spikes": 100.0 * (i + 1), "sops": 1e4 * (i + 1),
-                "energy_mj": 1e-5} for i, n in enumerate(LAYERS)]
+    neurons = [
+        {
+            "name": n,
+            "firing_rate": 0.1 * (i + 1),
+            "spikes": 100.0 * (i + 1),
+            "sops": 1e4 * (i + 1),
+            "energy_mj": 1e-5,
+        }
+        for i, n in enumerate(LAYERS)
+    ]
     return {
         "name": f"{method}{'+iat' if iat else ''}@T{T}",
         "neurons": neurons,
@@ -71,20 +94,32 @@ def _run(method: str, T: int, acc: float, iat: bool = False) -> dict:
         "layers": layers,
         "conversion": _conversion(method, T),
         "iat_policy": {"thresholds": [0.9] * T, "alpha_base": 0.6} if iat else None,
-        "iat_curve": [{"alpha_base": a, "mean_timesteps": 1 + a * (T - 1), "accuracy": 80 + 15 * a}
-                      for a in (0.3, 0.6, 0.9)] if iat else None,
+        "iat_curve": [
+            {"alpha_base": a, "mean_timesteps": 1 + a * (T - 1), "accuracy": 80 + 15 * a}
+            for a in (0.3, 0.6, 0.9)
+        ]
+        if iat
+        else None,
     }
 
 
 @pytest.fixture
 def results() -> dict:
-    runs = [_run(m, T, 60 + 4 * T + i) for i, m in enumerate(["plain", "calibration", "adafire+ssc"])
-            for T in (2, 4, 8)]
+    runs = [
+        _run(m, T, 60 + 4 * T + i)
+        for i, m in enumerate(["plain", "calibration", "adafire+ssc"])
+        for T in (2, 4, 8)
+    ]
     runs += [_run("adafire+ssc", T, 70 + 3 * T, iat=True) for T in (2, 4, 8)]
     return {
-        "schema": RESULTS_SCHEMA, "version": RESULTS_VERSION, "kind": "sweep", "created": "2025-01-01T00:00:00Z",
+        "schema": RESULTS_SCHEMA,
+        "version": RESULTS_VERSION,
+        "kind": "sweep",
+        "created": "2025-01-01T00:00:00Z",
         "model": {"name": "digits_cnn", "dataset": "digits", "num_classes": 10},
-        "ann": {"accuracy": 97.5, "energy_mj": 4e-3}, "runs": runs, "settings": {"timesteps": [2, 4, 8]},
+        "ann": {"accuracy": 97.5, "energy_mj": 4e-3},
+        "runs": runs,
+        "settings": {"timesteps": [2, 4, 8]},
         "timing": {"total_s": 12.0},
     }
 
@@ -102,7 +137,9 @@ def test_every_plot_function_writes_a_png(tmp_path: Path, results: dict) -> None
         "pareto_rho": lambda p: plots.plot_pareto(conv["frontiers"]["rho"], kind="rho", path=p),
         "energy": lambda p: plots.plot_layer_energy(feat["layers"], path=p),
         "hist": lambda p: plots.plot_exit_histogram([10, 5, 0, 1], path=p),
-        "curve": lambda p: plots.plot_iat_curve(runs[-1]["iat_curve"], fixed_accuracy=[50, 70, 80, 85], path=p),
+        "curve": lambda p: plots.plot_iat_curve(
+            runs[-1]["iat_curve"], fixed_accuracy=[50, 70, 80, 85], path=p
+        ),
     }
     for key, call in calls.items():
         path = tmp_path / "sub" / f"{key}.png"
@@ -138,8 +175,16 @@ def test_energy_unit_picks_readable_unit() -> None:
 
 def test_write_report_writes_plots_and_pages(tmp_path: Path, results: dict) -> None:
     written = write_report(results, tmp_path)
-    for key in ("accuracy_vs_timesteps", "accuracy_vs_energy", "layer_settings", "pareto_phi", "pareto_rho",
-                "layer_energy", "iat_exit_histogram", "iat_curve"):
+    for key in (
+        "accuracy_vs_timesteps",
+        "accuracy_vs_energy",
+        "layer_settings",
+        "pareto_phi",
+        "pareto_rho",
+        "layer_energy",
+        "iat_exit_histogram",
+        "iat_curve",
+    ):
         assert _is_png(written[key]), key
     md = written["report_md"].read_text()
     html = written["report_html"].read_text()

@@ -1,4 +1,5 @@
 """``python -m adacal``: the same as the ``adacal`` command."""
+
 from __future__ import annotations
 
 import sys

@@ -8,6 +8,7 @@ Errors adacal can explain (:class:`~adacal.errors.AdacalError`, unwritable folde
 with one line on stderr and exit code 1; ``--verbose`` adds the traceback. Progress is logged to
 stderr; results tables go to stdout.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,53 +35,59 @@ _NOT_IN_CONFIG = {"command", "config", "verbose", "quiet", "func"}
 
 
 # --------------------------------------------------------------------------------------- value types
-def _int_list(value: Any) -> list[int]:
-    """``"2,4,8"``, ``8`` or ``[2, 4, 8]`` -> ``[2, 4, 8]``."""
+# Each converter accepts a flag's string or a config file's YAML value and raises
+# argparse.ArgumentTypeError with a readable message (argparse shows it as is).
+_BadValue = argparse.ArgumentTypeError
+
+
+def _int(v: Any) -> int:
+    if isinstance(v, bool) or (isinstance(v, float) and not v.is_integer()):
+        raise _BadValue(f"expected an integer, got {v!r}")
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        raise _BadValue(f"expected an integer, got {v!r}") from None
+
+
+def _float(v: Any) -> float:
+    if isinstance(v, bool):
+        raise _BadValue(f"expected a number, got {v!r}")
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise _BadValue(f"expected a number, got {v!r}") from None
+
+
+def _items(value: Any) -> list[Any]:
     if isinstance(value, str):
-        items: list[Any] = [v for v in value.replace(" ", "").split(",") if v]
+        items: list[Any] = [v.strip() for v in value.split(",") if v.strip()]
     elif isinstance(value, (list, tuple)):
         items = list(value)
     else:
         items = [value]
-    out = []
-    for v in items:
-        if isinstance(v, bool) or (isinstance(v, float) and not v.is_integer()):
-            raise ValueError(f"{v!r} is not an integer")
-        out.append(int(v))
-    if not out:
-        raise ValueError("empty list")
-    return out
+    if not items:
+        raise _BadValue("expected a comma-separated list, got nothing")
+    return items
+
+
+def _int_list(value: Any) -> list[int]:
+    """``"2,4,8"``, ``8`` or ``[2, 4, 8]`` -> ``[2, 4, 8]``."""
+    return [_int(v) for v in _items(value)]
 
 
 def _float_list(value: Any) -> list[float]:
-    if isinstance(value, str):
-        return [float(v) for v in value.replace(" ", "").split(",") if v]
-    if isinstance(value, (list, tuple)):
-        return [float(v) for v in value]
-    return [float(value)]
-
-
-def _str_list(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    if isinstance(value, (list, tuple)):
-        return [str(v) for v in value]
-    raise ValueError(f"expected a list of names, got {value!r}")
+    return [_float(v) for v in _items(value)]
 
 
 def _positive_int(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not an integer")
-    v = int(value)
-    if isinstance(value, float) and not value.is_integer():
-        raise ValueError(f"{value!r} is not an integer")
+    v = _int(value)
     if v < 1:
-        raise ValueError(f"must be >= 1, got {v}")
+        raise _BadValue(f"must be >= 1, got {v}")
     return v
 
 
 def _methods(value: Any) -> list[str]:
-    names = _str_list(value)
+    names = [str(v) for v in _items(value)]
     if names == ["all"]:
         return list(_ALL_METHODS)
     return names
@@ -91,8 +98,8 @@ def _key_value(value: str) -> tuple[str, Any]:
     import yaml
 
     key, sep, raw = value.partition("=")
-    if not sep or not key:
-        raise ValueError(f"expected KEY=VALUE, got {value!r}")
+    if not sep or not key.strip():
+        raise _BadValue(f"expected KEY=VALUE, got {value!r}")
     try:
         parsed = yaml.safe_load(raw) if raw else None
     except yaml.YAMLError:
@@ -105,13 +112,14 @@ def _bool(value: Any) -> bool:
         return value
     if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
         return value.lower() in ("true", "yes", "on", "1")
-    raise ValueError(f"expected true or false, got {value!r}")
+    raise _BadValue(f"expected true or false, got {value!r}")
 
 
 # --------------------------------------------------------------------------------------- parser
 _EPILOGS = {
     "demo": """examples:
-  adacal demo                        # ~1-2 min on 2 CPU cores; writes runs/demo/{summary.json,report.html,*.png}
+  adacal demo                        # ~20-30 s on 2 CPU cores; writes runs/demo/
+                                     #   (summary.json, report.html, *.png)
   adacal demo --fast --out /tmp/d    # seconds: T=2 only, 3 epochs, 128 test images
   adacal demo --timesteps 4,8 --methods plain,adafire+ssc
 """,
@@ -121,7 +129,8 @@ _EPILOGS = {
 writes OUT/model.pt (state_dict) and OUT/train.json; OUT/checkpoint.pt lets an interrupted run resume.
 """,
     "convert": """examples:
-  adacal convert --model digits_cnn --weights runs/digits/model.pt --dataset digits --timesteps 8 --out runs/snn
+  adacal convert --model digits_cnn --weights runs/digits/model.pt --dataset digits \
+                 --timesteps 8 --out runs/snn
   adacal convert --config resnet20_cifar10 --weights zoo/resnet20.pt --method adafire --phi-target 4
   adacal convert ... --pipeline calibration.method=percentile     # any PipelineConfig option
 writes the SNN folder OUT (load it with adacal.persist.load_snn, or 'adacal evaluate OUT').
@@ -154,26 +163,47 @@ _DESCRIPTIONS = {
 
 def _add_common(p: argparse.ArgumentParser, out_default: str | None) -> None:
     g = p.add_argument_group("common options")
-    g.add_argument("--config", metavar="FILE", help="YAML file (or a packaged example name) of option values; "
-                   "flags override it")
+    g.add_argument(
+        "--config",
+        metavar="FILE",
+        help="YAML file (or a packaged example name) of option values; flags override it",
+    )
     g.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)")
-    g.add_argument("--seed", metavar="N", type=int, help="seed for torch/numpy/random and data order (default: 0)")
-    g.add_argument("--threads", metavar="N", type=_positive_int, help="CPU threads for torch (default: torch's choice; "
-                   "demo: 1, fastest for its tiny network)")
+    g.add_argument(
+        "--seed", metavar="N", type=_int, help="seed for torch/numpy/random and data order (default: 0)"
+    )
+    g.add_argument(
+        "--threads",
+        metavar="N",
+        type=_positive_int,
+        help="CPU threads for torch (default: torch's choice; demo: 1, fastest for its tiny network)",
+    )
     out_help = f"output folder (default: {out_default})" if out_default else "output folder"
     g.add_argument("--out", metavar="DIR", help=out_help)
     v = g.add_mutually_exclusive_group()
-    v.add_argument("-v", "--verbose", action="store_true", help="log every library stage (DEBUG) and show full "
-                   "tracebacks on errors")
+    v.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log every library stage (DEBUG) and show full tracebacks on errors",
+    )
     v.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
 
 
 def _add_model(p: argparse.ArgumentParser, *, weights_help: str) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--model", help="built-in name (digits_cnn, resnet20, resnet20_wide, vgg16_cifar), a "
-                   "torchvision name, or package.module:factory")
+    g.add_argument(
+        "--model",
+        help="built-in name (digits_cnn, resnet20, resnet20_wide, vgg16_cifar), a "
+        "torchvision name, or package.module:factory",
+    )
     g.add_argument("--weights", metavar="FILE", help=weights_help)
-    g.add_argument("--num-classes", metavar="N", type=_positive_int, help="classes the model outputs (default: the dataset's)")
+    g.add_argument(
+        "--num-classes",
+        metavar="N",
+        type=_positive_int,
+        help="classes the model outputs (default: the dataset's)",
+    )
 
 
 def _add_data(p: argparse.ArgumentParser, *, test: bool = True) -> None:
@@ -181,24 +211,49 @@ def _add_data(p: argparse.ArgumentParser, *, test: bool = True) -> None:
     g.add_argument("--dataset", help="cifar10, cifar100, mnist, imagenet or digits (bundled, no download)")
     g.add_argument("--data-dir", metavar="DIR", help="dataset folder (npz layout or torchvision layout)")
     g.add_argument("--batch-size", metavar="N", type=_positive_int, help="batch size")
-    g.add_argument("--calib-size", metavar="N", type=_positive_int, help="training samples used for calibration")
+    g.add_argument(
+        "--calib-size", metavar="N", type=_positive_int, help="training samples used for calibration"
+    )
     if test:
-        g.add_argument("--test-size", metavar="N", type=_positive_int, help="evaluate on the first N test samples only")
-    g.add_argument("--workers", metavar="N", type=int, dest="num_workers", help="data loader worker processes (default 0)")
+        g.add_argument(
+            "--test-size", metavar="N", type=_positive_int, help="evaluate on the first N test samples only"
+        )
+    g.add_argument(
+        "--workers",
+        metavar="N",
+        type=_int,
+        dest="num_workers",
+        help="data loader worker processes (default 0)",
+    )
 
 
 def _add_pipeline(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--phi-target", metavar="N", type=_positive_int, help="target φ (max spikes per step) of burst methods "
-                   "(default 4)")
-    p.add_argument("--pipeline", action="append", type=_key_value, metavar="KEY=VALUE",
-                   help="extra PipelineConfig option (repeatable; dots for nesting: calibration.method=mse)")
+    p.add_argument(
+        "--phi-target",
+        metavar="N",
+        type=_positive_int,
+        help="target φ (max spikes per step) of burst methods (default 4)",
+    )
+    p.add_argument(
+        "--pipeline",
+        action="append",
+        type=_key_value,
+        metavar="KEY=VALUE",
+        help="extra PipelineConfig option (repeatable; dots for nesting: calibration.method=mse)",
+    )
 
 
 def _add_iat(p: argparse.ArgumentParser, *, flag_help: str) -> None:
     p.add_argument("--iat", action=argparse.BooleanOptionalAction, default=None, help=flag_help)
-    p.add_argument("--alpha-base", metavar="A", type=float, help="IAT α_base of eq. 15 (default 0.6; ImageNet: 0.995)")
-    p.add_argument("--iat-curve", type=_float_list, metavar="A,B,...",
-                   help="α_base values for the accuracy-versus-latency curve (largest T only)")
+    p.add_argument(
+        "--alpha-base", metavar="A", type=_float, help="IAT α_base of eq. 15 (default 0.6; ImageNet: 0.995)"
+    )
+    p.add_argument(
+        "--iat-curve",
+        type=_float_list,
+        metavar="A,B,...",
+        help="α_base values for the accuracy-versus-latency curve (largest T only)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -207,8 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         allow_abbrev=False,
         description="Convert trained ReLU ANNs into spiking networks with Adaptive Calibration.",
-        epilog="start here:  adacal demo        (offline, ~1-2 minutes, writes runs/demo/report.html)\n"
-               "help on a command:  adacal COMMAND --help",
+        epilog="start here:  adacal demo   (offline, < 1 min on 2 CPU cores; writes runs/demo/report.html)\n"
+        "help on a command:  adacal COMMAND --help",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     from adacal import __version__
@@ -217,24 +272,47 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(name: str, out_default: str | None) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=_DESCRIPTIONS[name], description=_DESCRIPTIONS[name], epilog=_EPILOGS[name],
-                           allow_abbrev=False,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            name,
+            help=_DESCRIPTIONS[name],
+            description=_DESCRIPTIONS[name],
+            epilog=_EPILOGS[name],
+            allow_abbrev=False,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         _add_common(p, out_default)
         return p
 
     p = command("demo", "runs/demo")
-    p.add_argument("--fast", action="store_true", default=None,
-                   help="a seconds-long run (T=2, 3 epochs, 128 test images), for smoke tests")
-    p.add_argument("--timesteps", type=_int_list, metavar="T,T,...", help="timesteps to simulate (default 2,4,8)")
-    p.add_argument("--methods", type=_methods, metavar="M,M,...", help=f"conversion methods (default all: "
-                   f"{','.join(_ALL_METHODS)})")
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        default=None,
+        help="a seconds-long run (T=2, 3 epochs, 128 test images), for smoke tests",
+    )
+    p.add_argument(
+        "--timesteps", type=_int_list, metavar="T,T,...", help="timesteps to simulate (default 2,4,8)"
+    )
+    p.add_argument(
+        "--methods",
+        type=_methods,
+        metavar="M,M,...",
+        help=f"conversion methods (default all: {','.join(_ALL_METHODS)})",
+    )
     p.add_argument("--epochs", metavar="N", type=_positive_int, help="ANN training epochs (default 8)")
-    p.add_argument("--test-size", metavar="N", type=_positive_int, help="evaluate on the first N test digits only")
-    p.add_argument("--phi-target", metavar="N", type=_positive_int, help="target φ of burst methods (default 4)")
+    p.add_argument(
+        "--test-size", metavar="N", type=_positive_int, help="evaluate on the first N test digits only"
+    )
+    p.add_argument(
+        "--phi-target", metavar="N", type=_positive_int, help="target φ of burst methods (default 4)"
+    )
     _add_iat(p, flag_help="also run adafire+ssc with adaptive timesteps (default on)")
-    p.add_argument("--report", action=argparse.BooleanOptionalAction, default=None,
-                   help="write plots and report.{md,html} (default on)")
+    p.add_argument(
+        "--report",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="write plots and report.{md,html} (default on)",
+    )
     p.set_defaults(func=_cmd_demo)
 
     p = command("train", "runs/train")
@@ -242,11 +320,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(p, test=False)
     g = p.add_argument_group("training")
     g.add_argument("--epochs", metavar="N", type=_positive_int, help="epochs (default 30)")
-    g.add_argument("--lr", metavar="LR", type=float, help="peak learning rate (default 0.05)")
-    g.add_argument("--weight-decay", metavar="WD", type=float, help="weight decay (default 5e-4)")
-    g.add_argument("--label-smoothing", metavar="EPS", type=float, help="label smoothing (default 0)")
-    g.add_argument("--resume", action=argparse.BooleanOptionalAction, default=None,
-                   help="continue from OUT/checkpoint.pt if present (default on)")
+    g.add_argument("--lr", metavar="LR", type=_float, help="peak learning rate (default 0.05)")
+    g.add_argument("--weight-decay", metavar="WD", type=_float, help="weight decay (default 5e-4)")
+    g.add_argument("--label-smoothing", metavar="EPS", type=_float, help="label smoothing (default 0)")
+    g.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="continue from OUT/checkpoint.pt if present (default on)",
+    )
     p.set_defaults(func=_cmd_train)
 
     p = command("convert", "runs/snn")
@@ -254,13 +336,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(p, test=False)
     g = p.add_argument_group("conversion")
     g.add_argument("--method", choices=_ALL_METHODS, help="conversion method (default adafire+ssc)")
-    g.add_argument("--timesteps", metavar="T", type=_positive_int, help="timesteps T the SNN is calibrated for (default 8)")
+    g.add_argument(
+        "--timesteps",
+        metavar="T",
+        type=_positive_int,
+        help="timesteps T the SNN is calibrated for (default 8)",
+    )
     _add_pipeline(g)
     p.set_defaults(func=_cmd_convert)
 
     p = command("evaluate", "SNN/eval")
     p.add_argument("snn", metavar="SNN", help="folder written by 'adacal convert'")
-    p.add_argument("--timesteps", metavar="T", type=_positive_int, help="timesteps to simulate (default: the converted T)")
+    p.add_argument(
+        "--timesteps",
+        metavar="T",
+        type=_positive_int,
+        help="timesteps to simulate (default: the converted T)",
+    )
     _add_iat(p, flag_help="stop each input early with an IAT policy fitted on the calibration data")
     _add_model(p, weights_help="override the ANN weights recorded in SNN/source.json")
     _add_data(p)
@@ -270,13 +362,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(p, weights_help="trained weights: a torch.save'd state_dict (loaded with weights_only=True)")
     _add_data(p)
     g = p.add_argument_group("sweep")
-    g.add_argument("--methods", type=_methods, metavar="M,M,...", help=f"methods, or 'all' (default all: "
-                   f"{','.join(_ALL_METHODS)})")
+    g.add_argument(
+        "--methods",
+        type=_methods,
+        metavar="M,M,...",
+        help=f"methods, or 'all' (default all: {','.join(_ALL_METHODS)})",
+    )
     g.add_argument("--timesteps", type=_int_list, metavar="T,T,...", help="timesteps (default 2,4,8)")
     _add_pipeline(g)
     _add_iat(g, flag_help="also run adafire+ssc with adaptive timesteps (default on)")
-    g.add_argument("--report", action=argparse.BooleanOptionalAction, default=None,
-                   help="write plots and report.{md,html} (default on)")
+    g.add_argument(
+        "--report",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="write plots and report.{md,html} (default on)",
+    )
     p.set_defaults(func=_cmd_sweep)
 
     p = command("report", "the results' folder")
@@ -305,7 +405,8 @@ def _read_config(spec: str) -> dict[str, Any]:
         packaged = resources.files("adacal") / "configs" / f"{name}.yaml"
         if "/" in spec or not packaged.is_file():
             raise ConfigError(
-                f"config file {spec!r} not found; give a YAML path or a packaged example: {_packaged_configs()}"
+                f"config file {spec!r} not found; give a YAML path or a packaged example: "
+                f"{_packaged_configs()}"
             )
         text = packaged.read_text(encoding="utf-8")
     try:
@@ -316,7 +417,9 @@ def _read_config(spec: str) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {spec!r} must hold a mapping of option: value, got {type(data).__name__}")
+        raise ConfigError(
+            f"config file {spec!r} must hold a mapping of option: value, got {type(data).__name__}"
+        )
     return data
 
 
@@ -334,7 +437,10 @@ def _dests(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
 
 
 def _config_values(
-    spec: str, command: str, subparsers: Mapping[str, argparse.ArgumentParser], skip: frozenset[str] = frozenset()
+    spec: str,
+    command: str,
+    subparsers: Mapping[str, argparse.ArgumentParser],
+    skip: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """Values of a config file for ``command``: top-level keys plus the ``command:`` section.
 
@@ -363,7 +469,9 @@ def _config_values(
             if "pipeline" not in own:
                 continue
             if not isinstance(value, dict):
-                raise ConfigError(f"config key 'pipeline' in {spec!r} must be a mapping of PipelineConfig options")
+                raise ConfigError(
+                    f"config key 'pipeline' in {spec!r} must be a mapping of PipelineConfig options"
+                )
             out[k] = value
             continue
         if k not in own or k in _NOT_IN_CONFIG:
@@ -387,8 +495,8 @@ def _config_values(
             else:
                 out[k] = value if not isinstance(value, (int, float)) else str(value)
             if action.choices is not None and out[k] not in action.choices:
-                raise ValueError(f"must be one of {list(action.choices)}")
-        except (TypeError, ValueError) as exc:
+                raise _BadValue(f"must be one of {list(action.choices)}")
+        except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
             raise ConfigError(f"invalid value {value!r} for {k!r} in config file {spec!r}: {exc}") from exc
     return out
 
@@ -504,12 +612,17 @@ def _require(opts: Mapping[str, Any], key: str, hint: str) -> Any:
 def _specs(opts: Mapping[str, Any], *, dataset_default: str | None = None) -> tuple[Any, Any]:
     from adacal.jobs import DataSpec, ModelSpec, spec_from_dict
 
-    data = {"dataset": opts.get("dataset") or dataset_default, "seed": opts.get("seed", 0),
-            **_pick(opts, "data_dir", "batch_size", "calib_size", "test_size", "num_workers")}
+    data = {
+        "dataset": opts.get("dataset") or dataset_default,
+        "seed": opts.get("seed", 0),
+        **_pick(opts, "data_dir", "batch_size", "calib_size", "test_size", "num_workers"),
+    }
     if data["dataset"] is None:
         raise ConfigError("--dataset is required: one of cifar10, cifar100, mnist, imagenet, digits")
-    model = {"name": _require(opts, "model", "a built-in, torchvision or package.module:factory model name"),
-             **_pick(opts, "weights", "num_classes")}
+    model = {
+        "name": _require(opts, "model", "a built-in, torchvision or package.module:factory model name"),
+        **_pick(opts, "weights", "num_classes"),
+    }
     return spec_from_dict(DataSpec, data), spec_from_dict(ModelSpec, model)
 
 
@@ -546,15 +659,28 @@ def _cmd_train(opts: dict[str, Any], command: str) -> int:
     from adacal.jobs import TrainSpec, spec_from_dict, train_to_folder
 
     data_spec, model_spec = _specs(opts)
-    train_spec = spec_from_dict(TrainSpec, _pick(opts, "epochs", "lr", "weight_decay", "batch_size",
-                                                 "label_smoothing"))
+    train_spec = spec_from_dict(
+        TrainSpec, _pick(opts, "epochs", "lr", "weight_decay", "batch_size", "label_smoothing")
+    )
     out = Path(opts.get("out") or "runs/train")
-    summary = train_to_folder(model_spec, data_spec, train_spec, out, device=opts["device"], seed=opts["seed"],
-                              resume=opts.get("resume") is not False, command=command)
-    print(f"test accuracy {summary['final_eval_acc']:.2f}% after {train_spec.epochs} epochs "
-          f"({summary['train_time_s']:.0f} s)")
-    print(f"weights: {out / 'model.pt'}   next: adacal convert --model {model_spec.name} --weights "
-          f"{shlex.quote(str(out / 'model.pt'))} --dataset {data_spec.dataset}")
+    summary = train_to_folder(
+        model_spec,
+        data_spec,
+        train_spec,
+        out,
+        device=opts["device"],
+        seed=opts["seed"],
+        resume=opts.get("resume") is not False,
+        command=command,
+    )
+    print(
+        f"test accuracy {summary['final_eval_acc']:.2f}% after {train_spec.epochs} epochs "
+        f"({summary['train_time_s']:.0f} s)"
+    )
+    print(
+        f"weights: {out / 'model.pt'}   next: adacal convert --model {model_spec.name} --weights "
+        f"{shlex.quote(str(out / 'model.pt'))} --dataset {data_spec.dataset}"
+    )
     return 0
 
 
@@ -565,9 +691,15 @@ def _cmd_convert(opts: dict[str, Any], command: str) -> int:
     out = ensure_writable_dir(opts.get("out") or "runs/snn")
     data = load_data(data_spec)
     ann = load_ann(model_spec, data, device=opts["device"])
-    snn, record = convert_ann(ann, data, method=opts.get("method") or "adafire+ssc",
-                              timesteps=opts.get("timesteps") or 8, phi_target=opts.get("phi_target") or 4,
-                              options=opts["pipeline"], workdir=out / "profiles")
+    snn, record = convert_ann(
+        ann,
+        data,
+        method=opts.get("method") or "adafire+ssc",
+        timesteps=opts.get("timesteps") or 8,
+        phi_target=opts.get("phi_target") or 4,
+        options=opts["pipeline"],
+        workdir=out / "profiles",
+    )
     save_converted(snn, record, out, model=model_spec, data=data_spec, command=command)
     _print_record(record)
     print(f"\nSNN saved to {out}   next: adacal evaluate {shlex.quote(str(out))}")
@@ -583,12 +715,21 @@ def _print_record(record: Mapping[str, Any]) -> None:
         print(f"  {'layer'.ljust(width)}  {'phi':>4}  {'rho':>5}  {'theta(mean)':>11}")
         for n in names:
             t = (thr.get(n) or {}).get("mean")
-            print(f"  {n.ljust(width)}  {phi.get(n, '-')!s:>4}  {rho.get(n, '-')!s:>5}  "
-                  f"{'-' if t is None else format(t, '.4g'):>11}")
+            print(
+                f"  {n.ljust(width)}  {phi.get(n, '-')!s:>4}  {rho.get(n, '-')!s:>5}  "
+                f"{'-' if t is None else format(t, '.4g'):>11}"
+            )
 
 
 def _cmd_evaluate(opts: dict[str, Any], command: str) -> int:
-    from adacal.jobs import DataSpec, ModelSpec, ensure_writable_dir, evaluate_saved, read_source, spec_from_dict
+    from adacal.jobs import (
+        DataSpec,
+        ModelSpec,
+        ensure_writable_dir,
+        evaluate_saved,
+        read_source,
+        spec_from_dict,
+    )
     from adacal.report import SUMMARY_FILE, write_json_atomic
 
     folder = Path(opts["snn"])
@@ -610,9 +751,17 @@ def _cmd_evaluate(opts: dict[str, Any], command: str) -> int:
         raise ConfigError("--dataset is required: this SNN folder does not record one")
     model_spec, data_spec = spec_from_dict(ModelSpec, model_d), spec_from_dict(DataSpec, data_d)
     out = ensure_writable_dir(opts.get("out") or folder / "eval")
-    results = evaluate_saved(folder, model=model_spec, data=data_spec, timesteps=opts.get("timesteps"),
-                             iat=bool(opts.get("iat")), alpha_base=opts.get("alpha_base", 0.6),
-                             curve_alphas=opts.get("iat_curve") or (), device=opts["device"], command=command)
+    results = evaluate_saved(
+        folder,
+        model=model_spec,
+        data=data_spec,
+        timesteps=opts.get("timesteps"),
+        iat=bool(opts.get("iat")),
+        alpha_base=opts.get("alpha_base", 0.6),
+        curve_alphas=opts.get("iat_curve") or (),
+        device=opts["device"],
+        command=command,
+    )
     write_json_atomic(results, out / SUMMARY_FILE)
     _print_table(results)
     print(f"\nresults: {out / SUMMARY_FILE}")
@@ -623,15 +772,25 @@ def _cmd_sweep(opts: dict[str, Any], command: str) -> int:
     from adacal.jobs import SweepConfig, spec_from_dict, sweep_to_folder
 
     data_spec, model_spec = _specs(opts)
-    sweep_d: dict[str, Any] = _pick(opts, "phi_target", "alpha_base", "iat", "methods", "timesteps", "iat_curve")
+    sweep_d: dict[str, Any] = _pick(
+        opts, "phi_target", "alpha_base", "iat", "methods", "timesteps", "iat_curve"
+    )
     sweep_d["pipeline"] = opts["pipeline"]
     if "methods" in sweep_d and "adafire+ssc" not in sweep_d["methods"] and "iat" not in sweep_d:
         sweep_d["iat"] = False  # the default IAT method is not swept
     sweep = spec_from_dict(SweepConfig, sweep_d)
     out = Path(opts.get("out") or "runs/sweep")
     report = opts.get("report") is not False
-    results = sweep_to_folder(model_spec, data_spec, sweep, out, device=opts["device"], seed=opts["seed"],
-                              report=report, command=command)
+    results = sweep_to_folder(
+        model_spec,
+        data_spec,
+        sweep,
+        out,
+        device=opts["device"],
+        seed=opts["seed"],
+        report=report,
+        command=command,
+    )
     _print_table(results)
     print(f"\nresults: {out / 'summary.json'}" + (f"   report: {out / 'report.html'}" if report else ""))
     return 0
@@ -655,17 +814,24 @@ def _cmd_report(opts: dict[str, Any], command: str) -> int:
 # --------------------------------------------------------------------------------------- main
 def _error_line(exc: BaseException) -> str:
     if isinstance(exc, OSError) and not isinstance(exc, AdacalError):
-        where = f" {exc.filename!r}" if exc.filename else ""
-        what = exc.strerror or str(exc)
-        return f"cannot write or read{where}: {what}; choose another --out folder or fix its permissions"
+        where = f" {str(exc.filename)!r}" if exc.filename else ""
+        what = exc.strerror or " ".join(str(exc).split())
+        return (
+            f"file system error at{where}: {what}; check the path and permissions, "
+            "or choose another --out folder"
+        )
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, dict[str, argparse.ArgumentParser]]:
     parser = build_parser()
     args = parser.parse_args(list(argv))
-    subparsers = {name: p for a in parser._actions if isinstance(a, argparse._SubParsersAction)
-                  for name, p in a.choices.items()}
+    subparsers = {
+        name: p
+        for a in parser._actions
+        if isinstance(a, argparse._SubParsersAction)
+        for name, p in a.choices.items()
+    }
     return args, subparsers
 
 

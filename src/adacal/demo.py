@@ -1,6 +1,6 @@
 """The demo job: train a tiny CNN on scikit-learn digits, convert it every way, report.
 
-Runs offline on a fresh install (the digits ship with scikit-learn) in about a minute or two on
+Runs offline on a fresh install (the digits ship with scikit-learn) in well under a minute on
 two CPU cores: trains ``digits_cnn``, converts it with every method (plain, calibration,
 burstfire, adafire, adafire+ssc, and adafire+ssc with input-aware adaptive timesteps) at a few
 T, evaluates each on the held-out digits and writes ``summary.json``, PNG plots and
@@ -10,22 +10,25 @@ Example:
     >>> from adacal.demo import DemoConfig, run_demo
     >>> results = run_demo(DemoConfig(), "runs/demo")      # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from adacal.errors import ConfigError
 from adacal.jobs import (
     DataSpec,
     ModelSpec,
     SweepConfig,
     TrainSpec,
+    dataclass_from_dict,
     ensure_writable_dir,
     evaluate_ann,
     load_ann,
@@ -34,7 +37,7 @@ from adacal.jobs import (
     run_sweep,
     train_ann,
 )
-from adacal.report import SUMMARY_FILE, write_json_atomic, write_report
+from adacal.report import SUMMARY_FILE, publish_results, save_partial
 
 __all__ = ["DemoConfig", "run_demo"]
 
@@ -62,28 +65,32 @@ class DemoConfig:
         )
 
     def with_overrides(self, **kw: Any) -> DemoConfig:
-        """Replace fields of the nested specs by name: ``epochs=5, timesteps=(2, 4), out=...``."""
-        parts: dict[str, Any] = {"data": {}, "model": {}, "train": {}, "sweep": {}}
+        """A copy with fields of the nested specs replaced by name (``epochs=5, timesteps=(2, 4)``).
+
+        Each name goes to the first spec that has it (sweep, train, data, model); ``report`` is
+        the demo's own; ``None`` values are ignored; unknown names raise :class:`ConfigError`.
+        """
+        parts: dict[str, dict[str, Any]] = {"sweep": {}, "train": {}, "data": {}, "model": {}}
         own: dict[str, Any] = {}
         for key, value in kw.items():
             if value is None:
                 continue
-            for part in ("sweep", "train", "data", "model"):
-                if key in {f for f in asdict(getattr(self, part))} and key != "version":
-                    parts[part][key] = value
-                    break
-            else:
-                if key == "report":
-                    own[key] = value
-                else:
-                    from adacal.errors import ConfigError
-
-                    raise ConfigError(f"unknown demo option {key!r}")
-        return replace(
-            self,
-            **own,
-            **{p: replace(getattr(self, p), **v) for p, v in parts.items() if v},
-        )
+            if key == "report":
+                own[key] = bool(value)
+                continue
+            part = next(
+                (p for p in parts if key != "version" and key in {f.name for f in fields(getattr(self, p))}),
+                None,
+            )
+            if part is None:
+                raise ConfigError(f"unknown demo option {key!r}")
+            parts[part][key] = value
+        updated = {
+            p: dataclass_from_dict(type(getattr(self, p)), {**asdict(getattr(self, p)), **v}, p)
+            for p, v in parts.items()
+            if v
+        }
+        return replace(self, **own, **updated)
 
 
 def run_demo(
@@ -96,8 +103,8 @@ def run_demo(
 ) -> dict[str, Any]:
     """Train, convert with every method at every T, evaluate, and write the report into ``out``.
 
-    ``summary.json`` is rewritten (atomically) after every run, so an interrupted demo leaves
-    valid partial results. Returns the results dict.
+    Progress goes to ``summary.partial.json`` after every run; ``summary.json`` is written last,
+    so an interrupted demo leaves the previous complete results intact. Returns the results dict.
     """
     t0 = time.perf_counter()
     folder = ensure_writable_dir(out)
@@ -105,36 +112,42 @@ def run_demo(
     data = load_data(config.data)
     ann = load_ann(config.model, data, device=dev)
     settings = {
-        "data": asdict(config.data), "model": asdict(config.model), "train": asdict(config.train),
-        "sweep": asdict(config.sweep), "seed": seed,
+        "data": asdict(config.data),
+        "model": asdict(config.model),
+        "train": asdict(config.train),
+        "sweep": asdict(config.sweep),
+        "seed": seed,
     }
     results = new_results(
         "demo",
-        model={"name": config.model.name, "dataset": config.data.dataset, "num_classes": data.num_classes,
-               "weights": None, "parameters": sum(p.numel() for p in ann.parameters())},
-        settings=settings, device=dev, command=command,
+        model={
+            "name": config.model.name,
+            "dataset": config.data.dataset,
+            "num_classes": data.num_classes,
+            "weights": config.model.weights,
+            "parameters": sum(p.numel() for p in ann.parameters()),
+        },
+        settings=settings,
+        device=dev,
+        command=command,
     )
     if config.model.weights is None:
         training = train_ann(ann, data, config.train, device=dev, seed=seed)
         results["training"] = training
         results["timing"]["train_s"] = training["train_time_s"]
     ann_acc = evaluate_ann(ann, data, device=dev)
-    summary = folder / SUMMARY_FILE
-
-    def save(res: dict[str, Any]) -> None:
-        write_json_atomic(res, summary)
-
-    run_sweep(ann, data, config.sweep, results=results, ann_accuracy=ann_acc, on_run=save)
-    results["timing"]["total_s"] = time.perf_counter() - t0
-    save(results)
-    log.info("wrote %s", summary)
-    if config.report:
-        t1 = time.perf_counter()
-        written = write_report(results, folder)
-        results["timing"]["report_s"] = time.perf_counter() - t1
-        results["timing"]["total_s"] = time.perf_counter() - t0
-        save(results)
-        log.info("report: %s", written.get("report_html", folder))
+    run_sweep(
+        ann,
+        data,
+        config.sweep,
+        results=results,
+        ann_accuracy=ann_acc,
+        on_run=lambda r: save_partial(r, folder),
+    )
+    t1 = time.perf_counter()
+    results["timing"]["total_s"] = t1 - t0
+    written = publish_results(results, folder, report=config.report)
+    log.info("wrote %s", written.get("report_html", written["summary"]))
     return results
 
 

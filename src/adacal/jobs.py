@@ -11,9 +11,11 @@ Example:
     >>> ann = load_ann(ModelSpec("resnet20", weights="zoo/resnet20.pt"), data)     # doctest: +SKIP
     >>> results = run_sweep(ann, data, SweepConfig(timesteps=(4, 8)))             # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import dataclasses
+import errno
 import importlib.metadata
 import json
 import logging
@@ -37,7 +39,7 @@ from adacal.datasets import DATASETS, DatasetInfo, get_splits, make_loader
 from adacal.errors import CheckpointError, ConfigError, DataError, ShapeError
 from adacal.models import build_model, load_state_dict_file
 from adacal.pipeline import METHODS
-from adacal.report import RESULTS_SCHEMA, RESULTS_VERSION, SUMMARY_FILE, write_json_atomic
+from adacal.report import RESULTS_SCHEMA, RESULTS_VERSION, write_json_atomic
 
 __all__ = [
     "Data",
@@ -108,7 +110,11 @@ class DataSpec:
         for name in ("calib_size", "batch_size"):
             _positive_int("DataSpec", name, getattr(self, name))
         _positive_int("DataSpec", "test_size", self.test_size, allow_none=True)
-        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
+        if (
+            isinstance(self.num_workers, bool)
+            or not isinstance(self.num_workers, int)
+            or self.num_workers < 0
+        ):
             raise ConfigError(f"DataSpec.num_workers must be an integer >= 0, got {self.num_workers!r}")
 
 
@@ -236,7 +242,7 @@ def ensure_writable_dir(folder: str | os.PathLike[str]) -> Path:
     """Create ``folder`` if needed and prove it is writable now (before hours of work), else OSError."""
     p = Path(folder)
     if p.exists() and not p.is_dir():
-        raise FileExistsError(f"output path {str(p)!r} exists and is not a folder")
+        raise FileExistsError(errno.EEXIST, "exists and is not a folder", str(p))
     p.mkdir(parents=True, exist_ok=True)
     fd, probe = tempfile.mkstemp(prefix=".adacal-write-test-", dir=p)
     os.close(fd)
@@ -256,8 +262,14 @@ class Data:
     test: DataLoader[Any]
 
     def train_loader(self, batch_size: int, seed: int | None) -> DataLoader[Any]:
-        return make_loader(self.train_set, batch_size, shuffle=True, seed=seed,
-                           num_workers=self.spec.num_workers, drop_last=False)
+        return make_loader(
+            self.train_set,
+            batch_size,
+            shuffle=True,
+            seed=seed,
+            num_workers=self.spec.num_workers,
+            drop_last=False,
+        )
 
     @property
     def num_classes(self) -> int:
@@ -284,8 +296,11 @@ def load_data(spec: DataSpec) -> Data:
     calib = make_loader(splits.calib, spec.batch_size, num_workers=spec.num_workers)
     test = make_loader(test_set, spec.batch_size, num_workers=spec.num_workers)
     log.info(
-        "data %s: %d train, %d calibration, %d test samples", spec.dataset,
-        len(splits.train), len(splits.calib), len(test_set),  # type: ignore[arg-type]
+        "data %s: %d train, %d calibration, %d test samples",
+        spec.dataset,
+        len(splits.train),
+        len(splits.calib),
+        len(test_set),  # type: ignore[arg-type]
     )
     return Data(spec=spec, info=DATASETS[spec.dataset], train_set=splits.train, calib=calib, test=test)
 
@@ -346,9 +361,17 @@ def train_ann(
     loader = data.train_loader(spec.batch_size, seed)
     log.info("training %s for %d epochs on %s", type(model).__name__, spec.epochs, data.spec.dataset)
     out = train_classifier(
-        model, loader, epochs=spec.epochs, lr=spec.lr, weight_decay=spec.weight_decay,
-        label_smoothing=spec.label_smoothing, device=device, eval_loader=data.test, seed=seed,
-        checkpoint_path=checkpoint, log_every=0,
+        model,
+        loader,
+        epochs=spec.epochs,
+        lr=spec.lr,
+        weight_decay=spec.weight_decay,
+        label_smoothing=spec.label_smoothing,
+        device=device,
+        eval_loader=data.test,
+        seed=seed,
+        checkpoint_path=checkpoint,
+        log_every=0,
     )
     model.eval()
     return {
@@ -426,14 +449,28 @@ def make_run(
     energy = metrics.get("energy_mj")
     ann_energy = metrics.get("ann_energy_mj")
     energy_report = metrics.get("energy") or {}
-    layers = list(metrics.get("layers") or [
-        {"name": r["name"], "kind": r.get("kind"), "macs": r.get("macs_per_image"), "sops": r.get("sops_per_image"),
-         "energy_mj": r["energy_pj"] * PJ_TO_MJ, "ann_energy_mj": r["ann_energy_pj"] * PJ_TO_MJ}
-        for r in energy_report.get("layers") or []
-    ])
+    layers = list(
+        metrics.get("layers")
+        or [
+            {
+                "name": r["name"],
+                "kind": r.get("kind"),
+                "macs": r.get("macs_per_image"),
+                "sops": r.get("sops_per_image"),
+                "energy_mj": r["energy_pj"] * PJ_TO_MJ,
+                "ann_energy_mj": r["ann_energy_pj"] * PJ_TO_MJ,
+            }
+            for r in energy_report.get("layers") or []
+        ]
+    )
     neurons = [
-        {"name": r["name"], "firing_rate": r.get("firing_rate"), "spikes": r.get("spikes_per_image"),
-         "sops": r.get("sops_per_image"), "energy_mj": r["energy_pj"] * PJ_TO_MJ}
+        {
+            "name": r["name"],
+            "firing_rate": r.get("firing_rate"),
+            "spikes": r.get("spikes_per_image"),
+            "sops": r.get("sops_per_image"),
+            "energy_mj": r["energy_pj"] * PJ_TO_MJ,
+        }
         for r in energy_report.get("neurons") or []
     ]
     ratio = float(energy) / float(ann_energy) if energy is not None and ann_energy else None
@@ -443,13 +480,16 @@ def make_run(
         "timesteps": int(timesteps),
         "iat": bool(iat),
         "accuracy": metrics.get("accuracy"),
-        "accuracy_per_step": (list(metrics["accuracy_per_step"])
-                              if metrics.get("accuracy_per_step") is not None else None),
+        "accuracy_per_step": (
+            list(metrics["accuracy_per_step"]) if metrics.get("accuracy_per_step") is not None else None
+        ),
         "energy_mj": energy,
         "ann_energy_mj": ann_energy,
         "energy_ratio": ratio,
         "mean_timesteps": metrics.get("mean_timesteps", float(timesteps)),
-        "exit_histogram": list(metrics["exit_histogram"]) if metrics.get("exit_histogram") is not None else None,
+        "exit_histogram": list(metrics["exit_histogram"])
+        if metrics.get("exit_histogram") is not None
+        else None,
         "layers": layers,
         "neurons": neurons,
         "energy_costs": energy_report.get("costs"),
@@ -484,14 +524,18 @@ def convert_ann(
     if clash:
         raise ConfigError(f"pipeline options {clash} are set by their own flags; remove them from 'pipeline'")
     config = dataclass_from_dict(
-        PipelineConfig, {**opts, "method": method, "timesteps": timesteps, "phi_target": phi_target}, "pipeline"
+        PipelineConfig,
+        {**opts, "method": method, "timesteps": timesteps, "phi_target": phi_target},
+        "pipeline",
     )
+
     def progress(stage: str, i: int, n: int) -> None:
         if i < n:
             log.info("%s: layer %d/%d", stage, i + 1, n)
 
-    snn, record = convert(ann, data.calib, config=config, progress=progress,
-                          workdir=None if workdir is None else str(workdir))
+    snn, record = convert(
+        ann, data.calib, config=config, progress=progress, workdir=None if workdir is None else str(workdir)
+    )
     return snn, dict(record)
 
 
@@ -520,8 +564,14 @@ def evaluate_snn(
         curve = []
         for a in curve_alphas:
             m = evaluate(snn, data.test, timesteps=timesteps, exit_policy=policy.with_alpha_base(a))
-            curve.append({"alpha_base": float(a), "mean_timesteps": float(m["mean_timesteps"]),
-                          "accuracy": float(m["accuracy"]), "energy_mj": m.get("energy_mj")})
+            curve.append(
+                {
+                    "alpha_base": float(a),
+                    "mean_timesteps": float(m["mean_timesteps"]),
+                    "accuracy": float(m["accuracy"]),
+                    "energy_mj": m.get("energy_mj"),
+                }
+            )
     return metrics, policy, curve
 
 
@@ -550,31 +600,55 @@ def run_sweep(
         done += 1
         log.info("[%d/%d] converting with %s at T=%d", done, total, method, T)
         t0 = time.perf_counter()
-        snn, record = convert_ann(ann, data, method=method, timesteps=T, phi_target=config.phi_target,
-                                  options=config.pipeline)
+        snn, record = convert_ann(
+            ann, data, method=method, timesteps=T, phi_target=config.phi_target, options=config.pipeline
+        )
         t1 = time.perf_counter()
         metrics, _, _ = evaluate_snn(snn, data, timesteps=T)
         t2 = time.perf_counter()
-        run = make_run(method, T, metrics, iat=False, record=record,
-                         times={"convert": t1 - t0, "evaluate": t2 - t1})
+        run = make_run(
+            method, T, metrics, iat=False, record=record, times={"convert": t1 - t0, "evaluate": t2 - t1}
+        )
         results["runs"].append(run)
         if results["ann"].get("energy_mj") is None:
             results["ann"]["energy_mj"] = metrics.get("ann_energy_mj")
-        log.info("[%d/%d] %s: accuracy %.2f%%, energy %.4g µJ/image (%.0f%% of the ANN), %.1f s",
-                 done, total, run["name"], run["accuracy"], 1e3 * (run["energy_mj"] or float("nan")),
-                 100 * (run["energy_ratio"] or float("nan")), t2 - t0)
+        log.info(
+            "[%d/%d] %s: accuracy %.2f%%, energy %.4g µJ/image (%.0f%% of the ANN), %.1f s",
+            done,
+            total,
+            run["name"],
+            run["accuracy"],
+            1e3 * (run["energy_mj"] or float("nan")),
+            100 * (run["energy_ratio"] or float("nan")),
+            t2 - t0,
+        )
         if config.iat and method == config.iat_method:
             done += 1
             log.info("[%d/%d] fitting the IAT exit policy at T=%d", done, total, T)
             alphas = config.iat_curve if T == max(config.timesteps) else ()
             t3 = time.perf_counter()
-            m2, policy, curve = evaluate_snn(snn, data, timesteps=T, iat=True, alpha_base=config.alpha_base,
-                                             curve_alphas=alphas)
-            iat_run = make_run(method, T, m2, iat=True, record=record, policy=policy, curve=curve,
-                                 times={"convert": t1 - t0, "evaluate": time.perf_counter() - t3})
+            m2, policy, curve = evaluate_snn(
+                snn, data, timesteps=T, iat=True, alpha_base=config.alpha_base, curve_alphas=alphas
+            )
+            iat_run = make_run(
+                method,
+                T,
+                m2,
+                iat=True,
+                record=record,
+                policy=policy,
+                curve=curve,
+                times={"convert": t1 - t0, "evaluate": time.perf_counter() - t3},
+            )
             results["runs"].append(iat_run)
-            log.info("[%d/%d] %s: accuracy %.2f%% at %.2f mean timesteps", done, total, iat_run["name"],
-                     iat_run["accuracy"], iat_run["mean_timesteps"])
+            log.info(
+                "[%d/%d] %s: accuracy %.2f%% at %.2f mean timesteps",
+                done,
+                total,
+                iat_run["name"],
+                iat_run["accuracy"],
+                iat_run["mean_timesteps"],
+            )
         if on_run is not None:
             on_run(results)
     results["timing"]["sweep_s"] = time.perf_counter() - t_start
@@ -613,7 +687,9 @@ def read_source(folder: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[st
     """The ``(model, data)`` spec dicts recorded by :func:`save_converted`, or None if absent."""
     f = Path(folder)
     if not f.is_dir():
-        raise CheckpointError(f"SNN folder {str(f)!r} does not exist; create it with 'adacal convert --out ...'")
+        raise CheckpointError(
+            f"SNN folder {str(f)!r} does not exist; create it with 'adacal convert --out ...'"
+        )
     path = f / SOURCE_FILE
     if not path.is_file():
         return None
@@ -654,17 +730,34 @@ def evaluate_saved(
     T = timesteps or int(record.get("timesteps") or 1)
     results = new_results(
         "evaluate",
-        model={**asdict(model), "dataset": data.dataset, "num_classes": loaded.num_classes, "snn": str(folder)},
+        model={
+            **asdict(model),
+            "dataset": data.dataset,
+            "num_classes": loaded.num_classes,
+            "snn": str(folder),
+        },
         settings={"timesteps": T, "iat": iat, "alpha_base": alpha_base, "data": asdict(data)},
-        device=dev, command=command,
+        device=dev,
+        command=command,
     )
     t0 = time.perf_counter()
     results["ann"]["accuracy"] = evaluate_ann(ann, loaded, device=dev)
-    metrics, policy, curve = evaluate_snn(snn, loaded, timesteps=T, iat=iat, alpha_base=alpha_base,
-                                          curve_alphas=curve_alphas)
+    metrics, policy, curve = evaluate_snn(
+        snn, loaded, timesteps=T, iat=iat, alpha_base=alpha_base, curve_alphas=curve_alphas
+    )
     results["ann"]["energy_mj"] = metrics.get("ann_energy_mj")
-    results["runs"].append(make_run(str(record.get("method", "?")), T, metrics, iat=iat, record=record,
-                                    policy=policy, curve=curve, times={"evaluate": time.perf_counter() - t0}))
+    results["runs"].append(
+        make_run(
+            str(record.get("method", "?")),
+            T,
+            metrics,
+            iat=iat,
+            record=record,
+            policy=policy,
+            curve=curve,
+            times={"evaluate": time.perf_counter() - t0},
+        )
+    )
     return results
 
 
@@ -687,11 +780,13 @@ def train_to_folder(
     folder = ensure_writable_dir(out)
     loaded = load_data(data)
     ann = load_ann(model, loaded, device=device)
-    summary = train_ann(ann, loaded, train, device=device, seed=seed,
-                        checkpoint=folder / "checkpoint.pt" if resume else None)
+    summary = train_ann(
+        ann, loaded, train, device=device, seed=seed, checkpoint=folder / "checkpoint.pt" if resume else None
+    )
     save_atomic(ann.state_dict(), folder / "model.pt")
-    write_json_atomic({"command": command, "model": asdict(model), "data": asdict(data), **summary},
-                      folder / "train.json")
+    write_json_atomic(
+        {"command": command, "model": asdict(model), "data": asdict(data), **summary}, folder / "train.json"
+    )
     return summary
 
 
@@ -706,9 +801,9 @@ def sweep_to_folder(
     report: bool = True,
     command: str | None = None,
 ) -> dict[str, Any]:
-    """:func:`run_sweep` on a saved model, writing ``out/summary.json`` after every run and the
-    report (plots + pages) at the end."""
-    from adacal.report import write_report
+    """:func:`run_sweep` on a saved model into ``out``: progress in ``summary.partial.json`` after
+    every run, then the report and ``summary.json`` (see :func:`adacal.report.publish_results`)."""
+    from adacal.report import publish_results, save_partial
 
     folder = ensure_writable_dir(out)
     t0 = time.perf_counter()
@@ -716,15 +811,17 @@ def sweep_to_folder(
     ann = load_ann(model, loaded, device=device)
     results = new_results(
         "sweep",
-        model={**asdict(model), "dataset": data.dataset, "num_classes": loaded.num_classes,
-               "parameters": sum(p.numel() for p in ann.parameters())},
+        model={
+            **asdict(model),
+            "dataset": data.dataset,
+            "num_classes": loaded.num_classes,
+            "parameters": sum(p.numel() for p in ann.parameters()),
+        },
         settings={"data": asdict(data), "sweep": asdict(sweep), "seed": seed},
-        device=device, command=command,
+        device=device,
+        command=command,
     )
-    summary = folder / SUMMARY_FILE
-    run_sweep(ann, loaded, sweep, results=results, on_run=lambda r: write_json_atomic(r, summary))
+    run_sweep(ann, loaded, sweep, results=results, on_run=lambda r: save_partial(r, folder))
     results["timing"]["total_s"] = time.perf_counter() - t0
-    write_json_atomic(results, summary)
-    if report:
-        write_report(results, folder)
+    publish_results(results, folder, report=report)
     return results

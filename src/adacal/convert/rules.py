@@ -293,6 +293,7 @@ def rate_preserving_pools(gm: fx.GraphModule) -> int:
         new_node.meta = dict(node.meta)
         node.replace_all_uses_with(new_node)
         gm.graph.erase_node(node)
+        spiking.add(new_node)  # a chained pool reading this one is replaced too
         replaced += 1
     gm.graph.lint()
     gm.delete_all_unused_submodules()

@@ -9,6 +9,7 @@ Example:
     >>> results = load_results("runs/demo")            # doctest: +SKIP
     >>> write_report(results, "runs/demo")             # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import json
@@ -25,11 +26,14 @@ from adacal.errors import DataError
 __all__ = [
     "RESULTS_SCHEMA",
     "RESULTS_VERSION",
+    "PARTIAL_FILE",
     "SUMMARY_FILE",
     "check_results",
     "featured_run",
     "format_table",
     "load_results",
+    "publish_results",
+    "save_partial",
     "summary_rows",
     "write_json_atomic",
     "write_report",
@@ -44,6 +48,8 @@ RESULTS_SCHEMA = "adacal-results"
 RESULTS_VERSION = 1
 #: File name of the results file inside an output folder.
 SUMMARY_FILE = "summary.json"
+#: Results of a job still running (or interrupted); replaced by :data:`SUMMARY_FILE` when it ends.
+PARTIAL_FILE = "summary.partial.json"
 
 _REQUIRED_TOP = ("schema", "version", "kind", "model", "ann", "runs")
 _REQUIRED_RUN = ("name", "method", "timesteps", "iat", "accuracy", "energy_mj", "mean_timesteps")
@@ -131,6 +137,12 @@ def load_results(path: str | os.PathLike[str]) -> dict[str, Any]:
     if p.is_dir():
         p = p / SUMMARY_FILE
     if not p.is_file():
+        partial = p.parent / PARTIAL_FILE
+        if p.name == SUMMARY_FILE and partial.is_file():
+            raise DataError(
+                f"{str(p)!r} does not exist: the job writing there has not finished (or was interrupted); "
+                f"pass {str(partial)!r} to report the runs finished so far"
+            )
         raise DataError(
             f"results file {str(p)!r} does not exist; run 'adacal sweep', 'adacal evaluate' or "
             f"'adacal demo' first and pass its output folder or summary.json"
@@ -138,7 +150,9 @@ def load_results(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"results file {str(p)!r} is not valid JSON ({exc}); rerun the job that wrote it") from exc
+        raise DataError(
+            f"results file {str(p)!r} is not valid JSON ({exc}); rerun the job that wrote it"
+        ) from exc
     return check_results(data, source=repr(str(p)))
 
 
@@ -155,16 +169,27 @@ def summary_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     if _num(ann.get("accuracy")) is not None or _num(ann.get("energy_mj")) is not None:
         rows.append(
-            {"name": "ANN", "method": "ann", "timesteps": None, "accuracy": _num(ann.get("accuracy")),
-             "energy_mj": _num(ann.get("energy_mj")), "mean_timesteps": None, "energy_ratio": 1.0
-             if _num(ann.get("energy_mj")) else None}
+            {
+                "name": "ANN",
+                "method": "ann",
+                "timesteps": None,
+                "accuracy": _num(ann.get("accuracy")),
+                "energy_mj": _num(ann.get("energy_mj")),
+                "mean_timesteps": None,
+                "energy_ratio": 1.0 if _num(ann.get("energy_mj")) else None,
+            }
         )
     for run in results.get("runs", []):
         rows.append(
-            {"name": run["name"], "method": run["method"] + (" + IAT" if run.get("iat") else ""),
-             "timesteps": run.get("timesteps"), "accuracy": _num(run.get("accuracy")),
-             "energy_mj": _num(run.get("energy_mj")), "mean_timesteps": _num(run.get("mean_timesteps")),
-             "energy_ratio": _num(run.get("energy_ratio"))}
+            {
+                "name": run["name"],
+                "method": run["method"] + (" + IAT" if run.get("iat") else ""),
+                "timesteps": run.get("timesteps"),
+                "accuracy": _num(run.get("accuracy")),
+                "energy_mj": _num(run.get("energy_mj")),
+                "mean_timesteps": _num(run.get("mean_timesteps")),
+                "energy_ratio": _num(run.get("energy_ratio")),
+            }
         )
     return rows
 
@@ -203,7 +228,9 @@ def format_table(results: Mapping[str, Any], *, markdown: bool = False) -> str:
         lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
         lines += ["| " + " | ".join(c) + " |" for c in body]
         return "\n".join(lines)
-    widths = [max(len(head[i]), *(len(c[i]) for c in body)) if body else len(head[i]) for i in range(len(head))]
+    widths = [
+        max(len(head[i]), *(len(c[i]) for c in body)) if body else len(head[i]) for i in range(len(head))
+    ]
     fmt_row = lambda cells: "  ".join(  # noqa: E731
         c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
     )
@@ -227,8 +254,8 @@ def write_report(results: Mapping[str, Any], folder: str | os.PathLike[str]) -> 
 
     Returns ``{key: path}`` of the files written (plots that lack data are skipped with a log line).
     """
-    from adacal.report.page import write_pages
     from adacal.report import plots
+    from adacal.report.page import write_pages
 
     check_results(dict(results))
     out = Path(folder)
@@ -251,32 +278,75 @@ def write_report(results: Mapping[str, Any], folder: str | os.PathLike[str]) -> 
     if fixed:
         attempt("accuracy_vs_timesteps", plots.plot_accuracy_vs_timesteps, fixed, ann_accuracy=ann_acc)
         attempt("accuracy_vs_energy", plots.plot_accuracy_vs_energy, fixed, ann_accuracy=ann_acc)
-    feat = featured_run(runs)
+    feat = featured_run(runs) or featured_run(runs, iat=True)
     if feat is not None:
         conv = feat.get("conversion") or {}
         title = f"{feat['method']} at T={feat['timesteps']}"
         if conv.get("phi") or conv.get("rho"):
-            attempt("layer_settings", plots.plot_layer_settings, conv.get("phi"), conv.get("rho"),
-                    title=f"Per-layer φ and ρ ({title})")
+            attempt(
+                "layer_settings",
+                plots.plot_layer_settings,
+                conv.get("phi"),
+                conv.get("rho"),
+                title=f"Per-layer φ and ρ ({title})",
+            )
         cost = _COST_LABELS.get(str((conv.get("config") or {}).get("search_cost")))
         for kind in ("phi", "rho"):
             front = (conv.get("frontiers") or {}).get(kind)
             if front:
                 attempt(f"pareto_{kind}", plots.plot_pareto, front, kind=kind, cost_label=cost)
         if feat.get("layers"):
-            attempt("layer_energy", plots.plot_layer_energy, feat["layers"], title=f"Energy per layer ({title})")
+            attempt(
+                "layer_energy", plots.plot_layer_energy, feat["layers"], title=f"Energy per layer ({title})"
+            )
     iat = featured_run(runs, iat=True)
     if iat is not None:
         if iat.get("exit_histogram"):
-            attempt("iat_exit_histogram", plots.plot_exit_histogram, iat["exit_histogram"],
-                    title=f"IAT exit histogram ({iat['method']}, T={iat['timesteps']})")
+            attempt(
+                "iat_exit_histogram",
+                plots.plot_exit_histogram,
+                iat["exit_histogram"],
+                title=f"IAT exit histogram ({iat['method']}, T={iat['timesteps']})",
+            )
         base = next(
-            (r for r in runs if not r.get("iat") and r["method"] == iat["method"]
-             and r["timesteps"] == iat["timesteps"]), None,
+            (
+                r
+                for r in runs
+                if not r.get("iat") and r["method"] == iat["method"] and r["timesteps"] == iat["timesteps"]
+            ),
+            None,
         )
         fixed_acc = (base or {}).get("accuracy_per_step")
         if iat.get("iat_curve") or fixed_acc:
-            attempt("iat_curve", plots.plot_iat_curve, iat.get("iat_curve") or [], fixed_accuracy=fixed_acc,
-                    ann_accuracy=ann_acc)
+            attempt(
+                "iat_curve",
+                plots.plot_iat_curve,
+                iat.get("iat_curve") or [],
+                fixed_accuracy=fixed_acc,
+                ann_accuracy=ann_acc,
+            )
     written.update(write_pages(results, written, out))
+    return written
+
+
+def save_partial(results: Mapping[str, Any], folder: str | os.PathLike[str]) -> Path:
+    """Write the results of an unfinished job to ``summary.partial.json`` (atomically).
+
+    The previous complete ``summary.json`` and its plots stay untouched until
+    :func:`publish_results`, so an interrupted rerun into the same folder never mixes two runs.
+    """
+    return write_json_atomic(results, Path(folder) / PARTIAL_FILE)
+
+
+def publish_results(
+    results: Mapping[str, Any], folder: str | os.PathLike[str], *, report: bool = True
+) -> dict[str, Path]:
+    """Finish a job: plots and pages (if ``report``), then ``summary.json``, then drop the partial file.
+
+    ``summary.json`` is written last, so it always describes a finished job. Returns the files written.
+    """
+    out = Path(folder)
+    written = write_report(results, out) if report else {}
+    written["summary"] = write_json_atomic(results, out / SUMMARY_FILE)
+    (out / PARTIAL_FILE).unlink(missing_ok=True)
     return written

@@ -4,6 +4,7 @@ Both are rendered from the same list of blocks, so they always show the same con
 results table, the plots written by :func:`adacal.report.write_report`, the per-layer settings
 of the featured run, the IAT policy, the job's settings and timings.
 """
+
 from __future__ import annotations
 
 import html
@@ -20,21 +21,38 @@ from adacal.report import featured_run, format_table, summary_rows, write_text_a
 __all__ = ["Block", "page_blocks", "render_html", "render_markdown", "write_pages"]
 
 _PLOT_TEXT: dict[str, tuple[str, str]] = {
-    "accuracy_vs_timesteps": ("Accuracy versus timesteps", "Each method converted and simulated at every T; "
-                              "IAT runs sit at the mean number of timesteps they used."),
-    "accuracy_vs_energy": ("Accuracy versus energy", "Energy per image relative to the ANN (100 % = the ANN's "
-                           "MAC energy)."),
-    "layer_settings": ("Searched per-layer settings", "φ: spikes a neuron may fire per step (AdaFire); "
-                       "ρ: threshold ratio (SSC)."),
-    "pareto_phi": ("φ search frontier", "Every point is a Pareto-optimal assignment of φ to the layers; the star is "
-                   "the one chosen under the cost budget."),
-    "pareto_rho": ("ρ search frontier", "The star is the cheapest assignment of ρ whose sensitivity meets the "
-                   "budget."),
-    "layer_energy": ("Energy per layer", "ANN: every MAC; SNN: MACs of layers fed with analog input plus one "
-                     "accumulate per spike and synapse it drives."),
+    "accuracy_vs_timesteps": (
+        "Accuracy versus timesteps",
+        "Each method converted and simulated at every T; "
+        "IAT runs sit at the mean number of timesteps they used.",
+    ),
+    "accuracy_vs_energy": (
+        "Accuracy versus energy",
+        "Energy per image relative to the ANN (100 % = the ANN's MAC energy).",
+    ),
+    "layer_settings": (
+        "Searched per-layer settings",
+        "φ: spikes a neuron may fire per step (AdaFire); ρ: threshold ratio (SSC).",
+    ),
+    "pareto_phi": (
+        "φ search frontier",
+        "Every point is a Pareto-optimal assignment of φ to the layers; the star is "
+        "the one chosen under the cost budget.",
+    ),
+    "pareto_rho": (
+        "ρ search frontier",
+        "The star is the cheapest assignment of ρ whose sensitivity meets the budget.",
+    ),
+    "layer_energy": (
+        "Energy per layer",
+        "ANN: every MAC; SNN: MACs of layers fed with analog input plus one "
+        "accumulate per spike and synapse it drives.",
+    ),
     "iat_exit_histogram": ("IAT exit histogram", "The timestep at which each test input stopped."),
-    "iat_curve": ("IAT accuracy versus latency", "Early exit at several α_base against running every input a "
-                  "fixed number of steps."),
+    "iat_curve": (
+        "IAT accuracy versus latency",
+        "Early exit at several α_base against running every input a fixed number of steps.",
+    ),
 }
 
 
@@ -74,12 +92,22 @@ def _layer_block(run: Mapping[str, Any]) -> Block | None:
     for n in names:
         t = thr.get(n) or {}
         act = neurons.get(n) or {}
-        rows.append((
-            n, _fmt(phi.get(n)), _fmt(rho.get(n)), _fmt(t.get("mean")), _fmt(act.get("firing_rate"), ".3f"),
-            _fmt(act.get("spikes"), ".4g"), _fmt(act.get("sops"), ".4g"),
-        ))
-    return Block("table", headers=("spiking layer", "φ", "ρ", "θ (mean)", "firing rate", "spikes/img",
-                                   "SOPs/img triggered"), rows=tuple(rows))
+        rows.append(
+            (
+                n,
+                _fmt(phi.get(n)),
+                _fmt(rho.get(n)),
+                _fmt(t.get("mean")),
+                _fmt(act.get("firing_rate"), ".3f"),
+                _fmt(act.get("spikes"), ".4g"),
+                _fmt(act.get("sops"), ".4g"),
+            )
+        )
+    return Block(
+        "table",
+        headers=("spiking layer", "φ", "ρ", "θ (mean)", "firing rate", "spikes/img", "SOPs/img triggered"),
+        rows=tuple(rows),
+    )
 
 
 def page_blocks(results: Mapping[str, Any], plots: Mapping[str, Path], folder: Path) -> list[Block]:
@@ -87,7 +115,9 @@ def page_blocks(results: Mapping[str, Any], plots: Mapping[str, Path], folder: P
     model = results.get("model") or {}
     env = results.get("environment") or {}
     runs = list(results.get("runs") or [])
-    title = f"adacal {results.get('kind', 'results')}: {model.get('name', '?')} on {model.get('dataset', '?')}"
+    title = (
+        f"adacal {results.get('kind', 'results')}: {model.get('name', '?')} on {model.get('dataset', '?')}"
+    )
     blocks = [Block("h1", title)]
     facts = [
         f"created {results.get('created', '?')}",
@@ -101,10 +131,21 @@ def page_blocks(results: Mapping[str, Any], plots: Mapping[str, Path], folder: P
     if summary_rows(results):
         blocks += [Block("h2", "Results"), _table_block(format_table(results, markdown=True))]
         costs = next((r["energy_costs"] for r in runs if isinstance(r.get("energy_costs"), dict)), None)
-        cost_text = (f"{costs.get('name', 'custom')} costs (MAC {_fmt(costs.get('e_mac_pj'))} pJ, AC "
-                     f"{_fmt(costs.get('e_ac_pj'))} pJ)") if costs else "the energy model's costs"
-        blocks.append(Block("p", f"Accuracy: top-1 on the test split. Energy: per image, {cost_text}. Mean T: "
-                                 "timesteps actually run per input (below T only with IAT)."))
+        cost_text = (
+            (
+                f"{costs.get('name', 'custom')} costs (MAC {_fmt(costs.get('e_mac_pj'))} pJ, AC "
+                f"{_fmt(costs.get('e_ac_pj'))} pJ)"
+            )
+            if costs
+            else "the energy model's costs"
+        )
+        blocks.append(
+            Block(
+                "p",
+                f"Accuracy: top-1 on the test split. Energy: per image, {cost_text}. Mean T: "
+                "timesteps actually run per input (below T only with IAT).",
+            )
+        )
 
     def img(key: str) -> None:
         if key in plots:
@@ -114,7 +155,7 @@ def page_blocks(results: Mapping[str, Any], plots: Mapping[str, Path], folder: P
 
     img("accuracy_vs_timesteps")
     img("accuracy_vs_energy")
-    feat = featured_run(runs)
+    feat = featured_run(runs) or featured_run(runs, iat=True)
     if feat is not None:
         blocks.append(Block("h2", f"Details of {feat['name']}"))
         lb = _layer_block(feat)
@@ -125,23 +166,44 @@ def page_blocks(results: Mapping[str, Any], plots: Mapping[str, Path], folder: P
     iat = featured_run(runs, iat=True)
     if iat is not None:
         blocks.append(Block("h2", f"Input-aware adaptive timesteps ({iat['name']})"))
-        blocks.append(Block("p", f"accuracy {_fmt(iat.get('accuracy'), '.2f')} % at "
-                                 f"{_fmt(iat.get('mean_timesteps'), '.2f')} mean timesteps (max {iat['timesteps']})."))
+        blocks.append(
+            Block(
+                "p",
+                f"accuracy {_fmt(iat.get('accuracy'), '.2f')} % at "
+                f"{_fmt(iat.get('mean_timesteps'), '.2f')} mean timesteps (max {iat['timesteps']}).",
+            )
+        )
         policy = iat.get("iat_policy") or {}
         if policy.get("thresholds"):
-            blocks.append(Block("p", "exit thresholds α_t: " + ", ".join(_fmt(v, ".3f") for v in policy["thresholds"])
-                                + f" (α_base {_fmt(policy.get('alpha_base'))})"))
+            blocks.append(
+                Block(
+                    "p",
+                    "exit thresholds α_t: "
+                    + ", ".join(_fmt(v, ".3f") for v in policy["thresholds"])
+                    + f" (α_base {_fmt(policy.get('alpha_base'))})",
+                )
+            )
         img("iat_exit_histogram")
         img("iat_curve")
     if results.get("training"):
         tr = results["training"]
-        blocks += [Block("h2", "ANN training"), Block("p", f"{_fmt(tr.get('epochs'))} epochs in "
-                   f"{_fmt(tr.get('train_time_s'), '.1f')} s, test accuracy {_fmt(tr.get('final_eval_acc'), '.2f')} %")]
+        blocks += [
+            Block("h2", "ANN training"),
+            Block(
+                "p",
+                f"{_fmt(tr.get('epochs'))} epochs in "
+                f"{_fmt(tr.get('train_time_s'), '.1f')} s, test accuracy "
+                f"{_fmt(tr.get('final_eval_acc'), '.2f')} %",
+            ),
+        ]
     if results.get("settings"):
         blocks += [Block("h2", "Settings"), Block("pre", json.dumps(results["settings"], indent=2))]
     timing = results.get("timing") or {}
     if timing:
-        blocks += [Block("h2", "Timing"), Block("p", ", ".join(f"{k} {_fmt(v, '.1f')} s" for k, v in timing.items()))]
+        blocks += [
+            Block("h2", "Timing"),
+            Block("p", ", ".join(f"{k} {_fmt(v, '.1f')} s" for k, v in timing.items())),
+        ]
     blocks.append(Block("p", "Schema of summary.json: docs/results_schema.md in the adacal repository."))
     return blocks
 
@@ -172,7 +234,8 @@ def render_markdown(blocks: Sequence[Block]) -> str:
 _CSS = """body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:14px}th,td{border:1px solid #ccc;padding:3px 8px}
 td{text-align:right}td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}
-img{max-width:100%;border:1px solid #eee}pre{background:#f7f7f7;padding:1em;overflow:auto}code{background:#f3f3f3}"""
+img{max-width:100%;border:1px solid #eee}pre{background:#f7f7f7;padding:1em;overflow:auto}
+code{background:#f3f3f3}"""
 
 
 def render_html(blocks: Sequence[Block]) -> str:
@@ -185,7 +248,9 @@ def render_html(blocks: Sequence[Block]) -> str:
             body.append(f"<{b.kind}>{e(b.text)}</{b.kind}>")
         elif b.kind == "p":
             parts = e(b.text).split("`")
-            body.append("<p>" + "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts)) + "</p>")
+            body.append(
+                "<p>" + "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts)) + "</p>"
+            )
         elif b.kind == "img":
             body.append(f'<p><img src="{e(b.text)}" alt="{e(Path(b.text).stem)}"></p>')
         elif b.kind == "pre":
@@ -194,11 +259,15 @@ def render_html(blocks: Sequence[Block]) -> str:
             head = "".join(f"<th>{e(h)}</th>" for h in b.headers)
             rows = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in b.rows)
             body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
-    return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>'
-            f"<style>{_CSS}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n")
+    return (
+        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>'
+        f"<style>{_CSS}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
 
 
-def write_pages(results: Mapping[str, Any], plots: Mapping[str, Path], folder: str | os.PathLike[str]) -> dict[str, Path]:
+def write_pages(
+    results: Mapping[str, Any], plots: Mapping[str, Path], folder: str | os.PathLike[str]
+) -> dict[str, Path]:
     """Write ``report.md`` and ``report.html`` into ``folder`` atomically; returns their paths."""
     out = Path(folder)
     blocks = page_blocks(results, plots, out)

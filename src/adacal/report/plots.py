@@ -13,6 +13,7 @@ Example:
     >>> from adacal.report.plots import plot_exit_histogram
     >>> plot_exit_histogram([120, 40, 10, 2], path="runs/demo/iat_exits.png")  # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import math
@@ -117,6 +118,16 @@ def _annotate_sparse(
         ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, -10), fontsize=6, color=color)
 
 
+def _accuracy_axis(ax: Axes) -> None:
+    """Keep an accuracy axis inside [0, 100] (plus a sliver of margin) and at least 1 point tall."""
+    lo, hi = ax.get_ylim()
+    lo, hi = max(lo, -0.5), min(hi, 100.5)
+    if hi - lo < 1.0:
+        mid = (hi + lo) / 2
+        lo, hi = max(-0.5, mid - 0.5), min(100.5, mid + 0.5)
+    ax.set_ylim(lo, hi)
+
+
 def _short(name: str) -> str:
     if len(name) <= MAX_TICK_CHARS:
         return name
@@ -133,7 +144,10 @@ def _layer_ticks(ax: Axes, names: Sequence[str]) -> None:
     ax.set_xticks(range(len(names)))
     rotate = len(names) > 4 or max((len(n) for n in names), default=0) > 10
     ax.set_xticklabels(
-        [_short(n) for n in names], rotation=60 if rotate else 0, ha="right" if rotate else "center", fontsize=8
+        [_short(n) for n in names],
+        rotation=60 if rotate else 0,
+        ha="right" if rotate else "center",
+        fontsize=8,
     )
     ax.set_xlim(-0.6, len(names) - 0.4)
 
@@ -169,7 +183,11 @@ def plot_accuracy_vs_timesteps(
     iat_labels: set[str] = set()
     for r in runs:
         label = _run_label(r)
-        x = float(r["mean_timesteps"]) if r.get("iat") and r.get("mean_timesteps") is not None else float(r["timesteps"])
+        x = (
+            float(r["mean_timesteps"])
+            if r.get("iat") and r.get("mean_timesteps") is not None
+            else float(r["timesteps"])
+        )
         series.setdefault(label, []).append((x, float(r["accuracy"])))
         if r.get("iat"):
             iat_labels.add(label)
@@ -180,8 +198,13 @@ def plot_accuracy_vs_timesteps(
         iat = label in iat_labels
         # distinct markers, shrinking, so methods with identical results stay visible on top of each other
         ax.plot(
-            xs, ys, marker="D" if iat else _MARKERS[k % len(_MARKERS)], linestyle=":" if iat else "-",
-            label=label, markerfacecolor="none" if iat else None, markersize=max(3.0, 8.5 - 1.2 * k),
+            xs,
+            ys,
+            marker="D" if iat else _MARKERS[k % len(_MARKERS)],
+            linestyle=":" if iat else "-",
+            label=label,
+            markerfacecolor="none" if iat else None,
+            markersize=max(3.0, 8.5 - 1.2 * k),
             linewidth=1.4,
         )
     if ann_accuracy is not None:
@@ -195,6 +218,7 @@ def plot_accuracy_vs_timesteps(
     ax.xaxis.set_major_locator(FixedLocator(ts))
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xticklabels([f"{t:g}" for t in ts])
+    _accuracy_axis(ax)
     ax.set_xlabel("timesteps T (IAT runs: mean timesteps used)")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title("Accuracy versus timesteps")
@@ -225,15 +249,29 @@ def plot_accuracy_vs_energy(
     for r in pts:
         series.setdefault(_run_label(r), []).append(r)
     labels: list[tuple[float, float, str, Any]] = []
-    for label, rs in series.items():
+    for k, (label, rs) in enumerate(series.items()):
         rs = sorted(rs, key=lambda r: float(r["energy_ratio"]))
         xs = [100.0 * float(r["energy_ratio"]) for r in rs]
         ys = [float(r["accuracy"]) for r in rs]
-        (line,) = ax.plot(xs, ys, marker="o", linewidth=1.2, label=label)
+        (line,) = ax.plot(
+            xs,
+            ys,
+            marker=_MARKERS[k % len(_MARKERS)],
+            markersize=max(3.0, 8.5 - 1.2 * k),
+            linewidth=1.2,
+            label=label,
+        )
         labels += [(x, y, f"T={int(r['timesteps'])}", line.get_color()) for r, x, y in zip(rs, xs, ys)]
     if ann_accuracy is not None:
-        ax.scatter([100.0], [float(ann_accuracy)], marker="*", s=160, color="0.25", zorder=3,
-                   label=f"ANN ({ann_accuracy:.2f}%, 100% energy)")
+        ax.scatter(
+            [100.0],
+            [float(ann_accuracy)],
+            marker="*",
+            s=160,
+            color="0.25",
+            zorder=3,
+            label=f"ANN ({ann_accuracy:.2f}%, 100% energy)",
+        )
         ax.axhline(float(ann_accuracy), color="0.25", linestyle="--", linewidth=0.8)
     xs_all = [p[0] for p in labels] + ([100.0] if ann_accuracy is not None else [])
     if min(xs_all) > 0 and max(xs_all) / min(xs_all) > 4:
@@ -243,6 +281,7 @@ def plot_accuracy_vs_energy(
         ax.xaxis.set_major_locator(FixedLocator([v for v in nice if lo / 1.5 <= v <= hi * 1.5]))
         ax.xaxis.set_minor_formatter(NullFormatter())
     ax.xaxis.set_major_formatter(PercentFormatter(decimals=None))
+    _accuracy_axis(ax)
     _annotate_sparse(ax, labels)
     ax.set_xlabel("energy per image relative to the ANN")
     ax.set_ylabel("top-1 accuracy (%)")
@@ -290,7 +329,9 @@ def plot_layer_settings(
             ax.yaxis.get_major_locator().set_params(integer=True)
         if len(names) <= 24:
             for i, y in enumerate(ys):
-                ax.annotate(f"{y:g}", (i, y), textcoords="offset points", xytext=(0, 2), ha="center", fontsize=7)
+                ax.annotate(
+                    f"{y:g}", (i, y), textcoords="offset points", xytext=(0, 2), ha="center", fontsize=7
+                )
         ax.grid(True, axis="y", alpha=0.3)
     axes[-1].set_xlabel("layer (neuron)")
     axes[0].set_title(title or "Per-layer settings chosen by the search")
@@ -315,9 +356,9 @@ def plot_layer_energy(
     if ax is None:
         width = max(6.0, min(16.0, 0.45 * len(layers) + 3.0))
         fig, ax = _new_axes((width, 4.2))
-    names = [str(l["name"]) for l in layers]
-    snn = [float(l.get("energy_mj") or 0.0) for l in layers]
-    ann = [float(l.get("ann_energy_mj") or 0.0) for l in layers]
+    names = [str(layer["name"]) for layer in layers]
+    snn = [float(layer.get("energy_mj") or 0.0) for layer in layers]
+    ann = [float(layer.get("ann_energy_mj") or 0.0) for layer in layers]
     scale, unit = energy_unit(snn + ann)
     snn_u = [v / scale for v in snn]
     ann_u = [v / scale for v in ann]
@@ -339,8 +380,16 @@ def plot_layer_energy(
 
 # --------------------------------------------------------------------------------------- search
 _PARETO_TEXT = {
-    "phi": ("energy cost (Σ over layers)", "sensitivity (Σ KL)", "φ search: least sensitivity within the cost budget"),
-    "rho": ("energy cost (Σ over layers)", "sensitivity (Σ KL)", "ρ search: least energy within the sensitivity budget"),
+    "phi": (
+        "energy cost (Σ over layers)",
+        "sensitivity (Σ KL)",
+        "φ search: least sensitivity within the cost budget",
+    ),
+    "rho": (
+        "energy cost (Σ over layers)",
+        "sensitivity (Σ KL)",
+        "ρ search: least energy within the sensitivity budget",
+    ),
 }
 
 
@@ -370,17 +419,45 @@ def plot_pareto(
     xs = [cost[i] for i in order]
     ys = [score[i] for i in order]
     ax.step(xs, ys, where="post", color="tab:blue", linewidth=1.0, alpha=0.7)
-    ax.scatter(xs, ys, s=12 if len(xs) < 200 else 3, color="tab:blue", label=f"Pareto frontier ({len(xs)} points)", zorder=2)
+    ax.scatter(
+        xs,
+        ys,
+        s=12 if len(xs) < 200 else 3,
+        color="tab:blue",
+        label=f"Pareto frontier ({len(xs)} points)",
+        zorder=2,
+    )
     budget = frontier.get("budget")
     if budget is not None and math.isfinite(float(budget)):
         if kind == "phi":
-            ax.axvline(float(budget), color="tab:red", linestyle="--", linewidth=1.0, label=f"cost budget {float(budget):.3g}")
+            ax.axvline(
+                float(budget),
+                color="tab:red",
+                linestyle="--",
+                linewidth=1.0,
+                label=f"cost budget {float(budget):.3g}",
+            )
         else:
-            ax.axhline(float(budget), color="tab:red", linestyle="--", linewidth=1.0, label=f"sensitivity budget {float(budget):.3g}")
+            ax.axhline(
+                float(budget),
+                color="tab:red",
+                linestyle="--",
+                linewidth=1.0,
+                label=f"sensitivity budget {float(budget):.3g}",
+            )
     chosen = frontier.get("chosen")
     if chosen is not None and len(chosen) == 2:
-        ax.scatter([float(chosen[0])], [float(chosen[1])], marker="*", s=180, color="tab:red", edgecolor="k",
-                   linewidth=0.6, zorder=3, label="chosen")
+        ax.scatter(
+            [float(chosen[0])],
+            [float(chosen[1])],
+            marker="*",
+            s=180,
+            color="tab:red",
+            edgecolor="k",
+            linewidth=0.6,
+            zorder=3,
+            label="chosen",
+        )
     if _wants_log(ys + ([float(chosen[1])] if chosen else [])):
         ax.set_yscale("log")
     xlabel, ylabel, title = _PARETO_TEXT[kind]
@@ -415,7 +492,9 @@ def plot_exit_histogram(
     ax.axvline(mean_t, color="k", linestyle=":", linewidth=1.0, label=f"mean {mean_t:.2f} steps")
     for t, s in zip(ts, shares):
         if s > 0:
-            ax.annotate(f"{s:.0f}%", (t, s), textcoords="offset points", xytext=(0, 2), ha="center", fontsize=7)
+            ax.annotate(
+                f"{s:.0f}%", (t, s), textcoords="offset points", xytext=(0, 2), ha="center", fontsize=7
+            )
     ax.set_xticks(ts)
     ax.set_xlabel("exit timestep")
     ax.set_ylabel("share of inputs (%)")
@@ -446,8 +525,14 @@ def plot_iat_curve(
         fig, ax = _new_axes((6.0, 4.2))
     if fixed_accuracy:
         ts = list(range(1, len(fixed_accuracy) + 1))
-        ax.plot(ts, [float(a) for a in fixed_accuracy], marker="s", color="0.4", linewidth=1.2,
-                label="fixed timesteps (every input runs t steps)")
+        ax.plot(
+            ts,
+            [float(a) for a in fixed_accuracy],
+            marker="s",
+            color="0.4",
+            linewidth=1.2,
+            label="fixed timesteps (every input runs t steps)",
+        )
     if curve:
         pts = sorted(curve, key=lambda c: float(c["mean_timesteps"]))
         xs = [float(c["mean_timesteps"]) for c in pts]
@@ -455,8 +540,11 @@ def plot_iat_curve(
         ax.plot(xs, ys, marker="o", color="tab:purple", linewidth=1.4, label="IAT (one point per α_base)")
     if ann_accuracy is not None:
         ax.axhline(float(ann_accuracy), label=f"ANN ({ann_accuracy:.2f}%)", **_ANN_STYLE)
+    _accuracy_axis(ax)
     if curve:
-        _annotate_sparse(ax, [(x, y, f"α={float(c['alpha_base']):g}", "tab:purple") for c, x, y in zip(pts, xs, ys)])
+        _annotate_sparse(
+            ax, [(x, y, f"α={float(c['alpha_base']):g}", "tab:purple") for c, x, y in zip(pts, xs, ys)]
+        )
     ax.set_xlabel("mean timesteps per input")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title("Input-aware adaptive timesteps")
