@@ -29,6 +29,7 @@ METHODS = ("plain", "calibration", "burstfire", "adafire", "adafire+ssc")
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="resnet20")
+    ap.add_argument("--weights", default=None, help="state_dict (default: zoo/<model>_cifar10.pt)")
     ap.add_argument("--data-dir", default=str(SHARED / "data" / "cifar10"))
     ap.add_argument("--timesteps", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
@@ -42,7 +43,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    ckpt = REPO / "zoo" / f"{args.model}_cifar10.pt"
+    ckpt = args.weights or REPO / "zoo" / f"{args.model}_cifar10.pt"
     ann = load_state_dict_file(build_model(args.model, 10), ckpt).eval()
     sp = get_splits("cifar10", args.data_dir, calib_size=args.calib_size, augment=False)
     test = torch.utils.data.Subset(sp.test, range(min(args.test_size, len(sp.test))))

@@ -46,9 +46,11 @@ def _probe(phi: int = 1, rho: float = 1.0):
     return snn, snn.neurons()["relu"]
 
 
-def _exact_loss(data: torch.Tensor, clip_level: torch.Tensor, T: int, phi: int, rho: float, per_channel: bool):
+def _exact_loss(data: torch.Tensor, clip_level: torch.Tensor, T: int, phi: int, rho: float,
+                per_channel: bool) -> float:
     """‖Q(a) − ReLU(a)‖² of the neuron that will run (θ' = clip/φ), on the data itself, float64."""
-    a = data.double().transpose(0, 1).reshape(data.shape[1], -1) if per_channel else data.double().reshape(1, -1)
+    a = data.double()
+    a = a.transpose(0, 1).reshape(data.shape[1], -1) if per_channel else a.reshape(1, -1)
     th = (clip_level.double() / phi).reshape(-1, 1)
     q = surrogate_rate(a, th, T, phi, 0.5)
     return float(((q - a.clamp(min=0)) ** 2).sum())
@@ -73,8 +75,8 @@ def test_max_threshold(granularity, phi, rho):
 def test_percentile_threshold(granularity):
     snn, n = _probe(phi=2)
     data = torch.cat([_heavy_tailed(8, 3), _heavy_tailed(8, 4)])
-    calibrate_thresholds(snn, data, timesteps=8,
-                         config=CalibrationConfig(method="percentile", percentile=99.0, granularity=granularity))
+    cfg = CalibrationConfig(method="percentile", percentile=99.0, granularity=granularity)
+    calibrate_thresholds(snn, data, timesteps=8, config=cfg)
     vals = data.clamp(min=0)
     rows = vals.transpose(0, 1).reshape(3, -1) if granularity == "channel" else vals.reshape(1, -1)
     for level, row in zip((n.theta * 2).reshape(-1), rows):  # zeros count: a percentile of all values
@@ -90,9 +92,11 @@ def test_two_batches_equal_their_concatenation(method, granularity):
     b1, b2 = _heavy_tailed(8, 5), _heavy_tailed(8, 6) * 3.0
     cfg = dict(method=method, granularity=granularity)
     snn, n = _probe(phi=2)
-    split = calibrate_thresholds(snn, [b1, b2], timesteps=6, config=CalibrationConfig(num_batches=2, **cfg))["relu"]
-    joint = calibrate_thresholds(snn, torch.cat([b1, b2]), timesteps=6, config=CalibrationConfig(**cfg))["relu"]
-    only_first = calibrate_thresholds(snn, [b1, b2], timesteps=6, config=CalibrationConfig(num_batches=1, **cfg))["relu"]
+    def theta(data, num_batches):
+        config = CalibrationConfig(num_batches=num_batches, **cfg)
+        return calibrate_thresholds(snn, data, timesteps=6, config=config)["relu"]
+
+    split, joint, only_first = theta([b1, b2], 2), theta(torch.cat([b1, b2]), 1), theta([b1, b2], 1)
     # the histograms hold the same values in the same bins; only the float64 summation order differs
     torch.testing.assert_close(split, joint, rtol=1e-12, atol=0)
     assert not torch.allclose(split, only_first)  # the second batch really counted
@@ -109,7 +113,8 @@ def test_mse_threshold_minimises_the_surrogate_error(granularity, phi, rho, T):
     clip = n.theta * rho * phi
     mse = _exact_loss(data, clip, T, phi, rho, per_channel)
 
-    calibrate_thresholds(snn, data, timesteps=T, config=CalibrationConfig(method="max", granularity=granularity))
+    cfg_max = CalibrationConfig(method="max", granularity=granularity)
+    calibrate_thresholds(snn, data, timesteps=T, config=cfg_max)
     peak = n.theta * rho * phi
     at_max = _exact_loss(data, peak, T, phi, rho, per_channel)
     assert mse <= at_max
@@ -225,7 +230,8 @@ def test_correction_removes_an_injected_bias_error(two_conv, images, target):
     # the propagated error downstream is gone too (layer 2 was corrected after layer 1)
     assert after["relu_1"].abs().max() <= (1 - REMOVED) * before["relu_1"].abs().max()
     if target == "bias":
-        torch.testing.assert_close(n1.bias_offset, torch.zeros(4), rtol=0, atol=0.1 * float(delta.abs().min()))
+        residue = 0.1 * float(delta.abs().min())
+        torch.testing.assert_close(n1.bias_offset, torch.zeros(4), rtol=0, atol=residue)
     else:
         assert float(n1.bias_offset.abs().max()) == pytest.approx(float(delta.abs().max()))  # untouched
         torch.testing.assert_close(n1.v_offset, -T_CORR * delta, rtol=0.1, atol=0)
@@ -263,3 +269,19 @@ def test_correction_target_validated(two_conv, images):
 
     with pytest.raises(ConfigError, match="'bias' or 'potential'"):
         correct_bias(two_conv, images(2), timesteps=4, target="weights")
+
+
+def test_correction_does_not_depend_on_how_runs_are_chunked(two_conv, images):
+    snn = two_conv
+    x = images(8, seed=25)
+    start = {k: v.clone() for k, v in snn.state_dict().items()}
+    correct_bias(snn, x, timesteps=16)
+    whole = {k: n.bias_offset.clone() for k, n in snn.neurons().items()}
+    snn.load_state_dict(start)
+    snn.AUTO_CHUNK_BYTES = 1  # run()'s default chunking would now stream one step per call
+    try:
+        correct_bias(snn, x, timesteps=16)
+    finally:
+        del snn.AUTO_CHUNK_BYTES
+    for k, n in snn.neurons().items():
+        assert torch.equal(n.bias_offset, whole[k]), k

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from adacal.calibrate import calibrate_thresholds
-from adacal.config import CalibrationConfig
+from adacal.config import CalibrationConfig, ConversionConfig
 from adacal.convert import ChannelAffine, fold_batchnorm, prepare, trace
 from adacal.errors import UnsupportedLayerError
 from adacal.neurons import IFNeuron, SpikingMaxPool
@@ -226,12 +226,13 @@ class MaxPoolNet(nn.Module):
         self.conv2 = nn.Conv2d(6, 6, 3, padding=1)
         self.conv3 = nn.Conv2d(6, 6, 3, padding=1)
         self.mp = nn.MaxPool2d(2)
-        self.fc = nn.Linear(12 * 16 + 6 * 16 + 6 * 16, 4)
+        self.fc = nn.Linear(12 * 16 + 6 * 9 + 6 * 16, 4)
 
     def forward(self, x):
         p = self.mp(F.relu(self.conv1(x)))  # ReLU -> MaxPool: the pool moves in front of the neuron
         b = F.relu(self.conv2(p))
-        q = self.mp(b)  # the same pool module again; b is used elsewhere too (neuron duplicated)
+        q = F.max_pool2d(self.mp(b), 2, 1)  # the same pool module again, then a chained pool; b is
+        # used elsewhere too (neuron duplicated)
         c = F.relu(self.conv3(b))
         r = F.max_pool2d(c, kernel_size=2, stride=2)  # functional spelling
         e = torch.max_pool2d(torch.cat([b, c], 1), 2)  # max-pool of a concatenation of neurons
@@ -245,16 +246,21 @@ def test_maxpool_moves_in_front_of_the_neuron(images):
     snn = prepare(model, x)
     gm = snn.graph_module
     for node in gm.graph.nodes:
-        is_pool = (node.op == "call_module" and isinstance(gm.get_submodule(str(node.target)), nn.MaxPool2d)) or (
+        module = gm.get_submodule(str(node.target)) if node.op == "call_module" else None
+        is_pool = isinstance(module, nn.MaxPool2d) or (
             node.op == "call_function" and node.target in (F.max_pool2d, torch.max_pool2d))
-        if is_pool:  # every max-pool now reads currents and feeds neurons only
+        if is_pool:  # every max-pool now reads currents and feeds neurons (maybe via pools) only
             src = node.args[0]
             assert not (src.op == "call_module" and isinstance(gm.get_submodule(str(src.target)), IFNeuron))
-            assert all(u.op == "call_module" and isinstance(gm.get_submodule(str(u.target)), IFNeuron)
-                       for u in node.users)
-    # pools of spike-driven currents are the rate-preserving kind, each with its own state
-    pools = _modules_of(snn, SpikingMaxPool)
-    assert len(pools) >= 3 and len(set(map(id, pools))) == len(pools)
+            for u in node.users:
+                assert u.op == "call_module"
+                assert isinstance(gm.get_submodule(str(u.target)), (IFNeuron, nn.MaxPool2d))
+    # every pool of spike-driven currents (all but the stem's) is the rate-preserving kind, each
+    # with its own state — the chained one too
+    pools = _modules_of(snn, nn.MaxPool2d)
+    spiking = [p for p in pools if isinstance(p, SpikingMaxPool)]
+    assert len(pools) == 6 and len(spiking) == 5 and len(set(map(id, spiking))) == 5
+    assert not isinstance(gm.get_submodule("mp"), SpikingMaxPool)  # the stem pool: constant input
     torch.testing.assert_close(snn.ann_forward(x), model(x), rtol=0, atol=ANN_ATOL)
 
 
@@ -314,10 +320,31 @@ def test_unsupported_ops_reported_together(images):
         prepare(Transformerish().eval(), images(2))
     msg = str(info.value)
     assert msg.startswith("6 op(s) on the spiking path cannot be converted")
-    for expected in ("act (GELU)", "silu", "sigmoid", "norm (LayerNorm)", "attn (MultiheadAttention)", "softmax"):
-        assert expected in msg, expected
+    for expected in ("act (GELU)", "silu (torch.nn.functional.silu)", "sigmoid (torch.sigmoid)",
+                     "norm (LayerNorm)", "attn (MultiheadAttention)", "softmax (torch.softmax)"):
+        assert f"  - {expected}: no spiking equivalent" in msg, expected
     assert msg.count("\n  - ") == 6
     assert "activations=[...]" in msg and "analog=[...]" in msg  # each comes with a hint
+
+
+def test_unsupported_ops_can_be_declared_analog_or_activations(images):
+    analog = ("sigmoid", "norm", "attn", "softmax")
+    cfg = ConversionConfig(activations=(nn.GELU, F.silu), analog=analog)
+    model = Transformerish().eval()
+    snn = prepare(model, images(2), config=cfg)
+    neurons = snn.neurons()
+    assert list(neurons) == ["relu", "act", "silu"]  # GELU and SiLU declared ReLU-like: neurons
+    assert isinstance(neurons["act"].ann_fn, nn.GELU) and neurons["relu"].ann_fn is None
+    # ANN mode still is the original network (GELU and SiLU, not ReLU) ...
+    x = images(2, seed=3)
+    torch.testing.assert_close(snn.ann_forward(x), model(x), rtol=0, atol=ANN_ATOL)
+    # ... while the spiking modes approximate a ReLU
+    z = torch.linspace(-3, 3, 13).view(1, -1)
+    neurons["silu"].set_theta(torch.tensor(4.0))
+    with snn.mode("analog", timesteps=1000):
+        torch.testing.assert_close(neurons["silu"](z), z.clamp(min=0), rtol=0, atol=2e-3)
+    with pytest.raises(UnsupportedLayerError, match=r"1 op\(s\).*\n  - sigmoid \(torch.sigmoid\)"):
+        prepare(model, images(2), config=ConversionConfig(activations=(nn.GELU, F.silu), analog=analog[1:]))
 
 
 def test_max_pool_of_spikes_elsewhere_is_reported(images):

@@ -42,31 +42,33 @@ def _reference_rate(a: Fraction, theta: Fraction, T: int, phi: int, v_init: Frac
 # Hence the simulated neuron and the rational closed form must agree bit for bit.
 @settings(max_examples=150, deadline=None)
 @given(
-    m=st.lists(st.integers(-(2**12), 2**12), min_size=1, max_size=4),
-    e=st.integers(-4, 4),
+    chans=st.lists(st.tuples(st.integers(-(2**12), 2**12), st.integers(-4, 4)), min_size=1, max_size=4),
+    per_channel=st.booleans(),
     rho=st.sampled_from(RHOS),
     T=st.integers(1, 64),
     phi=st.integers(1, 5),
     v_init=st.sampled_from([0.0, 0.25, 0.5]),
     constant=st.booleans(),
 )
-def test_constant_input_rate_equals_closed_form_exactly(m, e, rho, T, phi, v_init, constant):
+def test_constant_input_rate_equals_closed_form_exactly(chans, per_channel, rho, T, phi, v_init, constant):
+    m = [mc for mc, _ in chans]
+    thetas = [2.0 ** e for _, e in chans] if per_channel else [2.0 ** chans[0][1]] * len(chans)
     a = torch.tensor(m, dtype=torch.float64).mul_(2.0**-8)[None, :]  # [B=1, C]
-    theta = 2.0**e
     n = IFNeuron(phi=phi, rho=rho, v_init=v_init).double()
-    n.set_theta(torch.tensor(theta))
+    n.set_theta(torch.tensor(thetas if per_channel else thetas[0], dtype=torch.float64))
     _snn(n, T, constant=constant)
     x = a if constant else a.expand(T, -1).reshape(T, -1)
     out = n(x).view(T, 1, -1)
-    th_eff = Fraction(theta) * Fraction(rho)
     for c, mc in enumerate(m):
+        th_eff = Fraction(thetas[c]) * Fraction(rho)
         expected = _reference_rate(Fraction(mc, 2**8), th_eff, T, phi, Fraction(v_init))
         got = Fraction(float(out[:, 0, c].sum())) / T  # the sum of multiples of θ' is exact
-        assert got == expected, (mc, theta, rho, T, phi, v_init)
+        assert got == expected, (mc, thetas[c], rho, T, phi, v_init)
     # The surrogate calibration minimises is this very neuron, not an approximation of it: same
     # spike count N (θ'/T·N itself is not representable for every T, so compare N exactly).
-    count = surrogate_count(a, torch.tensor(theta * rho, dtype=torch.float64), T, phi, v_init)
-    assert torch.equal(count[0], out.sum(0)[0] / (theta * rho))
+    th = torch.tensor(thetas, dtype=torch.float64) * rho
+    count = surrogate_count(a, th, T, phi, v_init)
+    assert torch.equal(count[0], out.sum(0)[0] / th)
 
 
 def test_if_step_matches_module_on_time_varying_input():

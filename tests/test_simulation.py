@@ -35,7 +35,8 @@ class ResPoolNet(nn.Module):
 def _calibrated(model, images, T=16, granularity="channel", correction=True):
     snn = prepare(model.eval(), images(4))
     cal = [images(8, seed=s) for s in range(2)]
-    calibrate_thresholds(snn, cal, timesteps=T, config=CalibrationConfig(num_batches=2, granularity=granularity))
+    cfg = CalibrationConfig(num_batches=2, granularity=granularity)
+    calibrate_thresholds(snn, cal, timesteps=T, config=cfg)
     if correction:
         correct_bias(snn, cal[0], timesteps=T)
     return snn
@@ -163,7 +164,8 @@ def test_float64_model(images, warm_bn):
     snn = prepare(model, images(4).double())
     for n in snn.neurons().values():
         assert n.theta.dtype == torch.float64 and n.rho.dtype == torch.float64
-    calibrate_thresholds(snn, images(8).double(), timesteps=64, config=CalibrationConfig(granularity="channel"))
+    per_channel = CalibrationConfig(granularity="channel")
+    calibrate_thresholds(snn, images(8).double(), timesteps=64, config=per_channel)
     assert all(n.theta.dtype == torch.float64 for n in snn.neurons().values())
     correct_bias(snn, images(8).double(), timesteps=64)
     assert all(n.bias_offset.dtype == torch.float64 for n in snn.neurons().values())
@@ -177,7 +179,8 @@ def test_record_activity_counts_spikes(res_snn, images):
     T = 8
     outs: dict[str, torch.Tensor] = {}
     neurons = res_snn.neurons()
-    handles = [n.register_forward_hook(lambda _m, _a, o, k=k: outs.__setitem__(k, o)) for k, n in neurons.items()]
+    handles = [n.register_forward_hook(lambda _m, _a, o, k=k: outs.__setitem__(k, o))
+               for k, n in neurons.items()]
     try:
         neurons["relu"].set_phi(3)
         with res_snn.record_activity():
@@ -210,7 +213,8 @@ def test_cuda_follows_the_model(images, warm_bn):
     for n in gpu.neurons().values():
         assert n.theta.device.type == "cuda"
     cal = [images(8, seed=s).cuda() for s in range(2)]
-    calibrate_thresholds(gpu, cal, timesteps=32, config=CalibrationConfig(num_batches=2, granularity="channel"))
+    cfg = CalibrationConfig(num_batches=2, granularity="channel")
+    calibrate_thresholds(gpu, cal, timesteps=32, config=cfg)
     correct_bias(gpu, cal[0], timesteps=32)
     out = gpu.run(x.cuda(), 32)
     assert out.device.type == "cuda"
@@ -219,3 +223,16 @@ def test_cuda_follows_the_model(images, warm_bn):
     torch.testing.assert_close(out.mean(0).cpu(), expected.mean(0), rtol=0, atol=0.05)
     gpu.cpu()
     assert gpu.neurons()["relu"].theta.device.type == "cpu"
+
+
+def test_state_dict_round_trip_into_a_fresh_conversion(res_snn, images):
+    """Per-channel thresholds and corrections change buffer shapes; a fresh conversion adopts them."""
+    x = images(3, seed=20)
+    expected = res_snn.run(x, 12)
+    state = res_snn.state_dict()
+    assert not any(k.endswith(".v") or "spike_count" in k for k in state)  # no membrane, no counts
+    assert any(v.dim() == 1 for k, v in state.items() if k.endswith(".theta"))  # per channel
+    torch.manual_seed(3)
+    fresh = prepare(ResPoolNet().eval(), images(4))  # other weights, scalar thresholds
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.run(x, 12), expected)

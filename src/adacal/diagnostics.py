@@ -105,7 +105,7 @@ def error_decomposition(snn: SpikingModel, x: Tensor, *, timesteps: int) -> list
 
     with capture_inputs(neurons, lambda k, v: snn_in.__setitem__(k, mean_over_time(v.detach()))), \
             capture_outputs(neurons, lambda k, v: snn_out.__setitem__(k, mean_over_time(v.detach()))):
-        snn.run(x, T)
+        snn.run(x, T, time_chunk=None)  # hooks average each call over all T steps
     rows = []
     for name, n in neurons.items():
         a = ann_in[name]

@@ -105,10 +105,8 @@ class SpikingModel(nn.Module):
     def _stateful(self) -> list[nn.Module]:
         """Every module with a time state: the neurons and the rate-preserving max-pools."""
         gm = self.graph_module
-        return [
-            gm.get_submodule(str(n.target)) for n in gm.graph.nodes
-            if n.op == "call_module" and isinstance(gm.get_submodule(str(n.target)), (IFNeuron, SpikingMaxPool))
-        ]
+        modules = (gm.get_submodule(str(n.target)) for n in gm.graph.nodes if n.op == "call_module")
+        return [m for m in modules if isinstance(m, (IFNeuron, SpikingMaxPool))]
 
     def forward(self, x: Any) -> Any:
         return self.graph_module(x)

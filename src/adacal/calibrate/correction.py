@@ -9,7 +9,7 @@ from torch import Tensor
 
 from adacal.calibrate.capture import capture_outputs, model_device
 from adacal.data import InputFn, take_batches
-from adacal.errors import ConfigError
+from adacal.errors import CalibrationError, ConfigError
 from adacal.neurons.module import IFNeuron, check_timesteps
 from adacal.spiking_model import SpikingModel
 
@@ -77,7 +77,10 @@ def correct_bias(
         # All upstream neurons have run with their final corrections: measure this one's error
         # on a scratch run, correct it, and let the real call proceed — one simulation in all.
         name = names[id(neuron)]
+        if name in errors:
+            raise CalibrationError(f"neuron {name} ran twice in one correction pass; it must be called once")
         saved_v, saved_rec = neuron.v, neuron.recording
+        neuron.v = None if saved_v is None else saved_v.clone()  # the scratch run must not move it
         neuron.recording = False
         y = neuron.forward(args[0])
         neuron.v, neuron.recording = saved_v, saved_rec
@@ -93,7 +96,8 @@ def correct_bias(
     names = {id(n): k for k, n in neurons.items()}
     handles = [n.register_forward_pre_hook(correct) for n in neurons.values()]
     try:
-        snn.run(x, timesteps, sequence=sequence)
+        # all T steps in one call per neuron: the error is measured over the whole run, once
+        snn.run(x, timesteps, sequence=sequence, time_chunk=None)
     finally:
         for h in handles:
             h.remove()

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-__all__ = ["activation_clip", "NOT_AN_ACTIVATION"]
+__all__ = ["activation_clip", "declared_activation", "NOT_AN_ACTIVATION"]
 
 NOT_AN_ACTIVATION = object()
 _RELU_FUNCS: set[Any] = {F.relu, torch.relu, torch.relu_, F.relu_}
@@ -75,3 +75,36 @@ def activation_clip(
         if node.target in _CLAMP_METHODS:
             return _clamp_clip(_arg(node, 1, "min", None), _arg(node, 2, "max", None))
     return NOT_AN_ACTIVATION
+
+
+def declared_activation(
+    gm: fx.GraphModule, node: fx.Node, extra: Iterable[type | Callable[..., Any]] = ()
+) -> Callable[..., Any] | None:
+    """The original activation of a node matched only through ``extra`` (None for ReLU-family ops).
+
+    A module is returned as is; a function is bound to the node's other (constant) arguments.
+    """
+    extra = tuple(extra)
+    if not extra or activation_clip(gm, node) is not NOT_AN_ACTIVATION:
+        return None  # a genuine ReLU-family op, or nothing declared
+    if node.op == "call_module":
+        mod = gm.get_submodule(str(node.target))
+        types = tuple(e for e in extra if isinstance(e, type))
+        return mod if types and isinstance(mod, types) else None
+    if node.op == "call_function" and any(node.target is e for e in extra if not isinstance(e, type)):
+        consts: list[Any] = []
+        fx.node.map_aggregate((node.args[1:], node.kwargs), consts.append)
+        if any(isinstance(c, fx.Node) for c in consts):
+            return None  # computed arguments cannot be bound: ANN mode falls back to ReLU
+        return _Bound(node.target, tuple(node.args[1:]), dict(node.kwargs))
+    return None
+
+
+class _Bound:
+    """``fn(x, *args, **kwargs)``: a declared activation function with its constant arguments."""
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+
+    def __call__(self, x: Any) -> Any:
+        return self.fn(x, *self.args, **self.kwargs)

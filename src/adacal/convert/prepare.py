@@ -11,7 +11,7 @@ from torch import Tensor, fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from adacal.config import ConversionConfig
-from adacal.convert.activations import NOT_AN_ACTIVATION, activation_clip
+from adacal.convert.activations import NOT_AN_ACTIVATION, activation_clip, declared_activation
 from adacal.convert.fold_bn import fold_batchnorm
 from adacal.convert.rules import check_spiking_path, push_maxpools, rate_preserving_pools
 from adacal.convert.trace import trace
@@ -60,16 +60,21 @@ def _float_like(model: nn.Module, x: Tensor) -> tuple[torch.device, torch.dtype]
     return x.device, x.dtype if x.is_floating_point() else torch.get_default_dtype()
 
 
-def _insert_neurons(gm: fx.GraphModule, cfg: ConversionConfig, device: torch.device, dtype: torch.dtype) -> int:
+def _insert_neurons(
+    gm: fx.GraphModule, cfg: ConversionConfig, device: torch.device, dtype: torch.dtype
+) -> int:
     used: Counter[str] = Counter()
     count = 0
     # Decide first, rewrite after: replacing a reused ReLU module must not hide its later uses.
-    found = [(n, activation_clip(gm, n, cfg.activations)) for n in gm.graph.nodes]
-    for node, clip in found:
-        if clip is NOT_AN_ACTIVATION:
-            continue
+    found = [
+        (n, clip, declared_activation(gm, n, cfg.activations))
+        for n in gm.graph.nodes
+        if (clip := activation_clip(gm, n, cfg.activations)) is not NOT_AN_ACTIVATION
+    ]
+    for node, clip, original in found:
         name = _neuron_name(gm, node, used)
-        neuron = IFNeuron(clip=clip, phi=cfg.neuron.phi, rho=cfg.neuron.rho, v_init=cfg.neuron.v_init)
+        neuron = IFNeuron(clip=clip, phi=cfg.neuron.phi, rho=cfg.neuron.rho, v_init=cfg.neuron.v_init,
+                          ann_fn=original)
         neuron.to(device=device, dtype=dtype)
         gm.add_submodule(name, neuron)
         with gm.graph.inserting_after(node):
@@ -165,7 +170,9 @@ def prepare(model: nn.Module, example_input: Tensor, *, config: ConversionConfig
     gm.delete_all_unused_submodules()
     ShapeProp(gm).propagate(x)
     check_spiking_path(gm, cfg.analog)
+    gm.eval()
     snn = SpikingModel(gm, tuple(x.shape[1:]), _largest_activation(gm, x.shape[0]))
+    snn.eval()  # like its modules: a converted network is for inference
     got = snn.ann_forward(x)
     diff, scale = _max_diff(got, reference), _max_abs(reference)
     if not diff <= cfg.check_rtol * max(scale, 1.0):

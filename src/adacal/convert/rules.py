@@ -18,7 +18,13 @@ from adacal.convert.fold_bn import ChannelAffine
 from adacal.convert.trace import describe_target, qualname
 from adacal.errors import UnsupportedLayerError
 from adacal.neurons.module import IFNeuron
-from adacal.neurons.pool import SpikingMaxPool, SpikingMaxPool1d, SpikingMaxPool2d, SpikingMaxPool3d, spiking_max_pool
+from adacal.neurons.pool import (
+    SpikingMaxPool,
+    SpikingMaxPool1d,
+    SpikingMaxPool2d,
+    SpikingMaxPool3d,
+    spiking_max_pool,
+)
 
 __all__ = ["spiking_nodes", "check_spiking_path", "push_maxpools", "rate_preserving_pools", "is_neuron"]
 
@@ -30,7 +36,9 @@ _LINEAR_MODULES: tuple[type, ...] = (
     nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.PixelShuffle, nn.PixelUnshuffle, nn.ChannelShuffle,
 )
 _MAXPOOL_MODULES: tuple[type, ...] = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
-_MAXPOOL_FUNCS = {F.max_pool1d, F.max_pool2d, F.max_pool3d, torch.max_pool1d, torch.max_pool2d, torch.max_pool3d}
+_MAXPOOL_FUNCS = {
+    F.max_pool1d, F.max_pool2d, F.max_pool3d, torch.max_pool1d, torch.max_pool2d, torch.max_pool3d,
+}
 _POOL_DIM = {
     F.max_pool1d: 1, F.max_pool2d: 2, F.max_pool3d: 3,
     torch.max_pool1d: 1, torch.max_pool2d: 2, torch.max_pool3d: 3,
@@ -151,7 +159,7 @@ def check_spiking_path(gm: fx.GraphModule, analog: Iterable[str] = ()) -> None:
 def _copy_neuron(gm: fx.GraphModule, neuron_node: fx.Node, suffix: str) -> str:
     src = gm.get_submodule(str(neuron_node.target))
     new = IFNeuron(clip=src.clip, phi=int(src.phi), rho=float(src.rho), v_init=float(src.v_init),
-                   channel_dim=src.channel_dim)
+                   channel_dim=src.channel_dim, ann_fn=src.ann_fn)
     new.to(device=src.theta.device, dtype=src.theta.dtype)
     name = f"{neuron_node.target}{suffix}"
     k = 1
@@ -272,7 +280,9 @@ def rate_preserving_pools(gm: fx.GraphModule) -> int:
     uses = Counter(str(n.target) for n in gm.graph.nodes if n.op == "call_module")
     replaced = 0
     for node in list(gm.graph.nodes):
-        if not (_is_maxpool(gm, node) and node.args and node.args[0] in spiking and _feeds_only_neurons(gm, node)):
+        if not (_is_maxpool(gm, node) and node.args and node.args[0] in spiking):
+            continue
+        if not _feeds_only_neurons(gm, node):
             continue
         new = _spiking_pool_for(gm, node)
         if new is None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import traceback
 from collections.abc import Iterable
 
-import torch
 from torch import fx, nn
 
 from adacal.errors import TraceError

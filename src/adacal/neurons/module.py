@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -42,7 +43,8 @@ class IFNeuron(nn.Module):
     """Integrate-and-fire neuron, reset by subtraction, up to φ spikes per step (AdaFire).
 
     Modes:
-      * ``ann``: the original activation (ReLU, or ReLU clipped at ``clip``) — conversion is exact.
+      * ``ann``: the original activation (ReLU, ReLU clipped at ``clip``, or ``ann_fn`` for an
+        activation declared ReLU-like) — conversion is exact.
       * ``analog``: the closed-form time-averaged output ``Q(a)`` for a constant input — a fast
         surrogate used by calibration and search.
       * ``snn``: the stateful neuron. A call receives ``steps`` timesteps stacked on the batch
@@ -66,11 +68,15 @@ class IFNeuron(nn.Module):
         rho: float = 1.0,
         v_init: float = 0.5,
         channel_dim: int = 1,
+        ann_fn: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= v_init < 1.0:
             raise ConfigError(f"v_init is a fraction of the threshold in [0, 1), got {v_init!r}")
         self.clip = None if clip is None else float(clip)
+        # The original activation when it is not a ReLU (one declared in activations=[...]): ANN
+        # mode then still reproduces the original network; the spiking modes approximate ReLU.
+        self.ann_fn = ann_fn
         self.channel_dim = channel_dim
         self.register_buffer("theta", torch.ones(()))
         self.register_buffer("phi", torch.tensor(check_phi(phi), dtype=torch.long))
@@ -146,6 +152,8 @@ class IFNeuron(nn.Module):
     # ----------------------------------------------------------------- forward
     def forward(self, x: Tensor) -> Tensor:
         if self.mode == "ann":
+            if self.ann_fn is not None:
+                return self.ann_fn(x)
             return F.relu(x) if self.clip is None else x.clamp(0.0, self.clip)
         if self.mode == "analog":
             return self._analog(x)
