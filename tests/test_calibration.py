@@ -192,7 +192,7 @@ def _layer_errors(snn, x, T=T_CORR) -> dict[str, torch.Tensor]:
     for kind in ("ann", "snn"):
         handles = [n.register_forward_hook(hook(kind)) for n in neurons.values()]
         try:
-            snn.ann_forward(x) if kind == "ann" else snn.run(x, T)
+            snn.ann_forward(x) if kind == "ann" else snn.run(x, T, time_chunk=None)  # one call: all T
         finally:
             for h in handles:
                 h.remove()

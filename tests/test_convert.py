@@ -88,6 +88,27 @@ def test_batchnorm_folds_exactly(images):
     torch.testing.assert_close(model(x), ref, rtol=0, atol=0)
 
 
+def test_linear_on_a_sequence_does_not_fold_its_batchnorm(images):
+    """On ``[B, C, L]`` a Linear maps L while BatchNorm1d(C) normalises C: not foldable, even when
+    the sizes happen to agree (here both 4)."""
+
+    class SeqNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(5, 4)
+            self.bn = nn.BatchNorm1d(4)
+            self.head = nn.Linear(16, 2)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.bn(self.fc(x))).flatten(1))
+
+    model = _randomise_bn(SeqNet())
+    x = images(3, shape=(4, 5))
+    snn = prepare(model, x)
+    assert len(_modules_of(snn, ChannelAffine)) == 1
+    torch.testing.assert_close(snn.ann_forward(x), model(x), rtol=0, atol=FOLD_ATOL)
+
+
 class CatBN(nn.Module):
     """DenseNet pattern: BN of a concatenation of spiking tensors cannot be folded into one layer."""
 

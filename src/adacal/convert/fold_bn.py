@@ -89,6 +89,7 @@ def fold_batchnorm(gm: fx.GraphModule) -> tuple[int, int]:
             isinstance(prev, fx.Node)
             and prev.op == "call_module"
             and isinstance(gm.get_submodule(prev.target), _FOLDABLE)
+            and _same_channels(gm.get_submodule(prev.target), bn, prev)
             and len(prev.users) == 1
             and calls[prev.target] == 1
             and calls[node.target] == 1
@@ -105,6 +106,20 @@ def fold_batchnorm(gm: fx.GraphModule) -> tuple[int, int]:
     gm.recompile()
     log.debug("folded %d BatchNorm layers, kept %d as channel affine", folded, kept)
     return folded, kept
+
+
+def _same_channels(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm, node: fx.Node) -> bool:
+    """Whether BN's channels (dim 1) are the layer's output channels.
+
+    For a Linear they are only when its output is 2-D ``[B, F]``: on ``[B, C, L]`` a Linear maps
+    the last dim while BatchNorm1d normalises dim 1 (rank known from ShapeProp metadata, if run).
+    """
+    if isinstance(layer, nn.Linear):
+        meta = node.meta.get("tensor_meta")
+        rank = len(meta.shape) if meta is not None and hasattr(meta, "shape") else 2
+        return rank == 2 and layer.out_features == bn.num_features
+    out = layer.out_channels if hasattr(layer, "out_channels") else None
+    return out == bn.num_features
 
 
 def _replace_module(gm: fx.GraphModule, target: str, new: nn.Module) -> None:

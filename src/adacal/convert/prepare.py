@@ -157,6 +157,7 @@ def prepare(model: nn.Module, example_input: Tensor, *, config: ConversionConfig
         ) from exc
     device, dtype = _float_like(ann, x)
     gm = trace(ann, leaf_names=cfg.leaf_modules)
+    ShapeProp(gm).propagate(x)  # ranks for fold_batchnorm (a Linear folds a BN only on [B, F])
     folded, kept = fold_batchnorm(gm)
     n_neurons = _insert_neurons(gm, cfg, device, dtype)
     if n_neurons == 0:

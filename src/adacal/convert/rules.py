@@ -3,6 +3,11 @@
 The spiking path is every node downstream of a neuron. Its ops must be linear in the spikes
 (so the time average commutes with them): weighted layers, average pooling, sums, concatenation,
 reshapes, upsampling. Everything else is reported at once, each offender with a hint.
+
+Max-pools: ``maxpool(relu(z)) == relu(maxpool(z))``, so a max-pool after a ReLU moves in front of
+its neuron (:func:`push_maxpools`); one that then pools spike-driven currents becomes a
+:class:`~adacal.neurons.pool.SpikingMaxPool`, which pools accumulated currents so that rates are
+preserved (:func:`rate_preserving_pools`).
 """
 from __future__ import annotations
 
