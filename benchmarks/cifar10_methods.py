@@ -15,8 +15,8 @@ import logging
 import time
 
 import torch
-
 from _common import REPO, RESULTS, SHARED, command, machine, write_results
+
 from adacal.datasets import get_splits, make_loader
 from adacal.evaluate import evaluate, fit_exit_policy
 from adacal.models import build_model, load_state_dict_file

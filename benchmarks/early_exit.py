@@ -13,8 +13,8 @@ import logging
 import time
 
 import torch
-
 from _common import REPO, SHARED, command, machine, write_results
+
 from adacal.datasets import get_splits, make_loader
 from adacal.evaluate import fit_exit_policy
 from adacal.iat.runtime import run_early_exit

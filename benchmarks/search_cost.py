@@ -15,8 +15,8 @@ import time
 
 import numpy as np
 import torch
-
 from _common import REPO, SHARED, command, machine, write_results
+
 from adacal.calibrate import calibrate_thresholds
 from adacal.convert import prepare
 from adacal.models import build_model, load_state_dict_file

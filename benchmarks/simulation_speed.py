@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 
 import torch
-
 from _common import command, interleaved, machine, write_results
+
 from adacal.calibrate import calibrate_thresholds
 from adacal.convert import prepare
 from adacal.models import build_model

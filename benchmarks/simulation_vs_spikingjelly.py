@@ -21,20 +21,19 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import glob
+import hashlib
 import logging
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import shutil
-import tempfile
-
 import torch
-
 from _common import REPO, command, interleaved, machine, write_results
+
 import adacal
 from adacal.datasets import get_splits
 from adacal.datasets.api import make_loader
@@ -117,9 +116,9 @@ def main() -> None:
         _lg.remove()
     except Exception:
         pass
+    import spikingjelly
     from spikingjelly.activation_based import ann2snn, functional
     from spikingjelly.activation_based.ann2snn.recipes import rate_coding
-    import spikingjelly
 
     rate_coding.tqdm = lambda it, *a, **k: it  # no calibration progress bar in the benchmark output
 
@@ -308,7 +307,7 @@ def main() -> None:
                   f"{r['ratio_vs_T_ann']:.2f}× | {r['sj_step_ratio_vs_T_ann']:.2f}× | "
                   f"{f(r['sj_multistep_ratio_vs_T_ann'])}× |")
     sjA, adA = agreement["spikingjelly_max_norm"], agreement["adacal"]
-    md += ["", f"ANN forward: " + ", ".join(f"batch {r['batch']} {r['ann_forward_s'] * 1e3:.1f} ms"
+    md += ["", "ANN forward: " + ", ".join(f"batch {r['batch']} {r['ann_forward_s'] * 1e3:.1f} ms"
                                            for r in rows if r["adacal_mode"] == "auto"),
            f"SpikingJelly multi-step mode works on the converted net: {multi_ok}"
            + (f" ({multi_err})" if multi_err else "")

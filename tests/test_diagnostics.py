@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import pytest
-
+from test_pipeline import calibrated
 
 from adacal.diagnostics import error_decomposition, sensitivity_correlation
 from adacal.errors import ConfigError
 from adacal.sensitivity import profile
-from test_pipeline import calibrated
 
 
 def test_first_layer_has_no_unevenness_or_propagated_error() -> None:

@@ -13,8 +13,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from adacal.convert import prepare, trace
 from adacal.energy import CostTable, EnergyModel, EnergyReport, analyze_graph, measure
-from adacal.neurons.module import IFNeuron
 from adacal.errors import ConfigError, DataError, ShapeError
+from adacal.neurons.module import IFNeuron
 
 E_MAC, E_AC = 4.6, 0.9
 

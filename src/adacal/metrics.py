@@ -1,7 +1,6 @@
 """Pure metrics shared by search, evaluation and diagnostics."""
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 

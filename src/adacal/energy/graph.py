@@ -526,7 +526,7 @@ def _fanouts_impl(
     for p in work.parameters():
         p.requires_grad_(False)
     with torch.no_grad():
-        for node_name, info in layer_of.items():
+        for node_name in layer_of:
             node = next(n for n in work.graph.nodes if n.name == node_name)
             if node.op != "call_module":
                 continue

@@ -46,7 +46,7 @@ import math
 import numbers
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Union
 
 import numpy as np
 from numpy.typing import NDArray
@@ -433,7 +433,7 @@ def _infeasible(kind: str, budget: float, smallest: float, detail: str) -> Budge
 
 
 #: ``prune(layer, totals_cost, totals_score)`` -> mask of partial assignments worth keeping (or None).
-_Prune = Callable[[int, FloatArray, FloatArray], Optional[NDArray[np.bool_]]]
+_Prune = Callable[[int, FloatArray, FloatArray], NDArray[np.bool_] | None]
 
 
 def _search(
