@@ -130,7 +130,7 @@ def test_load_state_dict_errors(tmp_path):
     other = tmp_path / "c5.pt"
     torch.save(digits_cnn(num_classes=5).state_dict(), other)
     with pytest.raises(
-        CheckpointError, match=r"classifier\.1\.weight: checkpoint \(5, 512\) vs model \(10, 512\)"
+        CheckpointError, match=r"classifier\.3\.weight: checkpoint \(5, 64\) vs model \(10, 64\)"
     ):
         load_state_dict_file(m, other)
     torch.save(resnet20().state_dict(), tmp_path / "r.pt")
