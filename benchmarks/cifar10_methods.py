@@ -2,7 +2,8 @@
 
 For each method (plain, calibration, burstfire φ=4, adafire φ_target=4, adafire+ssc) and each T,
 the zoo ANN is converted with calibration data from the TRAINING split and evaluated on the
-test images; adafire+ssc is also run with IAT (early exit) at the largest T. Records are appended
+test images; adafire+ssc is also run with IAT (early exit, policy fitted on training batches) at
+every T. Sensitivity profiling uses max(16, 512 // T) calibration images. Records are appended
 to the result file as they finish, so an interrupted run resumes where it stopped.
 
     python benchmarks/cifar10_methods.py --model resnet20 [--timesteps 1 2 4 8 16 32] [--test-size 10000]
@@ -36,7 +37,8 @@ def main() -> None:
     ap.add_argument("--test-size", type=int, default=10000)
     ap.add_argument("--calib-size", type=int, default=256)
     ap.add_argument("--batch", type=int, default=250)
-    ap.add_argument("--profile-batch", type=int, default=128)
+    ap.add_argument("--profile-rows", type=int, default=512,
+                    help="sensitivity profiling uses max(16, rows // T) calibration images")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="cifar10_methods")
     args = ap.parse_args()
@@ -64,11 +66,12 @@ def main() -> None:
                       "data": "CIFAR-10 from ../shared/data/cifar10 (JPEG-sourced copy, q≈75)"})
         write_results(args.out, state, markdown(state))
 
-    for method in args.methods:
-        for T in args.timesteps:
+    for T in args.timesteps:
+        for method in args.methods:
             if (args.model, method, T, False) in done:
                 continue
-            cfg = PipelineConfig(method=method, timesteps=T, phi_target=4, profile_batch=args.profile_batch)
+            cfg = PipelineConfig(method=method, timesteps=T, phi_target=4,
+                                 profile_batch=max(16, args.profile_rows // T))
             t0 = time.perf_counter()
             snn, rec = convert(ann, calib_loader, config=cfg)
             conv_s = time.perf_counter() - t0
@@ -81,7 +84,7 @@ def main() -> None:
             logging.info("%s T=%d: %.2f%% (ANN %.2f%%), %.4f mJ", method, T, res["accuracy"], ann_acc,
                          res["energy_mj"])
             save()
-            if method == "adafire+ssc" and T == max(args.timesteps) and (args.model, method, T, True) not in done:
+            if method == "adafire+ssc" and (args.model, method, T, True) not in done:
                 policy = fit_exit_policy(snn, calib_loader, timesteps=T, num_batches=100)
                 res = evaluate(snn, test_loader, timesteps=T, exit_policy=policy)
                 records.append({"model": args.model, "method": method + "+iat", "T": T, "iat": True,

@@ -48,9 +48,11 @@ def find_weights(explicit: str | None) -> Path:
     final = REPO / "zoo" / "resnet20_cifar10.pt"
     if final.is_file():
         return final
-    cands = [Path(p) for pat in ("*.pt", "*.ckpt") for p in glob.glob(str(REPO / "zoo" / "checkpoints" / f"resnet20*{pat}"))]
+    ckpts = REPO / "zoo" / "checkpoints"
+    cands = [Path(p) for pat in ("*.pt", "*.ckpt") for p in glob.glob(str(ckpts / f"resnet20*{pat}"))]
     if not cands:
-        raise SystemExit("no ResNet-20 weights: neither zoo/resnet20_cifar10.pt nor zoo/checkpoints/resnet20*.pt|.ckpt")
+        raise SystemExit("no ResNet-20 weights: neither zoo/resnet20_cifar10.pt "
+                         "nor zoo/checkpoints/resnet20*.pt|.ckpt")
     return max(cands, key=lambda p: p.stat().st_mtime)
 
 
@@ -103,11 +105,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--timesteps", type=int, default=8)
     ap.add_argument("--batches", type=int, nargs="+", default=[64, 1])
-    ap.add_argument("--weights", default=None, help="default: zoo/resnet20_cifar10.pt, else newest zoo/checkpoints/resnet20*")
+    ap.add_argument("--weights", default=None,
+                    help="default: zoo/resnet20_cifar10.pt, else the newest zoo/checkpoints/resnet20*")
     ap.add_argument("--eval-images", type=int, default=1000)
     ap.add_argument("--eval-batch", type=int, default=250)
     ap.add_argument("--calib-batch", type=int, default=256)
-    ap.add_argument("--sweep-images", type=int, default=100, help="images for the SpikingJelly T-sweep (0: skip)")
+    ap.add_argument("--sweep-images", type=int, default=64,
+                    help="images for the SpikingJelly T-sweep (0: skip)")
     ap.add_argument("--sweep-T", type=int, default=256)
     args = ap.parse_args()
     logging.getLogger("spikingjelly").setLevel(logging.WARNING)
@@ -144,8 +148,8 @@ def main() -> None:
     # ------------------------------------------------------------------ conversions
     t0 = time.perf_counter()
     with torch.no_grad():
-        sj = ann2snn.Converter(recipe=ann2snn.RateCodingRecipe(dataloader=calib_loader), device="cpu").convert(
-            copy.deepcopy(ann))
+        recipe = ann2snn.RateCodingRecipe(dataloader=calib_loader)  # defaults: mode="Max", layer-wise
+        sj = ann2snn.Converter(recipe=recipe, device="cpu").convert(copy.deepcopy(ann))
     sj_convert_s = time.perf_counter() - t0
     sj.eval()
     sj_multi_net = copy.deepcopy(sj)
@@ -169,13 +173,13 @@ def main() -> None:
     for batch in args.batches:
         x = x_eval[:batch].clone()
         fns = {
-            "ann": lambda: ann(x),
-            "sj_step": lambda: sj_step(sj, x, T),
+            "ann": lambda x=x: ann(x),
+            "sj_step": lambda x=x: sj_step(sj, x, T),
         }
         if multi_ok:
-            fns["sj_multistep"] = lambda: sj_multi(sj_multi_net, x, T)
+            fns["sj_multistep"] = lambda x=x: sj_multi(sj_multi_net, x, T)
         for m, c in modes.items():
-            fns[f"adacal_{m}"] = (lambda c: (lambda: snn.run(x, T, time_chunk=c).sum(0)))(c)
+            fns[f"adacal_{m}"] = lambda x=x, c=c: snn.run(x, T, time_chunk=c).sum(0)
         with torch.no_grad():
             times = interleaved(fns, args.repeats)
         ann_t = times["ann"]
@@ -199,8 +203,8 @@ def main() -> None:
             }
             rows.append(row)
         auto = rows[-3]
-        summary.append({k: auto[k] for k in ("batch", "T", "time_chunk", "sj_best_mode", "ratio_vs_spikingjelly",
-                                             "ratio_vs_T_ann")})
+        keys = ("batch", "T", "time_chunk", "sj_best_mode", "ratio_vs_spikingjelly", "ratio_vs_T_ann")
+        summary.append({k: auto[k] for k in keys})
         print(f"batch {batch}: ANN {ann_t * 1e3:.1f} ms | SJ step {times['sj_step'] * 1e3:.1f} ms"
               + (f", multistep {times['sj_multistep'] * 1e3:.1f} ms" if multi_ok else "")
               + " | adacal " + ", ".join(f"{m} {times['adacal_' + m] * 1e3:.1f} ms" for m in modes)
@@ -232,10 +236,10 @@ def main() -> None:
         "spikingjelly_max_norm": agree(sj_out), "adacal": agree(ad_out),
         "spikingjelly_multistep_check": check,
     }
+    sjA, adA = agreement["spikingjelly_max_norm"], agreement["adacal"]
     print(f"agreement on {len(x_eval)} test images at T={T}: ANN acc {agreement['ann_accuracy']:.3f} | "
-          f"SJ agree {agreement['spikingjelly_max_norm']['agreement_with_ann']:.3f} "
-          f"acc {agreement['spikingjelly_max_norm']['accuracy']:.3f} | adacal agree "
-          f"{agreement['adacal']['agreement_with_ann']:.3f} acc {agreement['adacal']['accuracy']:.3f}", flush=True)
+          f"SJ agree {sjA['agreement_with_ann']:.3f} acc {sjA['accuracy']:.3f} | "
+          f"adacal agree {adA['agreement_with_ann']:.3f} acc {adA['accuracy']:.3f}", flush=True)
 
     # ------------------------------------------------------------------ SJ T-sweep (usage check)
     sweep: dict[str, Any] = {}
@@ -253,8 +257,8 @@ def main() -> None:
                     points[t] = {"agreement_with_ann": float((p == ap_).float().mean()),
                                  "accuracy": float((p == ys).float().mean())}
         sweep = {"images": len(xs), "ann_accuracy": float((ap_ == ys).float().mean()), "by_T": points}
-        print("SJ sweep agreement by T: " + ", ".join(f"{t}:{v['agreement_with_ann']:.2f}" for t, v in points.items()),
-              flush=True)
+        print("SJ sweep agreement by T: "
+              + ", ".join(f"{t}:{v['agreement_with_ann']:.2f}" for t, v in points.items()), flush=True)
 
     total_s = time.perf_counter() - started
     notes = [
@@ -301,25 +305,28 @@ def main() -> None:
           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         md.append(f"| {r['batch']} | {r['adacal_mode']} ({r['time_chunk']}) | {r['adacal_s'] * 1e3:.1f} | "
-                  f"{r['sj_step_s'] * 1e3:.1f} | {f(r['sj_multistep_s'] and r['sj_multistep_s'] * 1e3, '.1f')} | "
+                  f"{r['sj_step_s'] * 1e3:.1f} | "
+                  f"{f(r['sj_multistep_s'] and r['sj_multistep_s'] * 1e3, '.1f')} | "
                   f"**{r['ratio_vs_spikingjelly']:.2f}×** ({r['sj_best_mode']}) | "
                   f"{r['ratio_vs_spikingjelly_step']:.2f}× | {f(r['ratio_vs_spikingjelly_multistep'])}× | "
                   f"{r['ratio_vs_T_ann']:.2f}× | {r['sj_step_ratio_vs_T_ann']:.2f}× | "
                   f"{f(r['sj_multistep_ratio_vs_T_ann'])}× |")
-    sjA, adA = agreement["spikingjelly_max_norm"], agreement["adacal"]
     md += ["", "ANN forward: " + ", ".join(f"batch {r['batch']} {r['ann_forward_s'] * 1e3:.1f} ms"
                                            for r in rows if r["adacal_mode"] == "auto"),
            f"SpikingJelly multi-step mode works on the converted net: {multi_ok}"
            + (f" ({multi_err})" if multi_err else "")
            + (f"; on {check['images']} images its summed output matches single-step to "
-              f"{check['max_abs_diff_vs_step']:.2g} (same top-1 {check['same_top1']:.3f})" if check else ""), "",
-           f"## Agreement with the ANN at T={T} ({len(x_eval)} real CIFAR-10 test images, seeded random subset)", "",
-           "| network | top-1 agreement with ANN | accuracy | distinct predicted classes |", "|---|---|---|---|",
+              f"{check['max_abs_diff_vs_step']:.2g} (same top-1 {check['same_top1']:.3f})" if check else ""),
+           "",
+           f"## Agreement with the ANN at T={T} ({len(x_eval)} real CIFAR-10 test images, seeded random subset)",
+           "",
+           "| network | top-1 agreement with ANN | accuracy | distinct predicted classes |",
+           "|---|---|---|---|",
            f"| ANN | 1.000 | {agreement['ann_accuracy']:.3f} | — |",
-           f"| SpikingJelly RateCodingRecipe (max-norm) | {sjA['agreement_with_ann']:.3f} | {sjA['accuracy']:.3f} | "
-           f"{sjA['distinct_predictions']} |",
-           f"| adacal prepare + calibrate_thresholds (φ=1) | {adA['agreement_with_ann']:.3f} | {adA['accuracy']:.3f} | "
-           f"{adA['distinct_predictions']} |"]
+           f"| SpikingJelly RateCodingRecipe (max-norm) | {sjA['agreement_with_ann']:.3f} | "
+           f"{sjA['accuracy']:.3f} | {sjA['distinct_predictions']} |",
+           f"| adacal prepare + calibrate_thresholds (φ=1) | {adA['agreement_with_ann']:.3f} | "
+           f"{adA['accuracy']:.3f} | {adA['distinct_predictions']} |"]
     if sweep:
         md += ["", f"SpikingJelly T-sweep (usage check, first {sweep['images']} of those images, ANN accuracy "
                f"{sweep['ann_accuracy']:.2f}): agreement with ANN by T: "
