@@ -84,7 +84,7 @@ def main() -> None:
             logging.info("%s T=%d: %.2f%% (ANN %.2f%%), %.4f mJ", method, T, res["accuracy"], ann_acc,
                          res["energy_mj"])
             save()
-            if method == "adafire+ssc" and (args.model, method, T, True) not in done:
+            if method == "adafire+ssc" and (args.model, method + "+iat", T, True) not in done:
                 policy = fit_exit_policy(snn, calib_loader, timesteps=T, num_batches=100)
                 res = evaluate(snn, test_loader, timesteps=T, exit_policy=policy)
                 records.append({"model": args.model, "method": method + "+iat", "T": T, "iat": True,
