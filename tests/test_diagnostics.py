@@ -42,3 +42,20 @@ def test_sensitivity_correlation_reports_three_coefficients() -> None:
     assert {k: int(n.phi) for k, n in snn.neurons().items()} == before  # settings restored
     with pytest.raises(ConfigError, match="num_settings"):
         sensitivity_correlation(snn, table, [(x, y)], timesteps=4, num_settings=2)
+
+
+def test_diagnostics_plots_write_pngs(tmp_path) -> None:
+    from adacal.report.diagnostics_plots import plot_error_decomposition, plot_sensitivity_correlation
+
+    rows = [{"layer": "a", "clipping": 0.1, "quantisation": 0.2, "propagated": 0.0, "unevenness": 0.0, "total": 0.3},
+            {"layer": "b", "clipping": 0.01, "quantisation": 0.02, "propagated": 0.05, "unevenness": 0.001,
+             "total": 0.08}]
+    plot_error_decomposition(rows, path=tmp_path / "e.png")
+    corr = {"knob": "phi", "pearson": -0.5, "spearman": -0.4, "kendall": -0.3,
+            "points": [{"sensitivity": s, "accuracy": 90 - s} for s in (0.1, 0.2, 0.3)]}
+    plot_sensitivity_correlation(corr, path=tmp_path / "s.png")
+    for name in ("e.png", "s.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from adacal.errors import DataError
+    with pytest.raises(DataError):
+        plot_error_decomposition([], path=tmp_path / "x.png")
