@@ -12,8 +12,8 @@ import argparse
 import logging
 
 import torch
-
 from _common import REPO, RESULTS, SHARED, command, machine, write_results
+
 from adacal.datasets import get_splits, make_loader
 from adacal.diagnostics import error_decomposition, sensitivity_correlation
 from adacal.models import build_model, load_state_dict_file
