@@ -96,10 +96,20 @@ class _CachedRun:
             if n.op == "call_module" and isinstance(self.gm.get_submodule(str(n.target)), IFNeuron)
         }
         xin = x.unsqueeze(0).expand(timesteps, *x.shape).reshape(timesteps * x.shape[0], *x.shape[1:])
+        last_use: dict[fx.Node, fx.Node] = {}
+        for node in self.nodes:
+            for arg in node.all_input_nodes:
+                last_use[arg] = node
+        self._dies_at: dict[fx.Node, list[fx.Node]] = {}
+        for value, user in last_use.items():
+            self._dies_at.setdefault(user, []).append(value)
         self.env: dict[fx.Node, Any] = {}
         self.output = self._execute(xin, set(self.nodes), self.env)
 
-    def _execute(self, xin: Tensor, todo: set[fx.Node], env: dict[fx.Node, Any]) -> Any:
+    def _execute(self, xin: Tensor, todo: set[fx.Node], env: dict[fx.Node, Any], *, free: bool = False,
+                 keep: fx.Node | None = None) -> Any:
+        """Run the ``todo`` nodes in order; with ``free``, drop each fresh value after its last use
+        (cached baseline values stay alive in ``self.env``), keeping a rerun's peak memory low."""
         interp = fx.Interpreter(self.gm)
         for node in self.nodes:
             if node not in todo:
@@ -108,7 +118,8 @@ class _CachedRun:
                 env[node] = xin
                 continue
             if node.op == "output":
-                return fx.node.map_arg(node.args[0], lambda n: env[n])
+                out = fx.node.map_arg(node.args[0], lambda n: env[n])
+                return (out, env[keep]) if keep is not None else out
             args = fx.node.map_arg(node.args, lambda n: env[n])
             kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
             if node.op == "call_module":
@@ -118,6 +129,11 @@ class _CachedRun:
                 env[node] = mod(*args, **kwargs)
             else:
                 env[node] = getattr(interp, node.op)(node.target, args, kwargs)
+            del args, kwargs
+            if free:  # values computed in this rerun whose last user has now run
+                for dead in self._dies_at.get(node, ()):
+                    if dead in todo and dead is not keep:
+                        env.pop(dead, None)
         raise RuntimeError("graph has no output node")
 
     def downstream(self, name: str) -> set[fx.Node]:
@@ -131,8 +147,8 @@ class _CachedRun:
     def rerun(self, name: str, todo: set[fx.Node]) -> tuple[Any, Tensor]:
         """Output and neuron ``name``'s own output when only the nodes in ``todo`` are recomputed."""
         env = {n: v for n, v in self.env.items() if n not in todo}
-        out = self._execute(self.env[self.nodes[0]], todo | {self.nodes[-1]}, env)
-        return out, env[self.neuron_nodes[name]]
+        keep = self.neuron_nodes[name]
+        return self._execute(self.env[self.nodes[0]], todo | {self.nodes[-1]}, env, free=True, keep=keep)
 
 
 def _mean_output(out: Any, timesteps: int, batch: int) -> Tensor:
