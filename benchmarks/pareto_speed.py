@@ -105,7 +105,7 @@ def sweep(sizes: list[tuple[int, int]], seed: int, repeats: int) -> list[dict[st
     rows = []
     for layers, candidates in sizes:
         table = make_table("anticorrelated", layers, candidates, seed)
-        front, runs = timed(lambda: pareto_front(table), repeats)
+        front, runs = timed(lambda t=table: pareto_front(t), repeats)
         rows.append({"layers": layers, "candidates": candidates, "front_size": len(front), **summary(runs)})
     return rows
 
