@@ -8,42 +8,22 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from adacal.atomic import atomic_write_bytes, atomic_write_json
 from adacal.config import ConversionConfig
 from adacal.convert import prepare
 from adacal.errors import CheckpointError
 from adacal.spiking_model import SpikingModel
 
-__all__ = ["save_snn", "load_snn", "atomic_write_bytes", "atomic_write_json"]
+__all__ = ["save_snn", "load_snn"]
 
 WEIGHTS = "snn_state.pt"
 RECORD = "record.json"
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file and ``os.replace`` (readers never see half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=2, allow_nan=False).encode())
 
 
 def save_snn(

@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, fx
 
+from adacal.atomic import atomic_write_json
 from adacal.errors import ConfigError
 from adacal.metrics import symmetric_kl
 from adacal.neurons.module import IFNeuron, check_phi, check_rho, check_timesteps
@@ -173,14 +173,6 @@ def _fingerprint(snn: SpikingModel, x: Tensor, knob: str, candidates: Sequence[f
     return h.hexdigest()[:16]
 
 
-def _atomic_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
-
-
 @torch.no_grad()
 def profile(
     snn: SpikingModel,
@@ -270,7 +262,7 @@ def profile(
                 "spikes": {repr(float(k)): v for k, v in row_n.items()},
             }
             if path is not None:
-                _atomic_json(path, state)
+                atomic_write_json(path, state, indent=1)
     if progress is not None:
         progress(len(neurons), len(neurons), "done")
     return SensitivityTable(knob, cands, scores, costs, spikes, time.perf_counter() - start)

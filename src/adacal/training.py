@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from adacal.atomic import atomic_write
 from adacal.errors import CheckpointError, ConfigError
 
 __all__ = ["TrainConfig", "train_classifier", "evaluate_classifier", "save_atomic"]
@@ -83,20 +83,7 @@ def _lr_factor(cfg: TrainConfig, step: int) -> float:
 def save_atomic(obj: Any, path: str | os.PathLike[str]) -> None:
     """``torch.save`` to a temp file in the same directory, fsync, then ``os.replace``: a crash
     mid-write never leaves a truncated checkpoint behind."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; checkpoints are meant to be shared
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def _to_device(batch: Any, device: torch.device, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,11 +16,11 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from adacal.atomic import atomic_write_text
 from adacal.errors import DataError
 
 __all__ = [
@@ -69,21 +69,7 @@ def write_text_atomic(text: str, path: str | os.PathLike[str]) -> Path:
     Readers see either the old file or the new one, never a half-written file; concurrent
     writers never share a temp file.
     """
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return p
+    return atomic_write_text(path, text)
 
 
 def _json_safe(obj: Any) -> Any:

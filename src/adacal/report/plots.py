@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator, PercentFormatter
 
+from adacal.atomic import atomic_write
 from adacal.errors import DataError
 
 __all__ = [
@@ -58,19 +58,7 @@ _ENERGY_UNITS = ((1.0, "mJ"), (1e-3, "µJ"), (1e-6, "nJ"), (1e-9, "pJ"))
 # --------------------------------------------------------------------------------------- helpers
 def save_figure(fig: Figure, path: PathLike) -> Path:
     """Save ``fig`` as PNG to ``path`` atomically (temp file in the same folder, then ``os.replace``)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=DPI, bbox_inches="tight")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return p
+    return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=DPI, bbox_inches="tight"))
 
 
 def _new_axes(figsize: tuple[float, float]) -> tuple[Figure, Axes]:
