@@ -40,7 +40,9 @@ def main() -> None:
     calib = make_loader(sp.calib, 128)
     snn, _ = convert(ann, calib, config=PipelineConfig(method=args.method, timesteps=args.T))
     policy = fit_exit_policy(snn, calib, timesteps=args.T, alpha_base=args.alpha_base)
-    test = make_loader(torch.utils.data.Subset(sp.test, range(args.test_size)), args.batch)
+    # the npz test set is sorted by class: take a seeded random subset, not the first N images
+    pick = torch.randperm(len(sp.test), generator=torch.Generator().manual_seed(0))[: args.test_size]
+    test = make_loader(torch.utils.data.Subset(sp.test, pick.tolist()), args.batch)
     t_full = t_exit = 0.0
     correct_full = correct_exit = n = steps = 0
     with torch.no_grad():
