@@ -442,3 +442,19 @@ def test_conversion_is_fx_based_and_keeps_a_single_graph(small_cnn, images):
     snn = prepare(small_cnn, images(2))
     assert isinstance(snn.graph_module, fx.GraphModule)
     assert list(snn.neurons()) == ["relu1", "relu2"]  # topological order, original names
+
+
+def test_square_of_spikes_is_rejected() -> None:
+    """``x * x`` multiplies two spiking operands even though both are the same node."""
+
+    class Square(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = torch.relu(self.fc(x))
+            return h * h
+
+    with pytest.raises(UnsupportedLayerError, match="multiplies two spiking tensors"):
+        prepare(Square().eval(), torch.randn(2, 4))

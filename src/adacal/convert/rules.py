@@ -138,7 +138,10 @@ def _allowed(gm: fx.GraphModule, node: fx.Node, spiking: set[fx.Node]) -> bool:
     if (node.op == "call_function" and node.target in _BILINEAR_FUNCS) or (
         node.op == "call_method" and node.target in _BILINEAR_METHODS
     ):
-        n_spiking = sum(1 for a in node.all_input_nodes if a in spiking and _is_tensor_node(a))
+        # count operand positions, not distinct nodes: x * x of a spiking x is bilinear too
+        operands: list[object] = []
+        fx.node.map_arg((node.args, node.kwargs), lambda a: operands.append(a) or a)
+        n_spiking = sum(1 for a in operands if isinstance(a, fx.Node) and a in spiking and _is_tensor_node(a))
         if node.target in (operator.truediv, torch.div, "div", "div_"):
             return len(node.args) > 1 and not (isinstance(node.args[1], fx.Node) and node.args[1] in spiking)
         return n_spiking <= 1
