@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from adacal.calibrate import calibrate_thresholds
+from adacal.calibrate import calibrate_thresholds, thresholds_per_phi
 from adacal.convert import prepare
 from adacal.errors import ConfigError
 from adacal.iat import ExitPolicy, evaluate_exits, scores
@@ -90,6 +90,40 @@ def test_larger_phi_never_costs_fewer_spikes() -> None:
         assert row[1] <= row[2] <= row[4], layer
 
 
+def test_thresholds_per_phi_match_a_calibration_at_each_phi() -> None:
+    snn, x = calibrated(phi=3)
+    before = {k: (int(n.phi), n.theta.clone()) for k, n in snn.neurons().items()}
+    table = thresholds_per_phi(snn, (1, 2, 4), timesteps=6, batches=[x])
+    for k, n in snn.neurons().items():  # the model is left as it was
+        assert int(n.phi) == before[k][0] and torch.equal(n.theta, before[k][1])
+    for phi in (1, 2, 4):
+        other, _ = calibrated(phi=phi)
+        expect = calibrate_thresholds(other, x, timesteps=6)
+        for k in expect:
+            assert torch.equal(table[k][phi], expect[k]), (k, phi)
+
+
+def test_profile_with_per_candidate_thresholds_runs_each_candidate_at_its_threshold() -> None:
+    snn, x = calibrated(phi=4)
+    name = list(snn.neurons())[1]
+    neuron = snn.neurons()[name]
+    theta0 = neuron.theta.clone()
+    table = {k: {p: n.theta * (1.0 + 0.5 * p) for p in (1, 2)} for k, n in snn.neurons().items()}
+    with_table = profile(snn, x, knob="phi", candidates=[1, 2], timesteps=4, layers=[name], thresholds=table)
+    assert torch.equal(neuron.theta, theta0)  # restored
+    for p in (1, 2):
+        neuron.set_theta(table[name][p])
+        by_hand = profile(snn, x, knob="phi", candidates=[p], timesteps=4, layers=[name])
+        assert with_table.scores[name][p] == by_hand.scores[name][p]
+        assert with_table.costs[name][p] == by_hand.costs[name][p]
+    neuron.set_theta(theta0)
+    plain = profile(snn, x, knob="phi", candidates=[1, 2], timesteps=4, layers=[name])
+    assert plain.costs[name] != with_table.costs[name]  # the table really changed the run
+    del table[name][2]
+    with pytest.raises(ConfigError, match="thresholds table lacks"):
+        profile(snn, x, knob="phi", candidates=[1, 2], timesteps=4, thresholds=table)
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_runs_and_records(method: str, data) -> None:
     cfg = PipelineConfig(method=method, timesteps=4, phi_target=2, search_cost="spikes",
@@ -107,6 +141,7 @@ def test_every_method_runs_and_records(method: str, data) -> None:
         front = rec["frontiers"]["phi"]
         assert front["chosen"][0] <= front["budget"] * (1 + 1e-9)
         assert all(1 <= p <= 4 for p in rec["phi"].values())
+        assert "thresholds_per_phi" in rec["stage_times"]
     if method == "adafire+ssc":
         assert rec["frontiers"]["rho"]["chosen"][1] <= rec["frontiers"]["rho"]["budget"] * (1 + 1e-9)
     else:
@@ -128,6 +163,8 @@ def test_energy_budget_monotone(data) -> None:
 def test_bad_pipeline_config() -> None:
     with pytest.raises(ConfigError, match="unknown method"):
         PipelineConfig(method="magic")
+    with pytest.raises(ConfigError, match="phi_profile_thresholds"):
+        PipelineConfig(phi_profile_thresholds="shared")
     with pytest.raises(ConfigError, match="search_cost"):
         PipelineConfig(search_cost="joules")
     with pytest.raises(ConfigError, match="timesteps"):

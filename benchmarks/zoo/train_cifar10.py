@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from adacal.datasets import get_splits, make_loader
-from adacal.models import build_model
+from adacal.models import build_model, load_state_dict_file
 from adacal.training import evaluate_classifier, save_atomic, train_classifier
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,6 +73,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from these weights (a state_dict, e.g. an earlier zoo checkpoint): a warm restart")
     p.add_argument("--log", type=Path, default=None, help="log file (default <out>/train_<model>.log)")
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument(
@@ -156,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     torch.manual_seed(args.seed)
     model = build_model(args.model, num_classes=10)
+    if args.init is not None:
+        load_state_dict_file(model, args.init)
+        log.info("warm start from %s (sha256 %s)", args.init, _sha256(args.init))
     train_loader = make_loader(splits.train, args.batch_size, shuffle=True, seed=args.seed)
     test_loader = make_loader(splits.test, 500)
     if args.time_batches:
@@ -232,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "wall_time_s": round(wall, 1),
         "resumed_from_epoch": res["resumed_from_epoch"],
+        "init_from": None if args.init is None else {"file": _display_path(args.init), "sha256": _sha256(args.init)},
         "final_train_acc": round(res["history"][-1]["train_acc"], 2) if res["history"] else None,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

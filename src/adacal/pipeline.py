@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from adacal.calibrate import calibrate_thresholds, correct_bias
+from adacal.calibrate import calibrate_thresholds, correct_bias, thresholds_per_phi
 from adacal.calibrate.capture import model_device
 from adacal.config import CalibrationConfig, ConversionConfig
 from adacal.convert import prepare
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 METHODS = ("plain", "calibration", "burstfire", "adafire", "adafire+ssc")
 SEARCH_COSTS = ("sops", "spikes")
+PHI_PROFILE_THRESHOLDS = ("per_candidate", "largest_phi")
 
 
 def default_rho_candidates() -> tuple[float, ...]:
@@ -53,6 +54,11 @@ class PipelineConfig:
     model's synaptic operations, consistent with reported energy (default) — or ``"spikes"``, the
     raw spike count the paper's code uses. ``profile_batch``: calibration images used for
     profiling (the first batches, concatenated and cut to this size).
+    ``phi_profile_thresholds``: ``"per_candidate"`` (default) profiles each φ with the threshold
+    fitted for that φ — what the network runs with after the refit — so the energy budget
+    ``Σ_i E_i(φ_target)`` is BurstFire's energy and the searched network keeps to it;
+    ``"largest_phi"`` is the paper's variant (every candidate at the thresholds fitted for
+    2·φ_target), whose budget is looser than BurstFire's energy.
     """
 
     method: str = "adafire+ssc"
@@ -63,6 +69,7 @@ class PipelineConfig:
     sensitivity_ratio: float = 1.0
     rho_candidates: tuple[float, ...] = field(default_factory=default_rho_candidates)
     search_cost: str = "sops"
+    phi_profile_thresholds: str = "per_candidate"
     profile_batch: int = 128
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     conversion: ConversionConfig = field(default_factory=ConversionConfig)
@@ -73,6 +80,9 @@ class PipelineConfig:
             raise ConfigError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.search_cost not in SEARCH_COSTS:
             raise ConfigError(f"search_cost must be one of {SEARCH_COSTS}, got {self.search_cost!r}")
+        if self.phi_profile_thresholds not in PHI_PROFILE_THRESHOLDS:
+            raise ConfigError(f"phi_profile_thresholds must be one of {PHI_PROFILE_THRESHOLDS}, "
+                              f"got {self.phi_profile_thresholds!r}")
         for name in ("timesteps", "phi_target", "phi_min", "profile_batch"):
             v = getattr(self, name)
             if isinstance(v, bool) or int(v) != v or v < 1:
@@ -191,9 +201,15 @@ def convert(
         return None if workdir is None else f"{workdir}/profile_{name}.json"
 
     if method in ("adafire", "adafire+ssc"):
+        theta_table = None
+        if cfg.phi_profile_thresholds == "per_candidate":
+            with stages("thresholds_per_phi"):
+                theta_table = thresholds_per_phi(snn, cfg.phi_candidates, timesteps=T, config=calib,
+                                                 batches=thr_batches)
         with stages("profile_phi"):
             table = profile(snn, profile_x, knob="phi", candidates=cfg.phi_candidates, timesteps=T,
-                            cost_fn=cost_fn(), checkpoint=ckpt("phi"), progress=prog("profile_phi"))
+                            cost_fn=cost_fn(), checkpoint=ckpt("phi"), progress=prog("profile_phi"),
+                            thresholds=theta_table)
         with stages("search_phi"):
             st = SearchTable.from_mapping(table.as_mapping())
             budget = cfg.energy_ratio * st.evaluate(cfg.phi_target)[0]

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 KNOBS = ("phi", "rho")
 Progress = Callable[[int, int, str], None]
 CostFn = Callable[[str, Tensor], float]
+Thresholds = Mapping[str, Mapping[float, Tensor]]
 
 
 @dataclass(frozen=True)
@@ -163,9 +164,14 @@ def _spike_total(neuron: IFNeuron, y: Tensor) -> Tensor:
     return torch.round(y / th).sum(0)
 
 
-def _fingerprint(snn: SpikingModel, x: Tensor, knob: str, candidates: Sequence[float], T: int) -> str:
+def _fingerprint(snn: SpikingModel, x: Tensor, knob: str, candidates: Sequence[float], T: int,
+                 thresholds: Thresholds | None) -> str:
     h = hashlib.sha256()
     h.update(f"{knob}|{list(candidates)}|{T}|{list(snn.neurons())}|{tuple(x.shape)}".encode())
+    for name, row in sorted((thresholds or {}).items()):
+        for value, theta in sorted(row.items()):
+            h.update(f"{name}|{value}|".encode())
+            h.update(theta.detach().double().sum().cpu().numpy().tobytes())
     h.update(x.detach().double().sum().cpu().numpy().tobytes())
     for n in snn.neurons().values():
         h.update(n.theta.detach().double().sum().cpu().numpy().tobytes())
@@ -186,6 +192,7 @@ def profile(
     layers: Sequence[str] | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
+    thresholds: Thresholds | None = None,
 ) -> SensitivityTable:
     """Sensitivity of every neuron to every candidate of ``knob`` (``"phi"`` or ``"rho"``).
 
@@ -194,6 +201,8 @@ def profile(
     of that neuron's spikes per image (default: the spike count per image). ``checkpoint`` is a
     JSON file written after every layer; a rerun with the same model, data and candidates picks
     up from it and gives identical results. ``layers`` restricts profiling to those neurons.
+    ``thresholds[name][value]``: the threshold neuron ``name`` runs with at candidate ``value``
+    (e.g. refit for that φ); by default a candidate keeps the neuron's current threshold.
     """
     if knob not in KNOBS:
         raise ConfigError(f"knob must be one of {KNOBS}, got {knob!r}")
@@ -205,7 +214,12 @@ def profile(
     batch = x.shape[0]
     cost_fn = cost_fn or (lambda _name, spikes: float(spikes.sum()) / batch)
     path = Path(checkpoint) if checkpoint is not None else None
-    key = _fingerprint(snn, x, knob, cands, T)
+    if thresholds is not None:
+        missing = sorted(f"{k}@{v}" for k in snn.neurons() for v in cands if v not in thresholds.get(k, {}))
+        if missing:
+            raise ConfigError(f"thresholds table lacks entries for {missing[:5]}"
+                              f"{' …' if len(missing) > 5 else ''}; give one per neuron and candidate")
+    key = _fingerprint(snn, x, knob, cands, T, thresholds)
     state: dict[str, Any] = {"fingerprint": key, "layers": {}}
     if path is not None and path.exists():
         try:
@@ -240,11 +254,14 @@ def profile(
                 spikes[name] = {_value(k): v for k, v in done["spikes"].items()}
                 continue
             original = _get_knob(neuron, knob)
+            original_theta = neuron.theta.detach().clone()
             todo = base.downstream(name) if base is not None else set()
             row_s, row_c, row_n = {}, {}, {}
             try:
                 for value in cands:
                     _set_knob(neuron, knob, value)
+                    if thresholds is not None:
+                        neuron.set_theta(thresholds[name][value])
                     if base is not None:
                         out, y = base.rerun(name, todo)
                     else:
@@ -255,6 +272,7 @@ def profile(
                     row_n[value] = float(smap.sum()) / batch
             finally:
                 _set_knob(neuron, knob, original)
+                neuron.theta = original_theta
             scores[name], costs[name], spikes[name] = row_s, row_c, row_n
             state["layers"][name] = {
                 "scores": {repr(float(k)): v for k, v in row_s.items()},

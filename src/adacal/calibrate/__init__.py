@@ -1,5 +1,5 @@
 """Calibration: thresholds, bias/potential correction and layer-wise weight calibration."""
 from adacal.calibrate.correction import correct_bias
-from adacal.calibrate.thresholds import calibrate_thresholds
+from adacal.calibrate.thresholds import calibrate_thresholds, thresholds_per_phi
 
-__all__ = ["calibrate_thresholds", "correct_bias"]
+__all__ = ["calibrate_thresholds", "correct_bias", "thresholds_per_phi"]

@@ -20,7 +20,7 @@ from adacal.data import InputFn, take_batches
 from adacal.neurons.module import check_timesteps
 from adacal.spiking_model import SpikingModel
 
-__all__ = ["calibrate_thresholds"]
+__all__ = ["calibrate_thresholds", "thresholds_per_phi"]
 
 log = logging.getLogger(__name__)
 
@@ -94,3 +94,39 @@ def calibrate_thresholds(
     log.info("calibrated %d thresholds (%s, %s, T=%d) on %d batch(es)", len(out), cfg.method,
              cfg.granularity, timesteps, len(xs))
     return out
+
+
+@torch.no_grad()
+def thresholds_per_phi(
+    snn: SpikingModel,
+    phis: tuple[int, ...],
+    *,
+    timesteps: int,
+    config: CalibrationConfig | None = None,
+    batches: list[Tensor],
+) -> dict[str, dict[int, Tensor]]:
+    """Thresholds every neuron would get at each φ in ``phis`` (all layers at that φ).
+
+    A neuron's fitted threshold depends only on its own ANN pre-activations and φ (not on other
+    layers), so one calibration per φ gives the whole table. The φ search profiles each candidate
+    with its own threshold, so the energies it budgets are the energies of the refit network.
+    The model's φ, thresholds and corrections are restored afterwards.
+    """
+    neurons = snn.neurons()
+    saved = {k: (int(n.phi), n.theta.detach().clone(), n.bias_offset.detach().clone(),
+                 n.v_offset.detach().clone()) for k, n in neurons.items()}
+    table: dict[str, dict[int, Tensor]] = {k: {} for k in neurons}
+    try:
+        for phi in phis:
+            for n in neurons.values():
+                n.set_phi(int(phi))
+            for name, theta in calibrate_thresholds(snn, None, timesteps=timesteps, config=config,
+                                                    batches=batches).items():
+                table[name][int(phi)] = theta
+    finally:
+        for k, n in neurons.items():
+            phi, theta, bias, v = saved[k]
+            n.set_phi(phi)
+            n.set_theta(theta)
+            n.bias_offset, n.v_offset = bias, v  # as saved (shapes included)
+    return table
