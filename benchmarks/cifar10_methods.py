@@ -68,23 +68,27 @@ def main() -> None:
 
     for T in args.timesteps:
         for method in args.methods:
-            if (args.model, method, T, False) in done:
+            need_fixed = (args.model, method, T, False) not in done
+            need_iat = method == "adafire+ssc" and (args.model, method + "+iat", T, True) not in done
+            if not (need_fixed or need_iat):
                 continue
             cfg = PipelineConfig(method=method, timesteps=T, phi_target=4,
                                  profile_batch=max(16, args.profile_rows // T))
             t0 = time.perf_counter()
             snn, rec = convert(ann, calib_loader, config=cfg)
             conv_s = time.perf_counter() - t0
-            res = evaluate(snn, test_loader, timesteps=T)
-            records.append({"model": args.model, "method": method, "T": T, "accuracy": res["accuracy"],
-                            "energy_mj": res["energy_mj"], "mean_timesteps": res["mean_timesteps"],
-                            "ann_accuracy": ann_acc, "ann_energy_mj": res["ann_energy_mj"],
-                            "phi": rec["phi"], "rho": rec["rho"], "stage_times": rec["stage_times"],
-                            "convert_s": conv_s, "eval_s": res["seconds"]})
-            logging.info("%s T=%d: %.2f%% (ANN %.2f%%), %.4f mJ", method, T, res["accuracy"], ann_acc,
-                         res["energy_mj"])
-            save()
-            if method == "adafire+ssc" and (args.model, method + "+iat", T, True) not in done:
+            if need_fixed:
+                res = evaluate(snn, test_loader, timesteps=T)
+                records.append({"model": args.model, "method": method, "T": T, "accuracy": res["accuracy"],
+                                "energy_mj": res["energy_mj"], "mean_timesteps": res["mean_timesteps"],
+                                "ann_accuracy": ann_acc, "ann_energy_mj": res["ann_energy_mj"],
+                                "phi": rec["phi"], "rho": rec["rho"], "stage_times": rec["stage_times"],
+                                "phi_profile_thresholds": cfg.phi_profile_thresholds,
+                                "convert_s": conv_s, "eval_s": res["seconds"]})
+                logging.info("%s T=%d: %.2f%% (ANN %.2f%%), %.4f mJ", method, T, res["accuracy"], ann_acc,
+                             res["energy_mj"])
+                save()
+            if need_iat:
                 policy = fit_exit_policy(snn, calib_loader, timesteps=T, num_batches=100)
                 res = evaluate(snn, test_loader, timesteps=T, exit_policy=policy)
                 records.append({"model": args.model, "method": method + "+iat", "T": T, "iat": True,

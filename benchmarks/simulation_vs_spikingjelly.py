@@ -289,9 +289,9 @@ def main() -> None:
 
     total_s = time.perf_counter() - started
     notes = [
-        "A training job (benchmarks/zoo/train_cifar10.py, 1 thread) and possibly other jobs ran on the same "
-        "2-core machine during the measurement; timings are medians of alternated runs, so load hits all "
-        "variants alike, but absolute ms are inflated. Load average at start/end is recorded.",
+        "Timings are medians of alternated runs, so background load hits all variants alike; the load "
+        "average at start/end is recorded (above ~0.5 means other jobs shared the 2-core machine and "
+        "absolute ms are inflated).",
         "SpikingJelly calibration: RateCodingRecipe(dataloader) with defaults (mode='Max', momentum 0.1 EMA of "
         f"per-batch maxima, layer-wise, Conv-BN fused) over all {len(splits.calib)} images of splits.calib "
         f"(training data) in batches of {args.calib_batch}; adacal: calibrate_thresholds on the first batch "

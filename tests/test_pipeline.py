@@ -13,7 +13,7 @@ from adacal.errors import ConfigError
 from adacal.iat import ExitPolicy, evaluate_exits, scores
 from adacal.iat.runtime import run_early_exit
 from adacal.persist import load_snn, save_snn
-from adacal.pipeline import METHODS, PipelineConfig, convert
+from adacal.pipeline import METHODS, PipelineConfig, convert, excess_over
 from adacal.sensitivity import SensitivityTable, profile
 
 
@@ -149,6 +149,29 @@ def test_every_method_runs_and_records(method: str, data) -> None:
     assert "thresholds" in rec["stage_times"]
 
 
+def test_excess_over_counts_only_increases() -> None:
+    table = {"a": {1.0: (5.0, 0.30), 2.0: (3.0, 0.25), 4.0: (1.0, 0.50)},
+             "b": {1.0: (4.0, 0.30), 2.0: (2.0, 0.30)}}
+    out = excess_over(table, 1.0)
+    assert out["a"] == {1.0: (5.0, 0.0), 2.0: (3.0, 0.0), 4.0: (1.0, pytest.approx(0.2))}
+    assert out["b"] == {1.0: (4.0, 0.0), 2.0: (2.0, 0.0)}
+
+
+@pytest.mark.parametrize("budget", ["excess", "sum"])
+def test_ssc_budget_rules(budget: str, data) -> None:
+    cfg = PipelineConfig(method="adafire+ssc", timesteps=4, phi_target=2, search_cost="spikes",
+                         rho_candidates=(1.0, 1.5, 2.0, 4.0), sensitivity_budget=budget)
+    _, rec = convert(small_cnn(), data, config=cfg)
+    scores = rec["sensitivity"]["rho"]
+    chosen = {k: scores[k][repr(float(r))] for k, r in rec["rho"].items()}
+    at_one = {k: scores[k]["1.0"] for k in rec["rho"]}
+    if budget == "excess":  # r = 1: only compression the profile sees as free
+        assert all(chosen[k] <= at_one[k] for k in chosen)
+        assert rec["frontiers"]["rho"]["budget"] == 0.0
+    else:  # the paper's rule: the sum may trade one layer's gain for another's loss
+        assert sum(chosen.values()) <= sum(at_one.values()) * (1 + 1e-9)
+
+
 def test_energy_budget_monotone(data) -> None:
     """A larger energy budget never gives a worse total sensitivity."""
     totals = []
@@ -165,6 +188,11 @@ def test_bad_pipeline_config() -> None:
         PipelineConfig(method="magic")
     with pytest.raises(ConfigError, match="phi_profile_thresholds"):
         PipelineConfig(phi_profile_thresholds="shared")
+    with pytest.raises(ConfigError, match="sensitivity_budget"):
+        PipelineConfig(sensitivity_budget="total")
+    with pytest.raises(ConfigError, match=">= 1 with sensitivity_budget='excess'"):
+        PipelineConfig(sensitivity_ratio=0.9)
+    PipelineConfig(sensitivity_ratio=0.9, sensitivity_budget="sum")  # the paper's rule allows r < 1
     with pytest.raises(ConfigError, match="search_cost"):
         PipelineConfig(search_cost="joules")
     with pytest.raises(ConfigError, match="timesteps"):
