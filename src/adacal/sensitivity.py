@@ -214,11 +214,6 @@ def profile(
     batch = x.shape[0]
     cost_fn = cost_fn or (lambda _name, spikes: float(spikes.sum()) / batch)
     path = Path(checkpoint) if checkpoint is not None else None
-    if thresholds is not None:
-        missing = sorted(f"{k}@{v}" for k in snn.neurons() for v in cands if v not in thresholds.get(k, {}))
-        if missing:
-            raise ConfigError(f"thresholds table lacks entries for {missing[:5]}"
-                              f"{' …' if len(missing) > 5 else ''}; give one per neuron and candidate")
     key = _fingerprint(snn, x, knob, cands, T, thresholds)
     state: dict[str, Any] = {"fingerprint": key, "layers": {}}
     if path is not None and path.exists():
@@ -239,6 +234,11 @@ def profile(
         if unknown:
             raise ConfigError(f"unknown layer(s) {unknown}; the neurons are {list(neurons)}")
         neurons = {k: v for k, v in neurons.items() if k in set(layers)}
+    if thresholds is not None:
+        missing = sorted(f"{k}@{v}" for k in neurons for v in cands if v not in thresholds.get(k, {}))
+        if missing:
+            raise ConfigError(f"thresholds table lacks entries for {missing[:5]}"
+                              f"{' …' if len(missing) > 5 else ''}; give one per neuron and candidate")
     scores: dict[str, dict[float, float]] = {}
     costs: dict[str, dict[float, float]] = {}
     spikes: dict[str, dict[float, float]] = {}
