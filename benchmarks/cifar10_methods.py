@@ -41,7 +41,11 @@ def main() -> None:
                     help="sensitivity profiling uses max(16, rows // T) calibration images")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="cifar10_methods")
+    ap.add_argument("--plots-only", action="store_true", help="redraw the plots from the result file and exit")
     args = ap.parse_args()
+    if args.plots_only:
+        plots(json.loads((RESULTS / f"{args.out}.json").read_text()), args.out)
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -65,6 +69,7 @@ def main() -> None:
                       "test_images": len(test), "calibration": f"{args.calib_size} training images",
                       "data": "CIFAR-10 from ../shared/data/cifar10 (JPEG-sourced copy, q≈75)"})
         write_results(args.out, state, markdown(state))
+        plots(state, args.out)
 
     for T in args.timesteps:
         for method in args.methods:
@@ -100,13 +105,36 @@ def main() -> None:
     save()
 
 
+def plots(state: dict, name: str) -> None:
+    """Accuracy vs T (IAT at its mean timesteps) and accuracy vs energy, with the ANN as a line."""
+    from adacal.report.plots import plot_accuracy_vs_energy, plot_accuracy_vs_timesteps
+
+    runs = [{"method": r["method"].removesuffix("+iat"), "iat": r.get("iat", False), "timesteps": r["T"],
+             "mean_timesteps": r["mean_timesteps"], "accuracy": r["accuracy"],
+             "energy_ratio": r["energy_mj"] / r["ann_energy_mj"]}
+            for r in state["records"] if r["method"] != "plain"]  # plain is far below the rest
+    if not runs:
+        return
+    ann = state["ann"]["accuracy"]
+    ax = plot_accuracy_vs_timesteps(runs, ann_accuracy=ann)
+    ax.set_title("CIFAR-10, zoo ResNet-20: accuracy vs T (plain omitted)")
+    ax.figure.savefig(RESULTS / f"{name}_accuracy.png", dpi=110, bbox_inches="tight")
+    ax = plot_accuracy_vs_energy(runs, ann_accuracy=ann)
+    ax.set_title("CIFAR-10, zoo ResNet-20: accuracy vs energy (plain omitted)")
+    ax.figure.savefig(RESULTS / f"{name}_energy.png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
 def markdown(state: dict) -> str:
     lines = ["# CIFAR-10: conversion methods", "", f"Command: `{state['command']}`", f"Machine: {state['machine']}",
              f"Data: {state['data']}; {state['test_images']} test images; calibration: {state['calibration']}",
              f"ANN accuracy: {state['ann']['accuracy']:.2f}%", "",
              "| model | method | T | accuracy % | Δ vs ANN | energy mJ/img | energy vs ANN | mean timesteps |",
              "|---|---|---|---|---|---|---|---|"]
-    for r in state["records"]:
+    order = {m: i for i, m in enumerate((*METHODS, "adafire+ssc+iat"))}
+    for r in sorted(state["records"], key=lambda r: (r["model"], r["T"], order.get(r["method"], 99))):
         lines.append(f"| {r['model']} | {r['method']} | {r['T']} | {r['accuracy']:.2f} | "
                      f"{r['accuracy'] - r['ann_accuracy']:+.2f} | {r['energy_mj']:.4f} | "
                      f"{r['energy_mj'] / r['ann_energy_mj']:.2f}× | {r['mean_timesteps']:.2f} |")

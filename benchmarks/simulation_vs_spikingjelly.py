@@ -332,7 +332,7 @@ def main() -> None:
     md = ["# Simulation speed and agreement: adacal vs SpikingJelly 2.0 ann2snn", "",
           f"Command: `{command()}`", f"Machine: {machine()}",
           f"Load average start {tuple(round(v, 2) for v in load_start)}, end "
-          f"{tuple(round(v, 2) for v in os.getloadavg())} (a training job shares the 2 cores).",
+          f"{tuple(round(v, 2) for v in os.getloadavg())}.",
           f"Network: CIFAR ResNet-20, weights `{winfo['path']}` ({winfo['kind']}"
           + (f", epoch {winfo['epoch']}" if winfo.get("epoch") is not None else "") + f"), SpikingJelly "
           f"{payload['spikingjelly_version']}, T={T}, threads {args.threads}, median of {args.repeats} "
