@@ -37,7 +37,9 @@ def main() -> None:
         name = "cifar10_resnet20"
         ann = load_state_dict_file(build_model("resnet20", 10), REPO / "zoo" / "resnet20_cifar10.pt")
         sp = get_splits("cifar10", SHARED / "data" / "cifar10", calib_size=256, augment=False)
-        held = torch.utils.data.Subset(sp.test, range(1000))
+        # the npz test set is sorted by class: a seeded random subset, not the first 1000 images
+        pick = torch.randperm(len(sp.test), generator=torch.Generator().manual_seed(0))[:1000]
+        held = torch.utils.data.Subset(sp.test, pick.tolist())
     else:
         name = "digits_cnn"
         sp = get_splits("digits")
