@@ -153,6 +153,19 @@ def section() -> str:
             f = f"t={t_up}: {run['fixed_t_accuracy'][t_up - 1]:.2f}%" if t_up else "–"
             out.append(f"| {run['T']} | {full:.2f}% | {b} | {q} | {f} |")
         out.append("")
+    r = load("calibration_variance")
+    if r:
+        out += [f"**Calibration-data variance** ({r['method']}, T={r['T']}, {r['test_images']} random test images, "
+                f"`{r['command']}`): " + "; ".join(
+                    f"{x['images']} calibration images: mean {x['mean']:.2f}%, stdev {x['stdev']:.2f}, "
+                    f"range {x['range']:.2f} over {len(x['accuracies'])} draws" for x in r["rows"]) + ".", ""]
+    r = load("diagnostics_cifar10_resnet20")
+    if r:
+        c = r["sensitivity_correlation"]
+        out += [f"**Sensitivity predicts accuracy?** (zoo ResNet-20, T={r['T']}, random φ settings, `{r['command']}`): "
+                f"Pearson {c['pearson']:.3f}, Spearman {c['spearman']:.3f}, Kendall {c['kendall']:.3f} between total "
+                "φ-sensitivity and held-out accuracy (seed Fig. 1: −0.966 / −0.984 / −0.903); per-layer error "
+                "decomposition in `benchmarks/results/diagnostics_cifar10_resnet20.md`.", ""]
     r = load("simulation_speed")
     if r:
         out += [f"**Simulation speed** (SNN time / (T × ANN time), {r['machine']['cpu']}, "
