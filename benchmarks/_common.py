@@ -59,3 +59,32 @@ def write_results(name: str, payload: dict[str, Any], markdown: str) -> None:
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text(text)
         os.replace(tmp, path)
+
+
+def start(threads: int) -> None:
+    """Logging, thread count and seed, the same way in every benchmark."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+
+
+def zoo_ann(model: str) -> torch.nn.Module:
+    """The committed zoo network ``zoo/<model>_cifar10.pt``, in eval mode."""
+    from adacal.models import build_model, load_state_dict_file
+
+    return load_state_dict_file(build_model(model, 10), REPO / "zoo" / f"{model}_cifar10.pt").eval()
+
+
+def cifar10_splits(calib_size: int, seed: int = 0) -> Any:
+    """The shared CIFAR-10 copy; the calibration images come from the training split."""
+    from adacal.datasets import get_splits
+
+    return get_splits("cifar10", SHARED / "data" / "cifar10", calib_size=calib_size, seed=seed, augment=False)
+
+
+def random_subset(dataset: Any, n: int) -> torch.utils.data.Subset:
+    """A seeded random subset: the npz test set is sorted by class, so never take the first n."""
+    pick = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:n]
+    return torch.utils.data.Subset(dataset, pick.tolist())

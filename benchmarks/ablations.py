@@ -21,13 +21,11 @@ import json
 import logging
 import time
 
-import torch
-from _common import REPO, RESULTS, SHARED, command, machine, write_results
+from _common import RESULTS, cifar10_splits, command, machine, random_subset, start, write_results, zoo_ann
 
-from adacal.datasets import get_splits, make_loader
+from adacal.datasets import make_loader
 from adacal.errors import BudgetError
 from adacal.evaluate import evaluate
-from adacal.models import build_model, load_state_dict_file
 from adacal.pipeline import PipelineConfig, convert
 
 # the SSC variants share one AdaFire network: φ searched at BurstFire's energy
@@ -58,14 +56,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="ablations")
     args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    ann = load_state_dict_file(build_model(args.model, 10), REPO / "zoo" / f"{args.model}_cifar10.pt").eval()
-    sp = get_splits("cifar10", SHARED / "data" / "cifar10", calib_size=256, augment=False)
-    # the npz test set is sorted by class: a seeded random subset, not the first N images
-    pick = torch.randperm(len(sp.test), generator=torch.Generator().manual_seed(0))[: args.test_size]
-    test = make_loader(torch.utils.data.Subset(sp.test, pick.tolist()), 250)
+    start(args.threads)
+    ann = zoo_ann(args.model)
+    sp = cifar10_splits(256)
+    subset = random_subset(sp.test, args.test_size)
+    test = make_loader(subset, 250)
     calib = make_loader(sp.calib, 128)
     path = RESULTS / f"{args.out}.json"
     state = json.loads(path.read_text()) if path.exists() else {}
@@ -74,7 +69,7 @@ def main() -> None:
 
     def save() -> None:
         state.update({"command": command(), "machine": machine(), "records": records,
-                      "test_images": len(pick), "calibration": "256 training images",
+                      "test_images": len(subset), "calibration": "256 training images",
                       "data": "CIFAR-10 from ../shared/data/cifar10 (JPEG-sourced copy, q≈75)"})
         write_results(args.out, state, markdown(state))
 

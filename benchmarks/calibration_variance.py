@@ -14,13 +14,11 @@ import argparse
 import logging
 import statistics
 
-import torch
-from _common import REPO, SHARED, command, machine, write_results
+from _common import cifar10_splits, command, machine, random_subset, start, write_results, zoo_ann
 
 from adacal.config import CalibrationConfig
-from adacal.datasets import get_splits, make_loader
+from adacal.datasets import make_loader
 from adacal.evaluate import evaluate
-from adacal.models import build_model, load_state_dict_file
 from adacal.pipeline import PipelineConfig, convert
 
 
@@ -34,18 +32,15 @@ def main() -> None:
     ap.add_argument("--test-size", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    torch.set_num_threads(args.threads)
-    ann = load_state_dict_file(build_model(args.model, 10), REPO / "zoo" / f"{args.model}_cifar10.pt").eval()
-    data = SHARED / "data" / "cifar10"
-    test_split = get_splits("cifar10", data, calib_size=128, augment=False).test
-    pick = torch.randperm(len(test_split), generator=torch.Generator().manual_seed(0))[: args.test_size]
-    test = make_loader(torch.utils.data.Subset(test_split, pick.tolist()), 250)
+    start(args.threads)
+    ann = zoo_ann(args.model)
+    subset = random_subset(cifar10_splits(128).test, args.test_size)
+    test = make_loader(subset, 250)
     rows = []
     for nb in args.batches:
         accs = []
         for draw in range(args.draws):
-            sp = get_splits("cifar10", data, calib_size=128 * nb, seed=draw + 1, augment=False)
+            sp = cifar10_splits(128 * nb, seed=draw + 1)
             calib = CalibrationConfig(num_batches=nb, correction_batches=nb)
             cfg = PipelineConfig(method=args.method, timesteps=args.T, phi_target=4, calibration=calib)
             snn, _ = convert(ann, make_loader(sp.calib, 128), config=cfg)
@@ -55,10 +50,10 @@ def main() -> None:
                      "stdev": statistics.stdev(accs) if len(accs) > 1 else 0.0,
                      "range": max(accs) - min(accs)})
     state = {"command": command(), "machine": machine(), "model": args.model, "method": args.method,
-             "T": args.T, "test_images": len(pick), "rows": rows,
+             "T": args.T, "test_images": len(subset), "rows": rows,
              "data": "CIFAR-10 from ../shared/data/cifar10 (JPEG-sourced copy, q≈75)"}
     md = ["# Calibration-data variance", "", f"Command: `{state['command']}`", "",
-          f"{args.method} at T={args.T}, zoo {args.model}, {len(pick)} random test images; each draw is a "
+          f"{args.method} at T={args.T}, zoo {args.model}, {len(subset)} random test images; each draw is a "
           "different random set of training images.", "",
           "| calibration images | accuracy per draw % | mean | stdev | range |", "|---|---|---|---|---|"]
     for r in rows:

@@ -12,11 +12,11 @@ import argparse
 import logging
 
 import torch
-from _common import REPO, RESULTS, SHARED, command, machine, write_results
+from _common import RESULTS, cifar10_splits, command, machine, random_subset, write_results, zoo_ann
 
 from adacal.datasets import get_splits, make_loader
 from adacal.diagnostics import error_decomposition, sensitivity_correlation
-from adacal.models import build_model, load_state_dict_file
+from adacal.models import build_model
 from adacal.pipeline import PipelineConfig, convert
 from adacal.report.diagnostics_plots import plot_error_decomposition, plot_sensitivity_correlation
 from adacal.sensitivity import profile
@@ -35,11 +35,9 @@ def main() -> None:
     torch.manual_seed(0)
     if args.cifar:
         name = "cifar10_resnet20"
-        ann = load_state_dict_file(build_model("resnet20", 10), REPO / "zoo" / "resnet20_cifar10.pt")
-        sp = get_splits("cifar10", SHARED / "data" / "cifar10", calib_size=256, augment=False)
-        # the npz test set is sorted by class: a seeded random subset, not the first 1000 images
-        pick = torch.randperm(len(sp.test), generator=torch.Generator().manual_seed(0))[:1000]
-        held = torch.utils.data.Subset(sp.test, pick.tolist())
+        ann = zoo_ann("resnet20")
+        sp = cifar10_splits(256)
+        held = random_subset(sp.test, 1000)
     else:
         name = "digits_cnn"
         sp = get_splits("digits")

@@ -9,16 +9,14 @@ same test images. The wall-time ratio should track mean_exit / T.
 from __future__ import annotations
 
 import argparse
-import logging
 import time
 
 import torch
-from _common import REPO, SHARED, command, machine, write_results
+from _common import cifar10_splits, command, machine, random_subset, start, write_results, zoo_ann
 
-from adacal.datasets import get_splits, make_loader
+from adacal.datasets import make_loader
 from adacal.evaluate import fit_exit_policy
 from adacal.iat.runtime import run_early_exit
-from adacal.models import build_model, load_state_dict_file
 from adacal.pipeline import PipelineConfig, convert
 
 
@@ -32,17 +30,13 @@ def main() -> None:
     ap.add_argument("--alpha-base", type=float, default=0.6)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    ann = load_state_dict_file(build_model(args.model, 10), REPO / "zoo" / f"{args.model}_cifar10.pt").eval()
-    sp = get_splits("cifar10", SHARED / "data" / "cifar10", calib_size=512, augment=False)
+    start(args.threads)
+    ann = zoo_ann(args.model)
+    sp = cifar10_splits(512)
     calib = make_loader(sp.calib, 128)
     snn, _ = convert(ann, calib, config=PipelineConfig(method=args.method, timesteps=args.T))
     policy = fit_exit_policy(snn, calib, timesteps=args.T, alpha_base=args.alpha_base)
-    # the npz test set is sorted by class: take a seeded random subset, not the first N images
-    pick = torch.randperm(len(sp.test), generator=torch.Generator().manual_seed(0))[: args.test_size]
-    test = make_loader(torch.utils.data.Subset(sp.test, pick.tolist()), args.batch)
+    test = make_loader(random_subset(sp.test, args.test_size), args.batch)
     t_full = t_exit = 0.0
     correct_full = correct_exit = n = steps = 0
     with torch.no_grad():

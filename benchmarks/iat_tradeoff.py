@@ -18,11 +18,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-from _common import REPO, RESULTS, SHARED, command, machine, write_results  # noqa: E402
+from _common import RESULTS, cifar10_splits, command, machine, start, write_results, zoo_ann  # noqa: E402
 
-from adacal.datasets import get_splits, make_loader  # noqa: E402
+from adacal.datasets import make_loader  # noqa: E402
 from adacal.iat.offline import fixed_T_accuracy, sweep_alpha_base  # noqa: E402
-from adacal.models import build_model, load_state_dict_file  # noqa: E402
 from adacal.pipeline import PipelineConfig, convert  # noqa: E402
 
 ALPHAS = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
@@ -46,11 +45,9 @@ def main() -> None:
     ap.add_argument("--fit-images", type=int, default=2560, help="training images the IAT statistics come from")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    ann = load_state_dict_file(build_model(args.model, 10), REPO / "zoo" / f"{args.model}_cifar10.pt").eval()
-    sp = get_splits("cifar10", SHARED / "data" / "cifar10", calib_size=args.fit_images, augment=False)
+    start(args.threads)
+    ann = zoo_ann(args.model)
+    sp = cifar10_splits(args.fit_images)
     calib = make_loader(sp.calib, 128)
     test = make_loader(sp.test, 250)
     runs = []

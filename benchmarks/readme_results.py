@@ -117,12 +117,14 @@ def section() -> str:
     r = load("ablations")
     if r:
         out += [f"**Search design choices** ({r['test_images']} random test images, `{r['command']}`): "
-                "accuracy % / energy relative to BurstFire at the same T:", "",
-                "| T | " + " | ".join(VARIANT_ORDER(r)) + " |", "|---|" + "---|" * len(VARIANT_ORDER(r))]
+                "accuracy % / energy relative to BurstFire (φ=4) at the same T; the SSC rows start from the "
+                "per-candidate AdaFire network:", ""]
+        Ts = sorted({x["T"] for x in r["records"]})
         burst = {x["T"]: x["energy_mj"] for x in r["records"] if x["variant"] == "burstfire"}
-        for T in sorted({x["T"] for x in r["records"]}):
+        out += ["| variant | " + " | ".join(f"T={T}" for T in Ts) + " |", "|---|" + "---|" * len(Ts)]
+        for v in VARIANT_ORDER(r):
             cells = []
-            for v in VARIANT_ORDER(r):
+            for T in Ts:
                 x = next((x for x in r["records"] if x["T"] == T and x["variant"] == v), None)
                 if x is None:
                     cells.append("–")
@@ -131,7 +133,7 @@ def section() -> str:
                 else:
                     rel = f"{x['energy_mj'] / burst[T]:.2f}×" if T in burst else "?"
                     cells.append(f"{x['accuracy']:.2f} / {rel}")
-            out.append(f"| {T} | " + " | ".join(cells) + " |")
+            out.append(f"| {v} | " + " | ".join(cells) + " |")
         out.append("")
     r = load("iat_tradeoff")
     if r:
