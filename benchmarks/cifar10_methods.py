@@ -117,7 +117,11 @@ def plots(state: dict, name: str) -> None:
         return
     ann = state["ann"]["accuracy"]
     ax = plot_accuracy_vs_timesteps(runs, ann_accuracy=ann)
-    ax.set_title("CIFAR-10, zoo ResNet-20: accuracy vs T (plain omitted)")
+    for r in runs:  # IAT points sit at their mean timesteps: name the T each one ran under
+        if r["iat"]:
+            ax.annotate(f"T={r['timesteps']}", (r["mean_timesteps"], r["accuracy"]), textcoords="offset points",
+                        xytext=(5, -3), fontsize=7, color="tab:purple")
+    ax.set_title("CIFAR-10, zoo ResNet-20: accuracy vs T (plain omitted; IAT at its mean timesteps)")
     ax.figure.savefig(RESULTS / f"{name}_accuracy.png", dpi=110, bbox_inches="tight")
     ax = plot_accuracy_vs_energy(runs, ann_accuracy=ann)
     ax.set_title("CIFAR-10, zoo ResNet-20: accuracy vs energy (plain omitted)")
