@@ -54,11 +54,11 @@ def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1
 
 
 def write_results(name: str, payload: dict[str, Any], markdown: str) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    for path, text in ((RESULTS / f"{name}.json", json.dumps(payload, indent=2)), (RESULTS / f"{name}.md", markdown)):
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+    """``results/<name>.json`` and ``.md``, each written atomically (adacal.atomic)."""
+    from adacal.atomic import atomic_write_text
+
+    atomic_write_text(RESULTS / f"{name}.json", json.dumps(payload, indent=2))
+    atomic_write_text(RESULTS / f"{name}.md", markdown)
 
 
 def start(threads: int) -> None:

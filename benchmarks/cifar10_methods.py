@@ -107,7 +107,7 @@ def main() -> None:
 
 def plots(state: dict, name: str) -> None:
     """Accuracy vs T (IAT at its mean timesteps) and accuracy vs energy, with the ANN as a line."""
-    from adacal.report.plots import plot_accuracy_vs_energy, plot_accuracy_vs_timesteps
+    from adacal.report.plots import plot_accuracy_vs_energy, plot_accuracy_vs_timesteps, save_figure
 
     runs = [{"method": r["method"].removesuffix("+iat"), "iat": r.get("iat", False), "timesteps": r["T"],
              "mean_timesteps": r["mean_timesteps"], "accuracy": r["accuracy"],
@@ -122,10 +122,10 @@ def plots(state: dict, name: str) -> None:
             ax.annotate(f"T={r['timesteps']}", (r["mean_timesteps"], r["accuracy"]), textcoords="offset points",
                         xytext=(5, -3), fontsize=7, color="tab:purple")
     ax.set_title("CIFAR-10, zoo ResNet-20: accuracy vs T (plain omitted; IAT at its mean timesteps)")
-    ax.figure.savefig(RESULTS / f"{name}_accuracy.png", dpi=110, bbox_inches="tight")
+    save_figure(ax.figure, RESULTS / f"{name}_accuracy.png")
     ax = plot_accuracy_vs_energy(runs, ann_accuracy=ann)
     ax.set_title("CIFAR-10, zoo ResNet-20: accuracy vs energy (plain omitted)")
-    ax.figure.savefig(RESULTS / f"{name}_energy.png", dpi=110, bbox_inches="tight")
+    save_figure(ax.figure, RESULTS / f"{name}_energy.png")
     import matplotlib.pyplot as plt
 
     plt.close("all")

@@ -23,6 +23,7 @@ from _common import RESULTS, cifar10_splits, command, machine, start, write_resu
 from adacal.datasets import make_loader  # noqa: E402
 from adacal.iat.offline import fixed_T_accuracy, sweep_alpha_base  # noqa: E402
 from adacal.pipeline import PipelineConfig, convert  # noqa: E402
+from adacal.report.plots import save_figure  # noqa: E402
 
 ALPHAS = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
 SCORES = ("entropy", "confidence")
@@ -106,7 +107,7 @@ def plot(state: dict) -> None:
         ax.legend(fontsize=8, loc="lower right")
     fig.suptitle(f"IAT trade-off, zoo {state['model']} {state['method']} on CIFAR-10")
     fig.tight_layout()
-    fig.savefig(RESULTS / "iat_tradeoff.png", dpi=110)
+    save_figure(fig, RESULTS / "iat_tradeoff.png")
     plt.close(fig)
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from adacal.atomic import atomic_write_text
 from adacal.datasets import get_splits, make_loader
 from adacal.models import build_model, load_state_dict_file
 from adacal.training import evaluate_classifier, save_atomic, train_classifier
@@ -246,9 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     if manifest_path.exists():
         manifest = json.loads(manifest_path.read_text())
     manifest[f"{args.model}_cifar10"] = entry
-    tmp = manifest_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, manifest_path)
+    atomic_write_text(manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     log.info(
         "done: test accuracy %.2f%% (fp32), weights %s (sha256 %s), wall %.0fs",
         acc,
