@@ -117,7 +117,9 @@ def test_wrong_input_shape(snn, images):
     with pytest.raises(ShapeError, match="rejects the example input of shape"):
         prepare(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), torch.randn(2, 5, 8, 8))
     with pytest.raises(DataError, match="expected a tensor"):
-        snn.run([images(2)], 4)
+        snn.run([[1.0, 2.0]], 4)
+    with pytest.raises(ShapeError, match="expected 1 tensor"):
+        snn.run((images(2), images(2)), 4)  # two inputs for a one-input model
 
 
 class DataDependent(nn.Module):

@@ -8,22 +8,24 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from adacal import inputs
 from adacal.errors import ConfigError, DataError
 
 __all__ = ["default_input_fn", "take_batches"]
 
-InputFn = Callable[[Any], Tensor]
+InputFn = Callable[[Any], Any]
 
 
-def default_input_fn(batch: Any) -> Tensor:
-    """``batch[0]`` for ``(inputs, labels)`` tuples/lists, the batch itself for a tensor."""
+def default_input_fn(batch: Any) -> Any:
+    """``batch[0]`` for ``(inputs, target)`` pairs (inputs may be a tuple/dict of tensors), the
+    batch itself for a tensor."""
     if isinstance(batch, Tensor):
         return batch
-    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], Tensor):
+    if isinstance(batch, (list, tuple)) and batch and inputs.leaves(batch[0]):
         return batch[0]
     if isinstance(batch, dict):
         for key in ("input", "inputs", "image", "images", "x"):
-            if key in batch and isinstance(batch[key], Tensor):
+            if key in batch and inputs.leaves(batch[key]):
                 return batch[key]
     raise DataError(
         f"cannot find the input tensor in a batch of type {type(batch).__name__}; pass "
@@ -38,8 +40,9 @@ def take_batches(
     input_fn: InputFn | None = None,
     device: torch.device | None = None,
     what: str = "calibration data",
-) -> list[Tensor]:
-    """The first ``num_batches`` input tensors of ``data``, validated, on ``device``.
+) -> list[Any]:
+    """The first ``num_batches`` inputs of ``data`` (tensors, or tuples/dicts of tensors), validated,
+    on ``device``.
 
     ``data`` is a tensor (one batch), a DataLoader or any iterable of batches. Empty data,
     NaN/Inf values and empty batches raise DataError naming ``what``.
@@ -54,16 +57,11 @@ def take_batches(
             batches = iter(data)
         except TypeError as exc:
             raise DataError(f"{what} must be a tensor or an iterable of batches, got {type(data).__name__}") from exc
-    out: list[Tensor] = []
+    out: list[Any] = []
     for i, batch in enumerate(itertools.islice(batches, int(num_batches))):
         x = fn(batch)
-        if not isinstance(x, Tensor):
-            raise DataError(f"{what}: batch {i} gave a {type(x).__name__}, expected a tensor")
-        if x.dim() == 0 or x.shape[0] == 0:
-            raise DataError(f"{what}: batch {i} is empty (shape {tuple(x.shape)})")
-        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-            raise DataError(f"{what}: batch {i} contains NaN or Inf values")
-        out.append(x.to(device) if device is not None else x)
+        inputs.validate(x, f"{what}: batch {i}")
+        out.append(inputs.map_tensors(lambda t: t.to(device), x) if device is not None else x)
     if not out:
         raise DataError(f"{what} is empty: it yielded no batch; pass a non-empty loader or tensor")
     return out

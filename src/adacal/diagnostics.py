@@ -20,6 +20,7 @@ import torch
 from scipy import stats
 from torch import Tensor
 
+from adacal import inputs
 from adacal.calibrate.capture import capture_inputs, capture_outputs
 from adacal.errors import ConfigError
 from adacal.neurons.functional import surrogate_rate
@@ -88,7 +89,7 @@ def sensitivity_correlation(
 
 
 @torch.no_grad()
-def error_decomposition(snn: SpikingModel, x: Tensor, *, timesteps: int) -> list[dict[str, float]]:
+def error_decomposition(snn: SpikingModel, x: Any, *, timesteps: int) -> list[dict[str, float]]:
     """Per-layer mean squared error parts (see module docstring), in execution order."""
     T = check_timesteps(timesteps)
     neurons = snn.neurons()
@@ -96,12 +97,13 @@ def error_decomposition(snn: SpikingModel, x: Tensor, *, timesteps: int) -> list
     snn_in: dict[str, Tensor] = {}
     snn_out: dict[str, Tensor] = {}
     with snn.mode("ann"), capture_inputs(neurons, lambda k, v: ann_in.__setitem__(k, v.detach())):
-        snn.graph_module(x)
+        snn.call(x)
+    batch = inputs.batch_size(x)
 
     def mean_over_time(v: Tensor) -> Tensor:
-        if v.shape[0] == x.shape[0]:  # constant current of an entry neuron
+        if v.shape[0] == batch:  # constant current of an entry neuron
             return v
-        return v.view(T, x.shape[0], *v.shape[1:]).mean(0)
+        return v.view(T, batch, *v.shape[1:]).mean(0)
 
     with capture_inputs(neurons, lambda k, v: snn_in.__setitem__(k, mean_over_time(v.detach()))), \
             capture_outputs(neurons, lambda k, v: snn_out.__setitem__(k, mean_over_time(v.detach()))):

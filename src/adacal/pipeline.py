@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from adacal import inputs
 from adacal.calibrate import calibrate_thresholds, correct_bias, thresholds_per_phi
 from adacal.calibrate.capture import model_device
 from adacal.config import CalibrationConfig, ConversionConfig
@@ -152,11 +153,11 @@ def _frontier_record(table: SearchTable, chosen: Any, budget: float) -> dict[str
             "exact": bool(front.exact)}
 
 
-def _sops_cost(snn: SpikingModel, example: Tensor, batch: int) -> CostFn:
+def _sops_cost(snn: SpikingModel, example: Any, batch: int) -> CostFn:
     """Cost of a neuron's spikes in synaptic operations per image (energy-model fan-out)."""
     from adacal.energy import EnergyModel  # local: the energy model is optional for other costs
 
-    model = EnergyModel.build(snn, example[:1])
+    model = EnergyModel.build(snn, inputs.narrow(example, 0, 1))
 
     def cost(name: str, spikes: Tensor) -> float:
         return model.neuron_costs({name: spikes}, batch, metric="sops")[name]
@@ -202,10 +203,11 @@ def convert(
         n.set_phi(phi0)
     with stages("thresholds"):
         calibrate_thresholds(snn, None, timesteps=T, config=calib, batches=thr_batches)
-    profile_x = torch.cat(xs, 0)[: cfg.profile_batch]
+    joined = inputs.cat(xs, 0)
+    profile_x = inputs.narrow(joined, 0, min(cfg.profile_batch, inputs.batch_size(joined)))
 
     def cost_fn() -> CostFn | None:
-        return _sops_cost(snn, profile_x, profile_x.shape[0]) if cfg.search_cost == "sops" else None
+        return _sops_cost(snn, profile_x, inputs.batch_size(profile_x)) if cfg.search_cost == "sops" else None
 
     def prog(stage: str) -> Callable[[int, int, str], None] | None:
         if progress is None:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, fx
 
+from adacal import inputs
 from adacal.atomic import atomic_write_json
 from adacal.errors import ConfigError
 from adacal.metrics import symmetric_kl
@@ -89,14 +90,16 @@ def _get_knob(neuron: IFNeuron, knob: str) -> float:
 class _CachedRun:
     """One batched SNN run whose every node value is kept, to re-run any downstream part."""
 
-    def __init__(self, snn: SpikingModel, x: Tensor, timesteps: int) -> None:
-        self.snn, self.gm, self.T, self.batch = snn, snn.graph_module, timesteps, x.shape[0]
+    def __init__(self, snn: SpikingModel, x: Any, timesteps: int) -> None:
+        self.snn, self.gm, self.T, self.batch = snn, snn.graph_module, timesteps, inputs.batch_size(x)
         self.nodes = list(self.gm.graph.nodes)
         self.neuron_nodes = {
             str(n.target): n for n in self.nodes
             if n.op == "call_module" and isinstance(self.gm.get_submodule(str(n.target)), IFNeuron)
         }
-        xin = x.unsqueeze(0).expand(timesteps, *x.shape).reshape(timesteps * x.shape[0], *x.shape[1:])
+        from adacal.convert.prepare import positional
+
+        self.xin = positional(self.gm, inputs.repeat_over_time(x, timesteps))
         last_use: dict[fx.Node, fx.Node] = {}
         for node in self.nodes:
             for arg in node.all_input_nodes:
@@ -105,18 +108,21 @@ class _CachedRun:
         for value, user in last_use.items():
             self._dies_at.setdefault(user, []).append(value)
         self.env: dict[fx.Node, Any] = {}
-        self.output = self._execute(xin, set(self.nodes), self.env)
+        self.output = self._execute(self.xin, set(self.nodes), self.env)
 
-    def _execute(self, xin: Tensor, todo: set[fx.Node], env: dict[fx.Node, Any], *, free: bool = False,
+    def _execute(self, xin: tuple[Any, ...], todo: set[fx.Node], env: dict[fx.Node, Any], *, free: bool = False,
                  keep: fx.Node | None = None) -> Any:
         """Run the ``todo`` nodes in order; with ``free``, drop each fresh value after its last use
         (cached baseline values stay alive in ``self.env``), keeping a rerun's peak memory low."""
         interp = fx.Interpreter(self.gm)
+        args = iter(xin)
         for node in self.nodes:
-            if node not in todo:
-                continue
             if node.op == "placeholder":
-                env[node] = xin
+                value = next(args, None)
+                if node in todo:
+                    env[node] = value
+                continue
+            if node not in todo:
                 continue
             if node.op == "output":
                 out = fx.node.map_arg(node.args[0], lambda n: env[n])
@@ -149,13 +155,16 @@ class _CachedRun:
         """Output and neuron ``name``'s own output when only the nodes in ``todo`` are recomputed."""
         env = {n: v for n, v in self.env.items() if n not in todo}
         keep = self.neuron_nodes[name]
-        return self._execute(self.env[self.nodes[0]], todo | {self.nodes[-1]}, env, free=True, keep=keep)
+        return self._execute(self.xin, todo | {self.nodes[-1]}, env, free=True, keep=keep)
 
 
-def _mean_output(out: Any, timesteps: int, batch: int) -> Tensor:
-    if not isinstance(out, Tensor):
-        raise ConfigError("sensitivity profiling needs a network with a single tensor output")
-    return out.view(timesteps, batch, *out.shape[1:]).mean(0)
+def _mean_output(out: Any, timesteps: int, batch: int) -> Any:
+    return inputs.map_tensors(lambda o: o.view(timesteps, batch, *o.shape[1:]).mean(0), out)
+
+
+def _divergence(ann: Any, snn: Any) -> float:
+    """Symmetric KL of the softmax over dim 1, summed over the outputs of a multi-output network."""
+    return float(sum(symmetric_kl(a, s) for a, s in zip(inputs.leaves(ann), inputs.leaves(snn))))
 
 
 def _spike_total(neuron: IFNeuron, y: Tensor) -> Tensor:
@@ -164,15 +173,16 @@ def _spike_total(neuron: IFNeuron, y: Tensor) -> Tensor:
     return torch.round(y / th).sum(0)
 
 
-def _fingerprint(snn: SpikingModel, x: Tensor, knob: str, candidates: Sequence[float], T: int,
+def _fingerprint(snn: SpikingModel, x: Any, knob: str, candidates: Sequence[float], T: int,
                  thresholds: Thresholds | None) -> str:
     h = hashlib.sha256()
-    h.update(f"{knob}|{list(candidates)}|{T}|{list(snn.neurons())}|{tuple(x.shape)}".encode())
+    h.update(f"{knob}|{list(candidates)}|{T}|{list(snn.neurons())}|{inputs.describe(x)}".encode())
     for name, row in sorted((thresholds or {}).items()):
         for value, theta in sorted(row.items()):
             h.update(f"{name}|{value}|".encode())
             h.update(theta.detach().double().sum().cpu().numpy().tobytes())
-    h.update(x.detach().double().sum().cpu().numpy().tobytes())
+    for leaf in inputs.leaves(x):
+        h.update(leaf.detach().double().sum().cpu().numpy().tobytes())
     for n in snn.neurons().values():
         h.update(n.theta.detach().double().sum().cpu().numpy().tobytes())
         h.update(f"{int(n.phi)}|{float(n.rho)}".encode())
@@ -182,7 +192,7 @@ def _fingerprint(snn: SpikingModel, x: Tensor, knob: str, candidates: Sequence[f
 @torch.no_grad()
 def profile(
     snn: SpikingModel,
-    x: Tensor,
+    x: Any,
     *,
     knob: str,
     candidates: Sequence[float],
@@ -211,7 +221,7 @@ def profile(
     cands = tuple(check_phi(int(c)) if knob == "phi" else check_rho(float(c)) for c in candidates)
     T = check_timesteps(timesteps)
     snn.check_input(x)
-    batch = x.shape[0]
+    batch = inputs.batch_size(x)
     cost_fn = cost_fn or (lambda _name, spikes: float(spikes.sum()) / batch)
     path = Path(checkpoint) if checkpoint is not None else None
     key = _fingerprint(snn, x, knob, cands, T, thresholds)
@@ -267,7 +277,7 @@ def profile(
                     else:
                         out, y = _full_run(snn, x, T, name)
                     smap = _spike_total(neuron, y)
-                    row_s[value] = float(symmetric_kl(ann, _mean_output(out, T, batch)))
+                    row_s[value] = _divergence(ann, _mean_output(out, T, batch))
                     row_c[value] = float(cost_fn(name, smap))
                     row_n[value] = float(smap.sum()) / batch
             finally:
@@ -286,16 +296,15 @@ def profile(
     return SensitivityTable(knob, cands, scores, costs, spikes, time.perf_counter() - start)
 
 
-def _full_run(snn: SpikingModel, x: Tensor, T: int, name: str) -> tuple[Any, Tensor]:
+def _full_run(snn: SpikingModel, x: Any, T: int, name: str) -> tuple[Any, Tensor]:
     """The naive way: simulate the whole network again (kept for the benchmark)."""
     captured: list[Tensor] = []
     neuron = snn.neurons()[name]
     handle = neuron.register_forward_hook(lambda _m, _a, out: captured.append(out))
     try:
-        xin = x.unsqueeze(0).expand(T, *x.shape).reshape(T * x.shape[0], *x.shape[1:])
         for n in snn.neurons().values():
             n.reset()
-        out = snn.graph_module(xin)
+        out = snn.call(inputs.repeat_over_time(x, T))
     finally:
         handle.remove()
     return out, captured[0]

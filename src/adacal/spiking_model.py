@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, fx, nn
-from torch.utils._pytree import tree_map
 
+from adacal import inputs
 from adacal.errors import DataError, ShapeError
 from adacal.neurons.module import IFNeuron, check_timesteps
 from adacal.neurons.pool import SpikingMaxPool
@@ -86,13 +86,22 @@ class SpikingModel(nn.Module):
     #: (benchmarks/results/simulation_speed.md).
     AUTO_CHUNK_BYTES = 4 << 20
 
-    def __init__(self, graph_module: fx.GraphModule, input_shape: tuple[int, ...],
+    def __init__(self, graph_module: fx.GraphModule, input_shape: Any,
                  activation_bytes: int = 0) -> None:
         super().__init__()
         self.graph_module = graph_module
-        self.input_shape = tuple(input_shape)  # per-sample shape seen at conversion
+        # per-sample shape seen at conversion; a tuple of shapes for a model with several inputs
+        self.input_shapes: tuple[tuple[int, ...], ...] = (
+            (tuple(input_shape),) if not input_shape or isinstance(input_shape[0], int)
+            else tuple(tuple(s) for s in input_shape)
+        )
         self.activation_bytes = int(activation_bytes)  # largest activation per sample
         self._split_cache: dict[str, Any] = {}
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Per-sample shape of the (first) input seen at conversion."""
+        return self.input_shapes[0]
 
     # ---------------------------------------------------------------- structure
     def neurons(self) -> dict[str, IFNeuron]:
@@ -108,8 +117,12 @@ class SpikingModel(nn.Module):
         modules = (gm.get_submodule(str(n.target)) for n in gm.graph.nodes if n.op == "call_module")
         return [m for m in modules if isinstance(m, (IFNeuron, SpikingMaxPool))]
 
-    def forward(self, x: Any) -> Any:
-        return self.graph_module(x)
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.graph_module(*args, **kwargs)
+
+    def call(self, x: Any) -> Any:
+        """Run the graph once on ``x`` (a tensor, or a tuple/dict of the model's inputs)."""
+        return inputs.call(self.graph_module, x)
 
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> SpikingModel:
         self._split_cache.clear()  # split graphs may hold references to moved tensors
@@ -149,7 +162,7 @@ class SpikingModel(nn.Module):
     def ann_forward(self, x: Any) -> Any:
         """The original network's output (neurons act as their ReLU)."""
         with self.mode("ann"):
-            return self.graph_module(x)
+            return self.call(x)
 
     @contextlib.contextmanager
     def record_activity(self) -> Iterator[dict[str, IFNeuron]]:
@@ -169,24 +182,26 @@ class SpikingModel(nn.Module):
         return {k: n.spike_count for k, n in self.neurons().items()}
 
     # ---------------------------------------------------------------- simulation
-    def check_input(self, x: Tensor, *, sequence: bool = False) -> None:
+    def check_input(self, x: Any, *, sequence: bool = False) -> None:
         """Clear errors for inputs that would fail deep inside (wrong rank/channels, NaN, empty)."""
-        if not isinstance(x, Tensor):
-            raise DataError(f"expected a tensor input, got {type(x).__name__}")
-        per_sample = x.shape[2:] if sequence else x.shape[1:]
-        expect = self.input_shape
-        if len(per_sample) != len(expect) or (expect and per_sample[:1] != expect[:1]):
-            lead = "[T, B, " if sequence else "[B, "
-            raise ShapeError(
-                f"input shape {tuple(x.shape)} does not match the model: expected {lead}"
-                f"{', '.join(map(str, expect))}] (per-sample shape seen at conversion)"
-            )
-        if x.numel() == 0:
-            raise DataError(f"empty input batch of shape {tuple(x.shape)}")
-        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-            raise DataError("input contains NaN or Inf values; clean the data before simulating")
+        ts = inputs.leaves(x)
+        if not ts:
+            raise DataError(f"expected a tensor input (or a tuple/dict of tensors), got {type(x).__name__}")
+        lead = "[T, B, " if sequence else "[B, "
+        expected = ", ".join(lead + ", ".join(map(str, s)) + "]" for s in self.input_shapes)
+        if len(ts) != len(self.input_shapes):
+            raise ShapeError(f"input {inputs.describe(x)} does not match the model: expected "
+                             f"{len(self.input_shapes)} tensor(s) {expected} (per-sample shapes seen at conversion)")
+        for t, expect in zip(ts, self.input_shapes):
+            per_sample = t.shape[2:] if sequence else t.shape[1:]
+            if len(per_sample) != len(expect) or (expect and per_sample[:1] != expect[:1]):
+                raise ShapeError(
+                    f"input shape {inputs.describe(x)} does not match the model: expected {expected} "
+                    "(per-sample shape seen at conversion)"
+                )
+        inputs.validate(x, "input", dim=1 if sequence else 0)
 
-    def session(self, x: Tensor, *, sequence: bool = False) -> Session:
+    def session(self, x: Any, *, sequence: bool = False) -> Session:
         """A stepping session over one input batch (see :class:`Session`)."""
         self.check_input(x, sequence=sequence)
         return Session(self, x, sequence=sequence)
@@ -194,7 +209,7 @@ class SpikingModel(nn.Module):
     @torch.no_grad()
     def run(
         self,
-        x: Tensor,
+        x: Any,
         timesteps: int,
         *,
         sequence: bool = False,
@@ -203,29 +218,30 @@ class SpikingModel(nn.Module):
     ) -> Any:
         """Simulate ``timesteps`` steps; returns per-step outputs ``[T, B, ...]`` (same pytree).
 
-        ``x`` is one constant input ``[B, ...]``, or a sequence ``[T, B, ...]`` (events) when
-        ``sequence``. ``time_chunk`` steps are stacked on the batch axis per call (None: all;
+        ``x`` is one constant input ``[B, ...]`` (or a tuple/dict of them for a model with several
+        inputs), or a sequence ``[T, B, ...]`` (events) when ``sequence``. ``time_chunk`` steps are stacked on the batch axis per call (None: all;
         ``"auto"`` picks the largest chunk whose activations stay cache-sized, see
         ``AUTO_CHUNK_BYTES``; 1 = streaming); ``batch_chunk`` bounds memory by splitting the batch.
         All chunkings give identical outputs.
         """
         timesteps = check_timesteps(timesteps)
         self.check_input(x, sequence=sequence)
+        bdim = 1 if sequence else 0
+        batch = inputs.batch_size(x, bdim)
         if time_chunk == "auto":
-            rows = self.AUTO_CHUNK_BYTES // max(1, self.activation_bytes * x.shape[1 if sequence else 0])
+            rows = self.AUTO_CHUNK_BYTES // max(1, self.activation_bytes * batch)
             chunk = min(timesteps, max(1, int(rows)))
         else:
             chunk = timesteps if time_chunk is None else check_timesteps(time_chunk)
-        if sequence and x.shape[0] < timesteps:
-            raise ShapeError(f"sequence input has {x.shape[0]} frames but {timesteps} timesteps were asked")
-        bdim = 1 if sequence else 0
-        batch = x.shape[bdim]
+        if sequence and inputs.batch_size(x, 0) < timesteps:
+            raise ShapeError(f"sequence input has {inputs.batch_size(x, 0)} frames but {timesteps} timesteps "
+                             "were asked")
         if batch_chunk is not None and batch_chunk < batch:
             parts = [
                 self.run(p, timesteps, sequence=sequence, time_chunk=chunk)
-                for p in torch.split(x, check_timesteps(batch_chunk), dim=bdim)
+                for p in inputs.split(x, check_timesteps(batch_chunk), dim=bdim)
             ]
-            return _tree_cat(parts, dim=1)
+            return inputs.cat(parts, dim=1)
         sess = Session(self, x, sequence=sequence)
         try:
             outs = []
@@ -236,7 +252,7 @@ class SpikingModel(nn.Module):
                 done += steps
         finally:
             sess.close()
-        return _tree_cat(outs, dim=0)
+        return inputs.cat(outs, dim=0)
 
 
 def _save_state(m: nn.Module) -> tuple[Any, ...]:
@@ -253,20 +269,6 @@ def _restore_state(m: nn.Module, state: tuple[Any, ...]) -> None:
     m.reset()
 
 
-def _tree_cat(parts: list[Any], dim: int) -> Any:
-    if len(parts) == 1:
-        return parts[0]
-    first = parts[0]
-    if isinstance(first, Tensor):
-        return torch.cat(parts, dim=dim)
-    if isinstance(first, (list, tuple)):
-        merged = [_tree_cat([p[i] for p in parts], dim) for i in range(len(first))]
-        return type(first)(*merged) if hasattr(first, "_fields") else type(first)(merged)
-    if isinstance(first, dict):
-        return {k: _tree_cat([p[k] for p in parts], dim) for k in first}
-    return first
-
-
 class Session:
     """Steps one input batch through the SNN, keeping membranes between calls.
 
@@ -275,7 +277,7 @@ class Session:
     so later steps compute only for the samples still running.
     """
 
-    def __init__(self, model: SpikingModel, x: Tensor, *, sequence: bool) -> None:
+    def __init__(self, model: SpikingModel, x: Any, *, sequence: bool) -> None:
         self.model = model
         self.sequence = sequence
         self.t = 0
@@ -289,17 +291,17 @@ class Session:
                 n.streaming = True  # pools carry their accumulators from one advance() to the next
             n.reset()
         self._x = x
-        self._entry: tuple[Tensor, ...] | None = None
+        self._entry: tuple[Any, ...] | None = None
         self._suffix: fx.GraphModule | None = None
         split = None if sequence else model._split()
         if split is not None:
             prefix, self._suffix, entry_names = split
             with torch.no_grad():
-                self._entry = tuple(prefix(x))
+                self._entry = tuple(inputs.call(prefix, x))
             entry = set(entry_names)
             for name, n in model.neurons().items():
                 n.constant_input = name in entry
-        self.batch = x.shape[1] if sequence else x.shape[0]
+        self.batch = inputs.batch_size(x, 1 if sequence else 0)
 
     @torch.no_grad()
     def advance(self, steps: int) -> Any:
@@ -310,15 +312,15 @@ class Session:
         if self._suffix is not None and self._entry is not None:
             out = self._suffix(*self._entry)
         elif self.sequence:
-            frames = self._x[self.t : self.t + steps]
-            if frames.shape[0] != steps:
-                raise ShapeError(f"sequence has only {self._x.shape[0]} frames; step {self.t + steps} asked")
-            out = self.model.graph_module(frames.reshape(steps * b, *frames.shape[2:]))
+            frames_total = inputs.batch_size(self._x, 0)
+            if self.t + steps > frames_total:
+                raise ShapeError(f"sequence has only {frames_total} frames; step {self.t + steps} asked")
+            frames = inputs.narrow(self._x, self.t, steps, 0)
+            out = self.model.call(inputs.map_tensors(lambda f: f.reshape(steps * b, *f.shape[2:]), frames))
         else:
-            xin = self._x.unsqueeze(0).expand(steps, *self._x.shape).reshape(steps * b, *self._x.shape[1:])
-            out = self.model.graph_module(xin)
+            out = self.model.call(inputs.repeat_over_time(self._x, steps))
         self.t += steps
-        return tree_map(lambda o: o.view(steps, b, *o.shape[1:]) if isinstance(o, Tensor) else o, out)
+        return inputs.map_tensors(lambda o: o.view(steps, b, *o.shape[1:]), out)
 
     def keep(self, index: Tensor) -> None:
         """Continue with only the samples at ``index`` (a LongTensor of running-batch positions)."""
@@ -328,9 +330,8 @@ class Session:
             elif n.v is not None:
                 n.v = n.v.index_select(0, index)
         if self._entry is not None:
-            self._entry = tuple(e.index_select(0, index) for e in self._entry)
-        dim = 1 if self.sequence else 0
-        self._x = self._x.index_select(dim, index)
+            self._entry = tuple(inputs.index_select(e, index) for e in self._entry)
+        self._x = inputs.index_select(self._x, index, 1 if self.sequence else 0)
         self.batch = int(index.numel())
 
     def close(self) -> None:

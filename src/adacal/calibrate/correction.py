@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from adacal import inputs
 from adacal.calibrate.capture import capture_outputs, model_device
 from adacal.data import InputFn, take_batches
 from adacal.errors import CalibrationError, ConfigError
@@ -37,7 +38,7 @@ def _ann_means(snn: SpikingModel, xs: list[Tensor]) -> dict[str, Tensor]:
 
     with snn.mode("ann"), capture_outputs(neurons, on_out):
         for x in xs:
-            snn.graph_module(x)
+            snn.call(x)
     return {k: sums[k] / counts[k] for k in sums}
 
 
@@ -68,9 +69,10 @@ def correct_bias(
     dev = model_device(snn)
     xs = batches if batches is not None else take_batches(data, num_batches, input_fn=input_fn, device=dev)
     # For event sequences the ANN target is the ANN applied to every frame, averaged.
-    ann = _ann_means(snn, [x[:timesteps].flatten(0, 1) if sequence else x for x in xs])
+    ann = _ann_means(snn, [inputs.map_tensors(lambda t: t[:timesteps].flatten(0, 1), x) if sequence else x
+                           for x in xs])
     neurons = snn.neurons()
-    x = torch.cat(xs, dim=1 if sequence else 0)
+    x = inputs.cat(xs, dim=1 if sequence else 0)
     errors: dict[str, float] = {}
 
     def correct(neuron: IFNeuron, args: tuple[Tensor, ...]) -> None:

@@ -56,7 +56,7 @@ def calibrate_thresholds(
 
         with snn.mode("ann"), capture_inputs(neurons, on_input):
             for x in xs:
-                snn.graph_module(x)
+                snn.call(x)
 
     maxima = {k: MaxObserver(n.clip) for k, n in neurons.items()}
     sweep(maxima)

@@ -111,7 +111,7 @@ def _neuron_output(snn: SpikingModel, name: str, neuron: IFNeuron, x: Tensor, mo
     try:
         with snn.mode(mode, timesteps=T), capture_outputs({name: neuron}, grab):
             try:
-                snn.graph_module(x)
+                snn.call(x)
             except StopForward:
                 pass
     finally:

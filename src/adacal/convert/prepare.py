@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from adacal import inputs
 from adacal.config import ConversionConfig
 from adacal.convert.activations import NOT_AN_ACTIVATION, activation_clip, declared_activation
 from adacal.convert.fold_bn import fold_batchnorm
@@ -60,6 +61,18 @@ def _float_like(model: nn.Module, x: Tensor) -> tuple[torch.device, torch.dtype]
     return x.device, x.dtype if x.is_floating_point() else torch.get_default_dtype()
 
 
+def positional(gm: fx.GraphModule, x: Any) -> tuple[Any, ...]:
+    """The graph's positional arguments for an input given as a tensor, tuple or dict (by name)."""
+    if not isinstance(x, dict):
+        return tuple(x) if isinstance(x, (tuple, list)) else (x,)
+    names = [str(n.target) for n in gm.graph.nodes if n.op == "placeholder"]
+    missing = [n for n in names if n not in x and not n.startswith("*")]
+    unknown = sorted(set(x) - set(names))
+    if missing or unknown:
+        raise DataError(f"example input keys {sorted(x)} do not match the model's forward arguments {names}")
+    return tuple(x[n] for n in names if n in x)
+
+
 def _insert_neurons(
     gm: fx.GraphModule, cfg: ConversionConfig, device: torch.device, dtype: torch.dtype
 ) -> int:
@@ -87,12 +100,6 @@ def _insert_neurons(
     gm.delete_all_unused_submodules()
     gm.recompile()
     return count
-
-
-def _first_tensor(x: Any) -> Tensor:
-    if isinstance(x, Tensor):
-        return x
-    raise DataError(f"example input must be a tensor [B, ...], got {type(x).__name__}")
 
 
 def _max_abs(x: Any) -> float:
@@ -130,11 +137,13 @@ def _largest_activation(gm: fx.GraphModule, batch: int) -> int:
 
 
 @torch.no_grad()
-def prepare(model: nn.Module, example_input: Tensor, *, config: ConversionConfig | None = None) -> SpikingModel:
+def prepare(model: nn.Module, example_input: Any, *, config: ConversionConfig | None = None) -> SpikingModel:
     """Convert a copy of ``model`` into a :class:`SpikingModel` (neurons start in ANN mode).
 
     ``example_input`` (e.g. the first calibration batch) drives tracing checks and the final
-    check that the converted graph in ANN mode reproduces the original outputs.
+    check that the converted graph in ANN mode reproduces the original outputs. It is a tensor
+    ``[B, ...]``, or a tuple (positional arguments) or dict (keyword arguments) of tensors for a
+    model with several inputs; the model may return a tensor, a tuple or a dict of tensors.
 
     Raises TraceError (untraceable model), UnsupportedLayerError (all offending ops at once),
     ShapeError (the example does not fit the model), CalibrationError (ANN-mode mismatch).
@@ -142,22 +151,20 @@ def prepare(model: nn.Module, example_input: Tensor, *, config: ConversionConfig
     cfg = config or ConversionConfig()
     if not isinstance(model, nn.Module):
         raise ConfigError(f"prepare() expects a torch.nn.Module, got {type(model).__name__}")
-    x = _first_tensor(example_input)
-    if x.dim() == 0 or x.shape[0] == 0:
-        raise DataError(f"example input must be a non-empty batch [B, ...], got shape {tuple(x.shape)}")
-    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-        raise DataError("example input contains NaN or Inf values")
+    x = example_input
+    batch = inputs.validate(x, "example input")
     ann = copy.deepcopy(model).eval()
     try:
-        reference = ann(x)
+        reference = inputs.call(ann, x)
     except Exception as exc:
         raise ShapeError(
-            f"the model rejects the example input of shape {tuple(x.shape)}: {type(exc).__name__}: "
+            f"the model rejects the example input of shape {inputs.describe(x)}: {type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''}"
         ) from exc
-    device, dtype = _float_like(ann, x)
+    device, dtype = _float_like(ann, inputs.leaves(x)[0])
     gm = trace(ann, leaf_names=cfg.leaf_modules)
-    ShapeProp(gm).propagate(x)  # ranks for fold_batchnorm (a Linear folds a BN only on [B, F])
+    args = positional(gm, x)
+    ShapeProp(gm).propagate(*args)  # ranks for fold_batchnorm (a Linear folds a BN only on [B, F])
     folded, kept = fold_batchnorm(gm)
     n_neurons = _insert_neurons(gm, cfg, device, dtype)
     if n_neurons == 0:
@@ -169,10 +176,10 @@ def prepare(model: nn.Module, example_input: Tensor, *, config: ConversionConfig
     moved = push_maxpools(gm)
     rate_preserving_pools(gm)
     gm.delete_all_unused_submodules()
-    ShapeProp(gm).propagate(x)
+    ShapeProp(gm).propagate(*args)
     check_spiking_path(gm, cfg.analog)
     gm.eval()
-    snn = SpikingModel(gm, tuple(x.shape[1:]), _largest_activation(gm, x.shape[0]))
+    snn = SpikingModel(gm, [tuple(t.shape[1:]) for t in inputs.leaves(x)], _largest_activation(gm, batch))
     snn.eval()  # like its modules: a converted network is for inference
     got = snn.ann_forward(x)
     diff, scale = _max_diff(got, reference), _max_abs(reference)

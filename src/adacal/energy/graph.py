@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from adacal import inputs
 from adacal.convert.fold_bn import ChannelAffine
 from adacal.convert.rules import spiking_nodes
 from adacal.errors import UnsupportedLayerError
@@ -438,16 +439,18 @@ class _FanoutTracer(fx.Interpreter):
 
 
 # ------------------------------------------------------------------------------------------- driver
-def analyze_graph(gm: fx.GraphModule, example: Tensor) -> GraphAnalysis:
+def analyze_graph(gm: fx.GraphModule, example: Any) -> GraphAnalysis:
     """Classify layers, count their MACs and build fan-out maps on one sample ``example[:1]``.
 
     ``gm`` must be in a state where neurons act as their activation (ANN mode); it is not
     modified (the indicator pass runs on a deep copy in float64 — float32 on MPS).
     """
-    x = example[:1]
+    from adacal.convert.prepare import positional
+
+    x = positional(gm, inputs.map_tensors(lambda t: t[:1], example))
     profile = _Profiler(gm)
     with torch.no_grad():
-        profile.run(x)
+        profile.run(*x)
 
     neuron_nodes = [n for n in gm.graph.nodes if _is_neuron(gm, n)]
     calls = Counter(str(n.target) for n in neuron_nodes)
@@ -507,7 +510,7 @@ def analyze_graph(gm: fx.GraphModule, example: Tensor) -> GraphAnalysis:
 
 
 def _fanouts(
-    gm: fx.GraphModule, x: Tensor, profile: _Profiler, layer_of: dict[str, LayerInfo]
+    gm: fx.GraphModule, x: tuple[Any, ...], profile: _Profiler, layer_of: dict[str, LayerInfo]
 ) -> dict[tuple[str, str], Tensor]:
     spike_layers = [info for info in layer_of.values() if info.kind == SPIKE]
     if not spike_layers:
@@ -517,10 +520,10 @@ def _fanouts(
 
 
 def _fanouts_impl(
-    gm: fx.GraphModule, x: Tensor, profile: _Profiler, layer_of: dict[str, LayerInfo],
+    gm: fx.GraphModule, x: tuple[Any, ...], profile: _Profiler, layer_of: dict[str, LayerInfo],
     spike_layers: list[LayerInfo],
 ) -> dict[tuple[str, str], Tensor]:
-    device = x.device
+    device = inputs.leaves(x)[0].device
     dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
     work = copy.deepcopy(gm).to(dtype)
     for p in work.parameters():
@@ -535,7 +538,7 @@ def _fanouts_impl(
             if getattr(mod, "bias", None) is not None:
                 mod.bias.zero_()
     tracer = _FanoutTracer(work, profile, layer_of, dtype, device)
-    tracer.run(x.to(dtype) if x.is_floating_point() else x.clone())
+    tracer.run(*inputs.map_tensors(lambda t: t.to(dtype) if t.is_floating_point() else t.clone(), x))
     out: dict[tuple[str, str], Tensor] = {}
     for info in spike_layers:
         leaves = [tracer.leaves[s] for s in info.sources]

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from adacal import inputs
 from adacal.energy.costs import CostTable
 from adacal.energy.graph import SPIKE, GraphAnalysis, LayerInfo, analyze_graph
 from adacal.energy.report import EnergyReport, LayerEnergy, NeuronActivity
@@ -94,10 +95,11 @@ class EnergyModel:
                               f"got {type(snn).__name__}")
         device, dtype = _model_device_dtype(snn)
         if example_input is None:
-            x = torch.zeros((1, *snn.input_shape), device=device, dtype=dtype)
+            zeros = [torch.zeros((1, *s), device=device, dtype=dtype) for s in snn.input_shapes]
+            x: Any = zeros[0] if len(zeros) == 1 else tuple(zeros)
         else:
             snn.check_input(example_input)
-            x = example_input[:1].to(device)
+            x = inputs.map_tensors(lambda t: t[:1].to(device), example_input)
         with torch.no_grad(), snn.mode("ann"):
             analysis = analyze_graph(snn.graph_module, x)
         model = cls(analysis, costs or CostTable.fp32_45nm(), constant_prefix=snn.has_constant_prefix)
@@ -341,12 +343,12 @@ def measure(
     Counts recorded before the call are discarded (``record_activity`` starts from zero).
     """
     if energy is None:
-        example = x[0] if sequence and isinstance(x, Tensor) and x.dim() > 1 else x
+        example = inputs.map_tensors(lambda t: t[0], x) if sequence else x
         energy = EnergyModel.build(snn, example, costs)
     elif costs is not None:
         energy = energy.with_costs(costs)
     with snn.record_activity():
         out = snn.run(x, timesteps, sequence=sequence, **run_kwargs)
         counts = snn.spike_counts()
-    batch = x.shape[1] if sequence else x.shape[0]
+    batch = inputs.batch_size(x, 1 if sequence else 0)
     return out, energy.estimate(counts, batch, timesteps, sequence=sequence)

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from adacal import inputs
 from adacal.errors import ConfigError
 from adacal.iat.policy import ExitPolicy, exit_mask
 from adacal.spiking_model import SpikingModel
@@ -42,7 +43,7 @@ class EarlyExitOutput:
 
 @torch.no_grad()
 def run_early_exit(
-    snn: SpikingModel, x: Tensor, policy: ExitPolicy, *, sequence: bool = False, energy: Any = None
+    snn: SpikingModel, x: Any, policy: ExitPolicy, *, sequence: bool = False, energy: Any = None
 ) -> EarlyExitOutput:
     """Simulate up to ``policy.T`` steps, letting each sample exit per :func:`exit_mask`.
 
@@ -62,8 +63,9 @@ def run_early_exit(
     T = policy.T
     sess = snn.session(x, sequence=sequence)
     batch = sess.batch
-    running = torch.arange(batch, device=x.device)
-    exit_steps = torch.zeros(batch, dtype=torch.long, device=x.device)
+    device = inputs.leaves(x)[0].device
+    running = torch.arange(batch, device=device)
+    exit_steps = torch.zeros(batch, dtype=torch.long, device=device)
     final: Tensor | None = None
     cum: Tensor | None = None
     try:
