@@ -10,13 +10,14 @@ import pytest
 import torch
 
 from adacal import jobs
-from adacal.cli import build_parser, main, resolve_options
+from adacal.cli import build_parser, job_for, main
 from adacal.errors import ConfigError
 from adacal.models import digits_cnn
 
 COMMANDS = ("demo", "train", "convert", "evaluate", "sweep", "report")
 SUMMARY_KEYS = {
     "schema",
+    "task",
     "version",
     "kind",
     "created",
@@ -35,8 +36,9 @@ RUN_KEYS = {
     "method",
     "timesteps",
     "iat",
-    "accuracy",
-    "accuracy_per_step",
+    "num_samples",
+    "metrics",
+    "metrics_per_step",
     "energy_mj",
     "ann_energy_mj",
     "energy_ratio",
@@ -135,49 +137,51 @@ def test_parser_is_fresh_each_call() -> None:
 def test_flags_override_config_file(tmp_path: Path) -> None:
     cfg = tmp_path / "run.yaml"
     cfg.write_text(
-        "model: digits_cnn\ndataset: digits\ntimesteps: [2, 4]\nphi-target: 3\n"
-        "pipeline: {energy_ratio: 0.8}\nsweep: {methods: all}\nconvert: {method: plain}\n"
+        "model: {name: digits_cnn}\ndata: {dataset: digits}\npipeline: {phi_target: 3, energy_ratio: 0.8, "
+        "method: plain}\nsweep: {methods: all, timesteps: [2, 4]}\n"
     )
-    opts = resolve_options(
-        ["sweep", "--config", str(cfg), "--timesteps", "8", "--pipeline", "calibration.method=max"]
-    )
-    assert opts["timesteps"] == [8] and opts["phi_target"] == 3 and opts["model"] == "digits_cnn"
-    assert opts["methods"] == ["plain", "calibration", "burstfire", "adafire", "adafire+ssc"]
-    assert opts["pipeline"] == {"energy_ratio": 0.8, "calibration": {"method": "max"}}
-    conv = resolve_options(["convert", "--config", str(cfg), "--timesteps", "4"])
-    assert conv["method"] == "plain" and conv["timesteps"] == 4
+    job = job_for(["sweep", "--config", str(cfg), "--timesteps", "8", "--pipeline", "calibration.method=max"])
+    assert job.sweep.timesteps == (8,) and job.pipeline.phi_target == 3 and job.model.name == "digits_cnn"
+    assert job.sweep.methods == ("plain", "calibration", "burstfire", "adafire", "adafire+ssc")
+    assert job.pipeline.energy_ratio == 0.8 and job.pipeline.calibration.method == "max"
+    conv = job_for(["convert", "--config", str(cfg), "--timesteps", "4", "--set", "pipeline.calibration.grid_size=50"])
+    assert conv.pipeline.method == "plain" and conv.pipeline.timesteps == 4
+    assert conv.pipeline.calibration.grid_size == 50
 
 
 def test_packaged_configs_resolve_by_name() -> None:
-    opts = resolve_options(["sweep", "--config", "resnet20_cifar10"])
-    assert opts["model"] == "resnet20" and opts["timesteps"] == [2, 4, 8, 16]
-    assert resolve_options(["train", "--config", "digits"])["epochs"] == 8
-    assert resolve_options(["demo", "--config", "demo"])["iat"] is True
-    img = resolve_options(["evaluate", "x", "--config", "resnet34_imagenet"])
-    assert img["alpha_base"] == 0.995 and img["num_workers"] == 8
+    job = job_for(["sweep", "--config", "resnet20_cifar10"])
+    assert job.model.name == "resnet20" and job.sweep.timesteps == (2, 4, 8, 16)
+    assert job_for(["train", "--config", "digits"]).train.epochs == 8
+    assert job_for(["demo", "--config", "demo"]).sweep.iat is True
+    img = job_for(["evaluate", "x", "--config", "resnet34_imagenet"])
+    assert img.evaluate.alpha_base == 0.995 and img.data.num_workers == 8
 
 
 @pytest.mark.parametrize(
     ("text", "match"),
     [
-        ("timesteps: [2, zero]\n", "invalid value"),
-        ("timestepz: 4\n", "unknown option 'timestepz'"),
-        ("methods: [plain]\niat: maybe\n", "invalid value 'maybe'"),
-        ("timesteps: [2\n", "not valid YAML"),
+        ("sweep: {timesteps: [2, zero]}\n", "timesteps"),
+        ("sweep: {timestepz: 4}\n", "unknown option 'sweep.timestepz'; did you mean 'timesteps'"),
+        ("datta: {dataset: digits}\n", "did you mean 'data'"),
+        ("sweep: {methods: [plain], iat: maybe}\n", "iat"),
+        ("sweep: {methods: [adafire+scc]}\n", r"did you mean 'adafire\+ssc'"),
+        ("sweep: {timesteps: [2\n", "not valid YAML"),
         ("- just\n- a list\n", "must hold a mapping"),
+        ("pipeline: 3\n", "must be a section"),
     ],
 )
 def test_bad_config_files(tmp_path: Path, text: str, match: str) -> None:
     cfg = tmp_path / "bad.yaml"
     cfg.write_text(text)
     with pytest.raises(ConfigError, match=match):
-        resolve_options(["sweep", "--config", str(cfg)])
+        job_for(["sweep", "--config", str(cfg)])
 
 
 def test_config_errors_through_main(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tmp_path / "bad.yaml"
-    cfg.write_text("phi_target: -3\n")
-    assert "invalid value -3 for 'phi_target'" in _fail(["sweep", "--config", str(cfg)], capsys)
+    cfg.write_text("pipeline: {phi_target: -3}\n")
+    assert "phi_target must be an integer >= 1, got -3" in _fail(["sweep", "--config", str(cfg)], capsys)
     assert "not found" in _fail(["sweep", "--config", str(tmp_path / "nope.yaml")], capsys)
 
 
@@ -331,7 +335,7 @@ def test_invalid_values(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert "unknown dataset" in _fail(
         ["sweep", "--model", "digits_cnn", "--dataset", "svhn", "--out", str(tmp_path)], capsys
     )
-    assert "unknown option(s) ['pipeline.no_such_option']" in _fail(
+    assert "unknown option 'pipeline.no_such_option'" in _fail(
         [
             "convert",
             "--model",
@@ -382,7 +386,7 @@ def test_logging_handler_is_removed_after_main(tmp_path: Path, capsys: pytest.Ca
 def _check_summary(path: Path) -> dict:
     data = json.loads(path.read_text())
     assert SUMMARY_KEYS <= set(data)
-    assert data["schema"] == "adacal-results" and data["version"] == 1
+    assert data["schema"] == "adacal-results" and data["version"] == 2
     for run in data["runs"]:
         assert RUN_KEYS <= set(run), RUN_KEYS - set(run)
     return data
@@ -404,17 +408,17 @@ def test_demo_fast_end_to_end(
         ("adafire+ssc", False),
         ("adafire+ssc", True),
     }
-    assert data["kind"] == "demo" and data["training"]["epochs"] == 3 and data["ann"]["accuracy"] > 50
+    assert data["kind"] == "demo" and data["training"]["epochs"] == 3 and data["ann"]["metrics"]["accuracy"] > 50
     assert {r["timesteps"] for r in data["runs"]} == {2}
     for r in data["runs"]:
-        assert 0 <= r["accuracy"] <= 100 and r["energy_mj"] > 0 and 0 < r["energy_ratio"]
+        assert 0 <= r["metrics"]["accuracy"] <= 100 and r["energy_mj"] > 0 and 0 < r["energy_ratio"]
     iat = next(r for r in data["runs"] if r["iat"])
     assert sum(iat["exit_histogram"]) == 128 and 1 <= iat["mean_timesteps"] <= 2 and iat["iat_curve"]
     ssc = next(r for r in data["runs"] if r["method"] == "adafire+ssc" and not r["iat"])
     assert set(ssc["conversion"]["frontiers"]) == {"phi", "rho"}
     for name in (
-        "accuracy_vs_timesteps",
-        "accuracy_vs_energy",
+        "metric_vs_timesteps",
+        "metric_vs_energy",
         "layer_settings",
         "pareto_phi",
         "pareto_rho",
@@ -423,10 +427,10 @@ def test_demo_fast_end_to_end(
         "iat_curve",
     ):
         assert (out / f"{name}.png").read_bytes()[:8] == PNG_MAGIC, name
-    assert "accuracy_vs_timesteps.png" in (out / "report.html").read_text()
+    assert "metric_vs_timesteps.png" in (out / "report.html").read_text()
     assert "pareto_phi.png" in (out / "report.md").read_text()
     lines = stdout.splitlines()
-    assert lines[0].split()[:3] == ["method", "T", "accuracy"]
+    assert lines[0].split()[:4] == ["method", "T", "top-1", "accuracy"]
     assert any(line.startswith("ann ") for line in lines) and any(
         "adafire+ssc + IAT" in line for line in lines
     )
@@ -551,4 +555,4 @@ def test_train_convert_evaluate_sweep(
     )
     data = _check_summary(out / "summary.json")
     assert [r["name"] for r in data["runs"]] == ["plain@T1", "burstfire@T1", "plain@T2", "burstfire@T2"]
-    assert (out / "accuracy_vs_timesteps.png").is_file() and (out / "report.md").is_file()
+    assert (out / "metric_vs_timesteps.png").is_file() and (out / "report.md").is_file()

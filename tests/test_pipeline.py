@@ -12,8 +12,10 @@ from adacal.convert import prepare
 from adacal.errors import ConfigError
 from adacal.iat import ExitPolicy, evaluate_exits, scores
 from adacal.iat.runtime import run_early_exit
+from adacal.knobs import excess_over
 from adacal.persist import load_snn, save_snn
-from adacal.pipeline import METHODS, PipelineConfig, convert, excess_over
+from adacal.pipeline import PipelineConfig, convert
+from adacal.recipes import RECIPES
 from adacal.sensitivity import SensitivityTable, profile
 
 
@@ -124,28 +126,28 @@ def test_profile_with_per_candidate_thresholds_runs_each_candidate_at_its_thresh
         profile(snn, x, knob="phi", candidates=[1, 2], timesteps=4, thresholds=table)
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", list(RECIPES))
 def test_every_method_runs_and_records(method: str, data) -> None:
     cfg = PipelineConfig(method=method, timesteps=4, phi_target=2, search_cost="spikes",
                          rho_candidates=(1.0, 2.0, 4.0))
     snn, rec = convert(small_cnn(), data, config=cfg)
     json.dumps(rec, allow_nan=False)  # serialisable
     names = list(snn.neurons())
-    assert list(rec["phi"]) == names and list(rec["rho"]) == names
+    assert list(rec["knobs"]["phi"]) == names and list(rec["knobs"]["rho"]) == names
     if method in ("plain", "calibration"):
-        assert set(rec["phi"].values()) == {1}
+        assert set(rec["knobs"]["phi"].values()) == {1}
     if method == "burstfire":
-        assert set(rec["phi"].values()) == {2}
+        assert set(rec["knobs"]["phi"].values()) == {2}
     if method.startswith("adafire"):
         assert set(rec["sensitivity"]["phi"]) == set(names)
         front = rec["frontiers"]["phi"]
         assert front["chosen"][0] <= front["budget"] * (1 + 1e-9)
-        assert all(1 <= p <= 4 for p in rec["phi"].values())
+        assert all(1 <= p <= 4 for p in rec["knobs"]["phi"].values())
         assert "thresholds_per_phi" not in rec["stage_times"]  # default: the paper's largest-φ profile
     if method == "adafire+ssc":
         assert rec["frontiers"]["rho"]["chosen"][1] <= rec["frontiers"]["rho"]["budget"] * (1 + 1e-9)
     else:
-        assert set(rec["rho"].values()) == {1.0}
+        assert set(rec["knobs"]["rho"].values()) == {1.0}
     assert "thresholds" in rec["stage_times"]
 
 
@@ -177,8 +179,8 @@ def test_ssc_budget_rules(budget: str, data) -> None:
                          rho_candidates=(1.0, 1.5, 2.0, 4.0), sensitivity_budget=budget)
     _, rec = convert(small_cnn(), data, config=cfg)
     scores = rec["sensitivity"]["rho"]
-    chosen = {k: scores[k][repr(float(r))] for k, r in rec["rho"].items()}
-    at_one = {k: scores[k]["1.0"] for k in rec["rho"]}
+    chosen = {k: scores[k][repr(float(r))] for k, r in rec["knobs"]["rho"].items()}
+    at_one = {k: scores[k]["1.0"] for k in rec["knobs"]["rho"]}
     if budget == "excess":  # r = 1: only compression the profile sees as free
         assert all(chosen[k] <= at_one[k] for k in chosen)
         assert rec["frontiers"]["rho"]["budget"] == 0.0
@@ -221,7 +223,7 @@ def test_save_and_load_give_identical_outputs(tmp_path, data) -> None:
     save_snn(snn, rec, tmp_path / "snn")
     x = data[0][0]
     loaded, rec2 = load_snn(small_cnn(), tmp_path / "snn", x)
-    assert rec2["phi"] == rec["phi"]
+    assert rec2["knobs"]["phi"] == rec["knobs"]["phi"]
     assert torch.equal(snn.run(x, 4), loaded.run(x, 4))
 
 

@@ -9,8 +9,9 @@ import torch
 
 from adacal.datasets import get_splits, make_loader
 from adacal.errors import CheckpointError, ConfigError
+from adacal.evaluate import evaluate_ann
 from adacal.models import digits_cnn
-from adacal.training import TrainConfig, _lr_factor, evaluate_classifier, train_classifier
+from adacal.training import TrainConfig, _lr_factor, train_model
 
 
 @pytest.fixture(autouse=True)
@@ -52,9 +53,9 @@ class _Interrupting:
 def test_training_improves_accuracy(digits, caplog):
     model = _small_model()
     test_loader = make_loader(digits.test, 256)
-    before = evaluate_classifier(model, test_loader)
+    before = evaluate_ann(model, test_loader)["accuracy"]
     caplog.set_level(logging.INFO, logger="adacal.training")
-    res = train_classifier(
+    res = train_model(
         model,
         make_loader(digits.train, 64, shuffle=True, seed=0),
         epochs=6,
@@ -67,29 +68,29 @@ def test_training_improves_accuracy(digits, caplog):
         label_smoothing=0.1,
     )
     assert before < 30.0
-    assert res["final_eval_acc"] > 85.0 and res["final_eval_acc"] == res["history"][-1]["eval_acc"]
+    assert res["final_eval"]["accuracy"] > 85.0 and res["final_eval"] == res["history"][-1]["eval"]
     assert [h["epoch"] for h in res["history"]] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
     assert res["history"][-1]["train_loss"] < res["history"][0]["train_loss"]
-    assert any("epoch 6/6" in r.getMessage() and "eval_acc" in r.getMessage() for r in caplog.records)
+    assert any("epoch 6/6" in r.getMessage() and "eval accuracy" in r.getMessage() for r in caplog.records)
     assert any("batch 10/" in r.getMessage() for r in caplog.records)
-    assert model.training  # evaluate_classifier restores the mode
+    assert model.training  # evaluate_ann restores the mode
 
 
 def test_resume_continues_from_stored_epoch(digits, tmp_path):
     kw = dict(epochs=3, lr=0.05, weight_decay=5e-4, momentum=0.9, device="cpu", log_every=0, seed=1)
     ref = _small_model()
-    train_classifier(ref, make_loader(digits.train, 128, shuffle=True, seed=1), **kw)
+    train_model(ref, make_loader(digits.train, 128, shuffle=True, seed=1), **kw)
 
     ckpt = tmp_path / "run.ckpt"
     model = _small_model()
     loader = make_loader(digits.train, 128, shuffle=True, seed=1)
     with pytest.raises(KeyboardInterrupt):  # killed during epoch 2
-        train_classifier(model, _Interrupting(loader, stop_after=len(loader) + 3), checkpoint_path=ckpt, **kw)
+        train_model(model, _Interrupting(loader, stop_after=len(loader) + 3), checkpoint_path=ckpt, **kw)
     assert torch.load(ckpt, weights_only=True)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["run.ckpt"]  # no temp files left behind
 
     resumed = _small_model()
-    res = train_classifier(
+    res = train_model(
         resumed, make_loader(digits.train, 128, shuffle=True, seed=1), checkpoint_path=ckpt, **kw
     )
     assert res["resumed_from_epoch"] == 1 and len(res["history"]) == 3
@@ -98,11 +99,11 @@ def test_resume_continues_from_stored_epoch(digits, tmp_path):
         assert torch.allclose(v.float(), resumed.state_dict()[k].float(), atol=1e-5), k
 
     # a finished run resumes as a no-op; resume=False starts over
-    again = train_classifier(_small_model(), loader, checkpoint_path=ckpt, **kw)
+    again = train_model(_small_model(), loader, checkpoint_path=ckpt, **kw)
     assert again["resumed_from_epoch"] == 3
     with pytest.raises(CheckpointError, match=r"different settings.*'epochs': \(3, 5\)"):
-        train_classifier(_small_model(), loader, checkpoint_path=ckpt, **{**kw, "epochs": 5})
-    fresh = train_classifier(
+        train_model(_small_model(), loader, checkpoint_path=ckpt, **{**kw, "epochs": 5})
+    fresh = train_model(
         _small_model(), loader, checkpoint_path=ckpt, resume=False, **{**kw, "epochs": 1}
     )
     assert fresh["resumed_from_epoch"] == 0
@@ -112,7 +113,7 @@ def test_corrupt_checkpoint_is_reported(digits, tmp_path):
     ckpt = tmp_path / "bad.ckpt"
     ckpt.write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match=r"cannot read training checkpoint .*bad\.ckpt.*resume=False"):
-        train_classifier(
+        train_model(
             _small_model(),
             make_loader(digits.calib, 32),
             epochs=1,
@@ -128,13 +129,13 @@ def test_invalid_settings(digits):
     loader = make_loader(digits.calib, 32)
     base = dict(epochs=1, lr=0.1, weight_decay=0.0, momentum=0.9, device="cpu")
     with pytest.raises(ConfigError, match="epochs must be >= 1"):
-        train_classifier(_small_model(), loader, **{**base, "epochs": 0})
+        train_model(_small_model(), loader, **{**base, "epochs": 0})
     with pytest.raises(ConfigError, match="unknown schedule 'step'"):
-        train_classifier(_small_model(), loader, schedule="step", **base)
+        train_model(_small_model(), loader, schedule="step", **base)
     with pytest.raises(ConfigError, match="nesterov=True needs momentum"):
-        train_classifier(_small_model(), loader, **{**base, "momentum": 0.0})
+        train_model(_small_model(), loader, **{**base, "momentum": 0.0})
     with pytest.raises(ConfigError, match="loss became"):
-        train_classifier(_small_model(), loader, **{**base, "lr": 1e30}, schedule="constant")
+        train_model(_small_model(), loader, **{**base, "lr": 1e30}, schedule="constant")
 
 
 def test_lr_schedules():

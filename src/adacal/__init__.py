@@ -4,8 +4,10 @@ Public API (everything else is internal):
   conversion   prepare, SpikingModel, IFNeuron, ConversionConfig, NeuronConfig
   calibration  calibrate_thresholds, correct_bias, calibrate_weights, CalibrationConfig
   search       profile, SensitivityTable, SearchTable, pareto_front, minimise_score, minimise_cost
-  pipeline     convert, PipelineConfig, METHODS
-  evaluation   evaluate, fit_exit_policy, ExitPolicy, run_early_exit
+  pipeline     convert, PipelineConfig, RECIPES (methods), Recipe, register_recipe
+  knobs        KNOBS, Knob, register_knob
+  tasks        Task, get_task, register_task
+  evaluation   evaluate, evaluate_ann, fit_exit_policy, ExitPolicy, run_early_exit
   energy       EnergyModel, CostTable
   persistence  save_snn, load_snn
 """
@@ -29,15 +31,18 @@ from adacal.errors import (
     TraceError,
     UnsupportedLayerError,
 )
-from adacal.evaluate import evaluate, fit_exit_policy
+from adacal.evaluate import evaluate, evaluate_ann, fit_exit_policy
 from adacal.iat import ExitPolicy
 from adacal.iat.runtime import run_early_exit
+from adacal.knobs import KNOBS, Knob, register_knob
 from adacal.neurons import IFNeuron
 from adacal.persist import load_snn, save_snn
-from adacal.pipeline import METHODS, PipelineConfig, convert
+from adacal.pipeline import PipelineConfig, convert
+from adacal.recipes import RECIPES, Recipe, register_recipe
 from adacal.search import SearchTable, minimise_cost, minimise_score, pareto_front
 from adacal.sensitivity import SensitivityTable, profile
 from adacal.spiking_model import SpikingModel
+from adacal.tasks import Task, get_task, register_task
 
 logging.getLogger("adacal").addHandler(logging.NullHandler())
 
@@ -56,13 +61,17 @@ __all__ = [
     "EnergyModel",
     "ExitPolicy",
     "IFNeuron",
-    "METHODS",
+    "KNOBS",
+    "Knob",
+    "RECIPES",
+    "Recipe",
     "NeuronConfig",
     "PipelineConfig",
     "SearchTable",
     "SensitivityTable",
     "ShapeError",
     "SpikingModel",
+    "Task",
     "TraceError",
     "UnsupportedLayerError",
     "__version__",
@@ -71,13 +80,18 @@ __all__ = [
     "convert",
     "correct_bias",
     "evaluate",
+    "evaluate_ann",
     "fit_exit_policy",
+    "get_task",
     "load_snn",
     "minimise_cost",
     "minimise_score",
     "pareto_front",
     "prepare",
     "profile",
+    "register_knob",
+    "register_recipe",
+    "register_task",
     "run_early_exit",
     "save_snn",
 ]

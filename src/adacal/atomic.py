@@ -7,6 +7,7 @@ Concurrent writers never share a temp file.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -42,6 +43,17 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def _finite(obj: Any) -> Any:
+    """Non-finite floats become the strings ``"nan"``, ``"inf"``, ``"-inf"`` (strict JSON has none)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, dict):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> Path:
-    """Strict JSON (``allow_nan=False``): non-finite floats are an error, not invalid JSON."""
-    return atomic_write_text(path, json.dumps(obj, indent=indent, allow_nan=False))
+    """Strict JSON, written atomically; non-finite floats are written as ``"nan"``/``"inf"``/``"-inf"``."""
+    return atomic_write_text(path, json.dumps(_finite(obj), indent=indent, allow_nan=False) + "\n")

@@ -22,19 +22,16 @@ from torch import Tensor
 
 from adacal import inputs
 from adacal.calibrate.capture import capture_inputs, capture_outputs
+from adacal.checks import check_timesteps
 from adacal.errors import ConfigError
+from adacal.knobs import get_knob
 from adacal.neurons.functional import surrogate_rate
-from adacal.neurons.module import IFNeuron, check_timesteps
 from adacal.sensitivity import SensitivityTable
 from adacal.spiking_model import SpikingModel
 
 __all__ = ["sensitivity_correlation", "error_decomposition"]
 
 log = logging.getLogger(__name__)
-
-
-def _set(neuron: IFNeuron, knob: str, value: float) -> None:
-    neuron.set_phi(int(value)) if knob == "phi" else neuron.set_rho(float(value))
 
 
 @torch.no_grad()
@@ -56,13 +53,14 @@ def sensitivity_correlation(
     T = check_timesteps(timesteps)
     rng = random.Random(seed)
     neurons = snn.neurons()
-    saved = {k: (int(n.phi), float(n.rho)) for k, n in neurons.items()}
+    knob = get_knob(table.knob)
+    saved = {k: knob.get(n) for k, n in neurons.items()}
     points = []
     try:
         for _ in range(num_settings):
             choice = {k: rng.choice(table.candidates) for k in table.scores}
             for k, v in choice.items():
-                _set(neurons[k], table.knob, v)
+                knob.set(neurons[k], v)
             total = sum(table.scores[k][v] for k, v in choice.items())
             correct = n = 0
             for x, y in data:
@@ -71,9 +69,8 @@ def sensitivity_correlation(
                 n += y.numel()
             points.append({"sensitivity": total, "accuracy": 100.0 * correct / n, "setting": choice})
     finally:
-        for k, (phi, rho) in saved.items():
-            neurons[k].set_phi(phi)
-            neurons[k].set_rho(rho)
+        for k, v in saved.items():
+            knob.set(neurons[k], v)
     s = [p["sensitivity"] for p in points]
     a = [p["accuracy"] for p in points]
     result = {

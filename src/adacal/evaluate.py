@@ -1,4 +1,4 @@
-"""Evaluation of a converted SNN on labelled data: accuracy, timesteps and energy per image."""
+"""Evaluation of a converted SNN on a task's data: its metrics, timesteps and energy per sample."""
 from __future__ import annotations
 
 import itertools
@@ -8,33 +8,64 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from torch import Tensor
 
-from adacal.calibrate.capture import model_device
+from adacal import inputs
+from adacal.checks import check_timesteps
+from adacal.devices import model_device
 from adacal.errors import DataError
 from adacal.iat.policy import ExitPolicy
 from adacal.iat.runtime import run_early_exit
-from adacal.neurons.module import check_timesteps
 from adacal.spiking_model import SpikingModel
+from adacal.tasks import Task, get_task
 
-__all__ = ["evaluate", "fit_exit_policy", "labelled_batches"]
+__all__ = ["evaluate", "evaluate_ann", "fit_exit_policy", "task_batches"]
 
 log = logging.getLogger(__name__)
 
 
-def labelled_batches(data: Any, max_batches: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
-    """``(inputs, labels)`` pairs from a DataLoader-like iterable; clear errors otherwise."""
+def task_batches(data: Any, task: Task, device: torch.device,
+                 max_batches: int | None = None) -> Iterator[tuple[Any, Any]]:
+    """``(inputs, target)`` of every batch, split by the task and moved to ``device``."""
     it = iter(data)
     if max_batches is not None:
         it = itertools.islice(it, max_batches)
     n = 0
     for batch in it:
-        if not (isinstance(batch, (list, tuple)) and len(batch) >= 2 and isinstance(batch[0], Tensor)):
-            raise DataError("evaluation data must yield (inputs, labels) batches")
+        x, y = task.split_batch(batch)
         n += 1
-        yield batch[0], batch[1]
+        yield (inputs.map_tensors(lambda t: t.to(device), x),
+               inputs.map_tensors(lambda t: t.to(device), y))
     if n == 0:
         raise DataError("evaluation data is empty: it yielded no batch")
+
+
+def _infer_classes(task: Task, output: Any) -> Task:
+    """A task given by name learns ``num_classes`` from the model's output (dim 1 of the first output)."""
+    if "num_classes" not in task.info:
+        first = inputs.leaves(output)[0]
+        task.info["num_classes"] = int(first.shape[1]) if first.dim() > 1 else 1
+    return task
+
+
+@torch.no_grad()
+def evaluate_ann(model: torch.nn.Module, data: Any, *, task: str | Task = "classification",
+                 max_batches: int | None = None) -> dict[str, Any]:
+    """The ANN's task metrics on ``data`` (the reference every SNN run is compared with)."""
+    dev = model_device(model)
+    task = get_task(task)
+    was = model.training
+    model.eval()
+    metrics = None
+    try:
+        for x, y in task_batches(data, task, dev, max_batches):
+            out = inputs.call(model, x)
+            if metrics is None:
+                metrics = _infer_classes(task, out).metrics().to(dev)
+            metrics.update(out, y)
+    finally:
+        model.train(was)
+    assert metrics is not None
+    return metrics.compute()
 
 
 @torch.no_grad()
@@ -43,6 +74,7 @@ def fit_exit_policy(
     data: Any,
     *,
     timesteps: int,
+    task: str | Task = "classification",
     alpha_base: float = 0.6,
     delta: float = 1.0,
     score: str = "entropy",
@@ -52,12 +84,11 @@ def fit_exit_policy(
     """Fit IAT thresholds from the SNN's per-step outputs on (training) data (method.md §7)."""
     T = check_timesteps(timesteps)
     dev = model_device(snn)
-
-    def outputs() -> Iterator[tuple[Tensor, Tensor]]:
-        for x, y in labelled_batches(data, num_batches):
-            yield snn.run(x.to(dev), T, sequence=sequence), y.to(dev)
-
-    return ExitPolicy.fit_batches(outputs(), alpha_base=alpha_base, delta=delta, score=score)
+    task = get_task(task)
+    outputs = [(snn.run(x, T, sequence=sequence), y) for x, y in task_batches(data, task, dev, num_batches)]
+    _infer_classes(task, inputs.map_tensors(lambda o: o[0], outputs[0][0]))
+    return ExitPolicy.fit_batches(outputs, alpha_base=alpha_base, delta=delta, score=score,
+                                  scorer=task.exit_score, correct=task.correct)
 
 
 @torch.no_grad()
@@ -66,61 +97,89 @@ def evaluate(
     data: Any,
     *,
     timesteps: int,
+    task: str | Task = "classification",
     exit_policy: ExitPolicy | None = None,
     energy: Any = "auto",
     max_batches: int | None = None,
     sequence: bool = False,
     progress: Callable[[int, int | None], None] | None = None,
+    examples: int = 0,
 ) -> dict[str, Any]:
-    """Accuracy (%), per-step accuracy, mean timesteps and energy per image on ``data``.
+    """Task metrics, mean timesteps and energy per sample on ``data``.
 
     With ``exit_policy`` each input stops early (IAT) and energy counts only the steps run.
-    ``energy``: an :class:`adacal.energy.EnergyModel`, ``"auto"`` (built from the first batch)
-    or None (skip energy).
+    ``energy``: an :class:`adacal.energy.EnergyModel`, ``"auto"`` (built from the first batch) or
+    None (skip energy). ``examples``: keep what the task shows in pictures for that many of the
+    first samples (``result["examples"]``). The metrics are also top-level keys of the result
+    (``result["accuracy"]``).
     """
     T = check_timesteps(timesteps if exit_policy is None else exit_policy.T)
     dev = model_device(snn)
-    correct = torch.zeros(T, dtype=torch.float64)
+    metrics = per_step = None
     hist = torch.zeros(T, dtype=torch.long)
-    total = 0
-    steps_run = 0
+    total = steps_run = 0
+    kept: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     model = None
+    task = get_task(task)
     with snn.record_activity():
-        for i, (x, y) in enumerate(labelled_batches(data, max_batches)):
-            x, y = x.to(dev), y.to(dev)
-            if model is None and energy == "auto":
-                from adacal.energy import EnergyModel
+        for i, (x, y) in enumerate(task_batches(data, task, dev, max_batches)):
+            batch = inputs.batch_size(x, 1 if sequence else 0)
+            first = inputs.map_tensors(lambda t: t[0, :1], x) if sequence else inputs.narrow(x, 0, 1)
+            if metrics is None:
+                metrics = _infer_classes(task, snn.ann_forward(first)).metrics().to(dev)
+                per_step = [task.metrics().to(dev) for _ in range(T)] if task.per_step and not exit_policy else None
+                if energy == "auto":
+                    from adacal.energy import EnergyModel
 
-                model = EnergyModel.build(snn, x[0, :1] if sequence else x[:1])
+                    model = EnergyModel.build(snn, first)
             if exit_policy is None:
-                out = snn.run(x, T, sequence=sequence)
-                pred = out.cumsum(0).argmax(dim=2)  # [T, B]
-                correct += (pred == y[None]).sum(dim=1).double().cpu()
-                steps_run += T * x.shape[0 if not sequence else 1]
-                hist[T - 1] += y.shape[0]
+                out_steps = snn.run(x, T, sequence=sequence)
+                out = task.reduce_time(out_steps)
+                if per_step is not None:
+                    running = None
+                    for t in range(T):
+                        step = inputs.map_tensors(lambda o, t=t: o[t], out_steps)
+                        running = step if running is None else _sum(running, step)
+                        per_step[t].update(inputs.map_tensors(lambda r, t=t: r / (t + 1), running), y)
+                steps_run += T * batch
+                hist[T - 1] += batch
             else:
-                res = run_early_exit(snn, x, exit_policy, sequence=sequence)
-                correct[T - 1] += float((res.predictions == y).sum())
+                res = run_early_exit(snn, x, exit_policy, sequence=sequence, scorer=task.exit_score)
                 steps_run += res.steps_run
                 hist += torch.bincount(res.exit_steps.cpu() - 1, minlength=T)
-            total += y.shape[0]
+                out = inputs.map_tensors(lambda o, res=res: o / res.exit_steps.view(-1, *[1] * (o.dim() - 1)),
+                                         res.outputs)
+            metrics.update(out, y)
+            if len(kept) < examples:
+                ex = task.examples(x, out, y)
+                if ex is not None:
+                    kept.append(ex)
+            total += batch
             if progress is not None:
                 progress(i + 1, max_batches)
         counts = snn.spike_counts()
+    assert metrics is not None
     seconds = time.perf_counter() - t0
     mean_steps = steps_run / total
+    values = metrics.compute()
     result: dict[str, Any] = {
+        "task": task.name,
         "timesteps": T,
         "num_samples": total,
-        "accuracy": float(correct[T - 1] / total * 100),
+        "metrics": values,
+        "metrics_per_step": None,
         "mean_timesteps": mean_steps,
         "seconds": seconds,
+        **values,
     }
-    if exit_policy is None:
-        result["accuracy_per_step"] = [float(c / total * 100) for c in correct]
-    else:
+    if per_step is not None:
+        steps = [m.compute() for m in per_step]
+        result["metrics_per_step"] = {k: [s[k] for s in steps] for k in values if isinstance(values[k], float)}
+    if exit_policy is not None:
         result["exit_histogram"] = [int(h) for h in hist]
+    if kept:
+        result["examples"] = kept
     energy_model = model if energy == "auto" else energy
     if energy_model is not None:
         rep = energy_model.estimate(counts, num_samples=total, timesteps=mean_steps, sequence=sequence)
@@ -128,6 +187,12 @@ def evaluate(
         result["energy_mj"] = d["snn_energy_pj"] * 1e-9
         result["ann_energy_mj"] = d["ann_energy_pj"] * 1e-9
         result["energy"] = d
-    log.info("evaluated %d samples: accuracy %.2f%% at %.2f mean timesteps (%.1f s)", total,
-             result["accuracy"], mean_steps, seconds)
+    head = task.headline
+    log.info("evaluated %d samples: %s %.4g at %.2f mean timesteps (%.1f s)", total, head,
+             values.get(head, float("nan")), mean_steps, seconds)
     return result
+
+
+def _sum(a: Any, b: Any) -> Any:
+    it = iter(inputs.leaves(b))
+    return inputs.map_tensors(lambda t: t + next(it), a)

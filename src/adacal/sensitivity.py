@@ -22,16 +22,17 @@ from torch import Tensor, fx
 
 from adacal import inputs
 from adacal.atomic import atomic_write_json
+from adacal.checks import check_timesteps
 from adacal.errors import ConfigError
+from adacal.knobs import Knob, get_knob
 from adacal.metrics import symmetric_kl
-from adacal.neurons.module import IFNeuron, check_phi, check_rho, check_timesteps
+from adacal.neurons.module import IFNeuron
 from adacal.spiking_model import SpikingModel
 
-__all__ = ["SensitivityTable", "profile", "KNOBS"]
+__all__ = ["SensitivityTable", "profile"]
 
 log = logging.getLogger(__name__)
 
-KNOBS = ("phi", "rho")
 Progress = Callable[[int, int, str], None]
 CostFn = Callable[[str, Tensor], float]
 Thresholds = Mapping[str, Mapping[float, Tensor]]
@@ -74,17 +75,6 @@ class SensitivityTable:
 def _value(s: str) -> float:
     v = float(s)
     return int(v) if v.is_integer() else v
-
-
-def _set_knob(neuron: IFNeuron, knob: str, value: float) -> None:
-    if knob == "phi":
-        neuron.set_phi(int(value))
-    else:
-        neuron.set_rho(float(value))
-
-
-def _get_knob(neuron: IFNeuron, knob: str) -> float:
-    return int(neuron.phi) if knob == "phi" else float(neuron.rho)
 
 
 class _CachedRun:
@@ -162,9 +152,10 @@ def _mean_output(out: Any, timesteps: int, batch: int) -> Any:
     return inputs.map_tensors(lambda o: o.view(timesteps, batch, *o.shape[1:]).mean(0), out)
 
 
-def _divergence(ann: Any, snn: Any) -> float:
-    """Symmetric KL of the softmax over dim 1, summed over the outputs of a multi-output network."""
-    return float(sum(symmetric_kl(a, s) for a, s in zip(inputs.leaves(ann), inputs.leaves(snn))))
+def default_divergence(ann: Any, snn: Any) -> Any:
+    """Symmetric KL of the softmax over dim 1 (seed eq. 4), summed over the outputs of a multi-output
+    network; a task passes its own (:meth:`adacal.tasks.Task.divergence`)."""
+    return sum(symmetric_kl(a, s) for a, s in zip(inputs.leaves(ann), inputs.leaves(snn)))
 
 
 def _spike_total(neuron: IFNeuron, y: Tensor) -> Tensor:
@@ -194,7 +185,7 @@ def profile(
     snn: SpikingModel,
     x: Any,
     *,
-    knob: str,
+    knob: str | Knob,
     candidates: Sequence[float],
     timesteps: int,
     cost_fn: CostFn | None = None,
@@ -203,28 +194,29 @@ def profile(
     checkpoint: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
     thresholds: Thresholds | None = None,
+    divergence: Callable[[Any, Any], Any] | None = None,
 ) -> SensitivityTable:
-    """Sensitivity of every neuron to every candidate of ``knob`` (``"phi"`` or ``"rho"``).
+    """Sensitivity of every neuron to every candidate of ``knob`` (a registered knob or its name).
 
-    Score: symmetric KL between the ANN's and the SNN's (time-averaged) softmax outputs on the
-    calibration batch ``x``, with only that neuron changed. Cost: ``cost_fn(name, spike_map)``
-    of that neuron's spikes per image (default: the spike count per image). ``checkpoint`` is a
-    JSON file written after every layer; a rerun with the same model, data and candidates picks
+    Score: ``divergence`` between the ANN's and the SNN's time-averaged outputs on the calibration
+    batch ``x`` (default: symmetric KL of the softmax), with only that neuron changed. Cost:
+    ``cost_fn(name, spike_map)`` of that neuron's spikes per image (default: the spike count per
+    image). ``checkpoint`` is a JSON file written after every layer; a rerun with the same model, data and candidates picks
     up from it and gives identical results. ``layers`` restricts profiling to those neurons.
     ``thresholds[name][value]``: the threshold neuron ``name`` runs with at candidate ``value``
     (e.g. refit for that φ); by default a candidate keeps the neuron's current threshold.
     """
-    if knob not in KNOBS:
-        raise ConfigError(f"knob must be one of {KNOBS}, got {knob!r}")
+    knob_ = get_knob(knob)
     if not candidates:
         raise ConfigError("candidates must not be empty")
-    cands = tuple(check_phi(int(c)) if knob == "phi" else check_rho(float(c)) for c in candidates)
+    cands = tuple(knob_.check(c) for c in candidates)
+    divergence = divergence or default_divergence
     T = check_timesteps(timesteps)
     snn.check_input(x)
     batch = inputs.batch_size(x)
     cost_fn = cost_fn or (lambda _name, spikes: float(spikes.sum()) / batch)
     path = Path(checkpoint) if checkpoint is not None else None
-    key = _fingerprint(snn, x, knob, cands, T, thresholds)
+    key = _fingerprint(snn, x, knob_.name, cands, T, thresholds)
     state: dict[str, Any] = {"fingerprint": key, "layers": {}}
     if path is not None and path.exists():
         try:
@@ -233,7 +225,7 @@ def profile(
             saved = {}
         if saved.get("fingerprint") == key:
             state = saved
-            log.info("resuming %s profile from %s (%d layers done)", knob, path, len(state["layers"]))
+            log.info("resuming %s profile from %s (%d layers done)", knob_.name, path, len(state["layers"]))
         else:
             log.warning("ignoring %s: it belongs to another model, data or candidate set", path)
     start = time.perf_counter()
@@ -263,13 +255,13 @@ def profile(
                 costs[name] = {_value(k): v for k, v in done["costs"].items()}
                 spikes[name] = {_value(k): v for k, v in done["spikes"].items()}
                 continue
-            original = _get_knob(neuron, knob)
+            original = knob_.get(neuron)
             original_theta = neuron.theta.detach().clone()
             todo = base.downstream(name) if base is not None else set()
             row_s, row_c, row_n = {}, {}, {}
             try:
                 for value in cands:
-                    _set_knob(neuron, knob, value)
+                    knob_.set(neuron, value)
                     if thresholds is not None:
                         neuron.set_theta(thresholds[name][value])
                     if base is not None:
@@ -277,11 +269,11 @@ def profile(
                     else:
                         out, y = _full_run(snn, x, T, name)
                     smap = _spike_total(neuron, y)
-                    row_s[value] = _divergence(ann, _mean_output(out, T, batch))
+                    row_s[value] = float(divergence(ann, _mean_output(out, T, batch)))
                     row_c[value] = float(cost_fn(name, smap))
                     row_n[value] = float(smap.sum()) / batch
             finally:
-                _set_knob(neuron, knob, original)
+                knob_.set(neuron, original)
                 neuron.theta = original_theta
             scores[name], costs[name], spikes[name] = row_s, row_c, row_n
             state["layers"][name] = {
@@ -293,7 +285,7 @@ def profile(
                 atomic_write_json(path, state, indent=1)
     if progress is not None:
         progress(len(neurons), len(neurons), "done")
-    return SensitivityTable(knob, cands, scores, costs, spikes, time.perf_counter() - start)
+    return SensitivityTable(knob_.name, cands, scores, costs, spikes, time.perf_counter() - start)
 
 
 def _full_run(snn: SpikingModel, x: Any, T: int, name: str) -> tuple[Any, Tensor]:

@@ -10,8 +10,9 @@ import torch
 from torch import Tensor, fx, nn
 
 from adacal import inputs
+from adacal.checks import check_timesteps
 from adacal.errors import DataError, ShapeError
-from adacal.neurons.module import IFNeuron, check_timesteps
+from adacal.neurons.module import IFNeuron
 from adacal.neurons.pool import SpikingMaxPool
 
 __all__ = ["SpikingModel", "Session"]

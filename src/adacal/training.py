@@ -1,7 +1,7 @@
-"""Train and evaluate ANN classifiers (the models that later get converted to SNNs).
+"""Train the ANNs that later get converted to SNNs, for any task (its loss and metrics).
 
 Deliberately plain: SGD with Nesterov momentum, a per-batch one-cycle or cosine schedule, optional
-label smoothing, and an atomic checkpoint (model + optimizer + scheduler + epoch + history) after
+label smoothing (classification), and an atomic checkpoint (model + optimizer + scheduler + epoch + history) after
 every epoch so an interrupted run resumes where it stopped.  All progress goes to the
 ``adacal.training`` logger; nothing is printed.
 """
@@ -20,10 +20,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from adacal import inputs
 from adacal.atomic import atomic_write
 from adacal.errors import CheckpointError, ConfigError
+from adacal.evaluate import evaluate_ann
+from adacal.tasks import Task, get_task
 
-__all__ = ["TrainConfig", "train_classifier", "evaluate_classifier", "save_atomic"]
+__all__ = ["TrainConfig", "train_model", "save_atomic"]
 
 log = logging.getLogger("adacal.training")
 
@@ -86,46 +89,19 @@ def save_atomic(obj: Any, path: str | os.PathLike[str]) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def _to_device(batch: Any, device: torch.device, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    x, y = batch[0], batch[1]
-    x = x.to(device, non_blocking=True)
-    if channels_last and x.ndim == 4:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x, torch.as_tensor(y).to(device, non_blocking=True)
+def _to_device(x: Any, device: torch.device, channels_last: bool) -> Any:
+    def move(t: torch.Tensor) -> torch.Tensor:
+        t = torch.as_tensor(t).to(device, non_blocking=True)
+        return t.contiguous(memory_format=torch.channels_last) if channels_last and t.ndim == 4 else t
+
+    return inputs.map_tensors(move, x)
 
 
-def evaluate_classifier(
-    model: nn.Module,
-    loader: Iterable[Any],
-    device: str | torch.device = "cpu",
-    *,
-    channels_last: bool = False,
-    autocast_dtype: torch.dtype | None = None,
-) -> float:
-    """Top-1 accuracy in percent over ``loader``; restores the model's train/eval mode afterwards."""
-    dev = torch.device(device)
-    was_training = model.training
-    model.eval()
-    correct = total = 0
-    try:
-        with torch.inference_mode():
-            for batch in loader:
-                x, y = _to_device(batch, dev, channels_last)
-                with torch.autocast(dev.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                    out = model(x)
-                correct += int((out.argmax(1) == y).sum())
-                total += int(y.numel())
-    finally:
-        model.train(was_training)
-    if total == 0:
-        raise ConfigError("evaluation loader yielded no samples")
-    return 100.0 * correct / total
-
-
-def train_classifier(
+def train_model(
     model: nn.Module,
     train_loader: Iterable[Any],
     *,
+    task: str | Task = "classification",
     epochs: int,
     lr: float = 0.1,
     weight_decay: float = 5e-4,
@@ -143,8 +119,9 @@ def train_classifier(
     channels_last: bool = False,
     autocast_dtype: torch.dtype | None = None,
 ) -> dict[str, Any]:
-    """Train ``model`` in place with SGD; returns ``{"history", "epochs_completed", "final_eval_acc",
-    "resumed_from_epoch", "train_time_s", "config"}``.
+    """Train ``model`` in place with SGD on ``task``'s loss; returns ``{"history", "epochs_completed",
+    "final_eval", "resumed_from_epoch", "train_time_s", "config"}`` (``final_eval``: the task's
+    metrics on ``eval_loader``).
 
     The LR follows ``schedule`` per batch ("onecycle": linear warm-up from lr/25 over ``warmup_frac``
     (default 15 %) of the steps, then cosine to 0; "cosine": optional linear warm-up then cosine to 0;
@@ -183,7 +160,7 @@ def train_classifier(
         nesterov=cfg.nesterov,
     )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(cfg, s))
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    task = get_task(task)
     history: list[dict[str, float]] = []
     start_epoch = 0
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
@@ -201,12 +178,13 @@ def train_classifier(
         model.train()
         t0 = time.perf_counter()
         loss_sum = 0.0
-        correct = seen = 0
+        seen = 0
         for i, batch in enumerate(train_loader):
-            x, y = _to_device(batch, dev, channels_last)
+            x, y = task.split_batch(batch)
+            x, y = _to_device(x, dev, channels_last), _to_device(y, dev, False)
             with torch.autocast(dev.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                out = model(x)
-                loss = criterion(out.float(), y)
+                out = inputs.call(model, x)
+                loss = task.loss(out, y, label_smoothing=cfg.label_smoothing)
             if not torch.isfinite(loss):
                 raise ConfigError(
                     f"training loss became {loss.item()} at epoch {epoch + 1}, batch {i + 1}; "
@@ -216,46 +194,25 @@ def train_classifier(
             loss.backward()
             opt.step()
             sched.step()
-            n = int(y.numel())
+            n = inputs.batch_size(x)
             loss_sum += float(loss.detach()) * n
-            correct += int((out.detach().argmax(1) == y).sum())
             seen += n
             if log_every and (i + 1) % log_every == 0:
-                dt = time.perf_counter() - t0
-                log.info(
-                    "epoch %d/%d batch %d/%d loss %.4f acc %.2f%% lr %.4g (%.1f img/s)",
-                    epoch + 1,
-                    cfg.epochs,
-                    i + 1,
-                    steps,
-                    loss_sum / seen,
-                    100.0 * correct / seen,
-                    opt.param_groups[0]["lr"],
-                    seen / dt,
-                )
-        rec: dict[str, float] = {
+                log.info("epoch %d/%d batch %d/%d loss %.4f lr %.4g (%.1f samples/s)", epoch + 1, cfg.epochs,
+                         i + 1, steps, loss_sum / seen, opt.param_groups[0]["lr"], seen / (time.perf_counter() - t0))
+        rec: dict[str, Any] = {
             "epoch": float(epoch + 1),
             "train_loss": loss_sum / max(1, seen),
-            "train_acc": 100.0 * correct / max(1, seen),
             "lr": float(opt.param_groups[0]["lr"]),
             "train_time_s": time.perf_counter() - t0,
         }
         if eval_loader is not None:
-            rec["eval_acc"] = evaluate_classifier(
-                model, eval_loader, dev, channels_last=channels_last, autocast_dtype=autocast_dtype
-            )
+            rec["eval"] = evaluate_ann(model, eval_loader, task=task)
         rec["epoch_time_s"] = time.perf_counter() - t0
         history.append(rec)
-        log.info(
-            "epoch %d/%d loss %.4f train_acc %.2f%% %s lr %.4g time %.1fs",
-            epoch + 1,
-            cfg.epochs,
-            rec["train_loss"],
-            rec["train_acc"],
-            f"eval_acc {rec['eval_acc']:.2f}%" if "eval_acc" in rec else "",
-            rec["lr"],
-            rec["epoch_time_s"],
-        )
+        log.info("epoch %d/%d loss %.4f %s lr %.4g time %.1fs", epoch + 1, cfg.epochs, rec["train_loss"],
+                 " ".join(f"eval {k} {v:.4g}" for k, v in (rec.get("eval") or {}).items()
+                          if isinstance(v, float)), rec["lr"], rec["epoch_time_s"])
         if ckpt is not None:
             save_atomic(
                 {
@@ -268,15 +225,13 @@ def train_classifier(
                 },
                 ckpt,
             )
-    final = history[-1].get("eval_acc") if history else None
+    final = history[-1].get("eval") if history else None
     if final is None and eval_loader is not None:
-        final = evaluate_classifier(
-            model, eval_loader, dev, channels_last=channels_last, autocast_dtype=autocast_dtype
-        )
+        final = evaluate_ann(model, eval_loader, task=task)
     return {
         "history": history,
         "epochs_completed": cfg.epochs,
-        "final_eval_acc": final,
+        "final_eval": final,
         "resumed_from_epoch": resumed_from,
         "train_time_s": time.perf_counter() - t_run,
         "config": asdict(cfg),

@@ -5,25 +5,15 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from adacal.neurons.module import IFNeuron
 
-__all__ = ["capture_inputs", "capture_outputs", "model_device", "StopForward"]
+__all__ = ["capture_inputs", "capture_outputs", "StopForward"]
 
 
 class StopForward(Exception):
     """Raised from a hook to end a forward pass early once the wanted layer has run."""
-
-
-def model_device(model: torch.nn.Module) -> torch.device:
-    """Device of the first parameter or buffer (CPU for a parameterless model)."""
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
 
 
 @contextlib.contextmanager

@@ -8,10 +8,12 @@ import torch
 from torch import Tensor
 
 from adacal import inputs
-from adacal.calibrate.capture import capture_outputs, model_device
+from adacal.calibrate.capture import capture_outputs
+from adacal.checks import check_timesteps
 from adacal.data import InputFn, take_batches
+from adacal.devices import model_device
 from adacal.errors import CalibrationError, ConfigError
-from adacal.neurons.module import IFNeuron, check_timesteps
+from adacal.neurons.module import IFNeuron
 from adacal.spiking_model import SpikingModel
 
 __all__ = ["correct_bias", "channel_means"]

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from adacal.calibrate.capture import capture_inputs, model_device
+from adacal.calibrate.capture import capture_inputs
 from adacal.calibrate.observers import (
     HistogramObserver,
     MaxObserver,
@@ -15,9 +15,10 @@ from adacal.calibrate.observers import (
     SurrogateSpec,
     channels_first,
 )
+from adacal.checks import check_timesteps
 from adacal.config import CalibrationConfig
 from adacal.data import InputFn, take_batches
-from adacal.neurons.module import check_timesteps
+from adacal.devices import model_device
 from adacal.spiking_model import SpikingModel
 
 __all__ = ["calibrate_thresholds", "thresholds_per_phi"]

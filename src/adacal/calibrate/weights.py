@@ -15,8 +15,9 @@ import torch
 from torch import Tensor, fx, nn
 
 from adacal.calibrate.capture import StopForward, capture_outputs
+from adacal.checks import check_timesteps
 from adacal.errors import ConfigError
-from adacal.neurons.module import IFNeuron, check_timesteps
+from adacal.neurons.module import IFNeuron
 from adacal.spiking_model import SpikingModel
 
 __all__ = ["calibrate_weights", "feeding_layers"]

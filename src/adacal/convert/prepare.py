@@ -16,6 +16,7 @@ from adacal.convert.activations import NOT_AN_ACTIVATION, activation_clip, decla
 from adacal.convert.fold_bn import fold_batchnorm
 from adacal.convert.rules import check_spiking_path, push_maxpools, rate_preserving_pools
 from adacal.convert.trace import trace
+from adacal.devices import model_float
 from adacal.errors import CalibrationError, ConfigError, DataError, ShapeError, UnsupportedLayerError
 from adacal.neurons.module import IFNeuron
 from adacal.spiking_model import SpikingModel
@@ -51,14 +52,6 @@ def _has_module(gm: fx.GraphModule, name: str) -> bool:
     except AttributeError:
         return False
     return True
-
-
-def _float_like(model: nn.Module, x: Tensor) -> tuple[torch.device, torch.dtype]:
-    """Device and floating dtype the neurons' buffers must follow: the model's own."""
-    for t in (*model.parameters(), *model.buffers()):
-        if t.is_floating_point():
-            return t.device, t.dtype
-    return x.device, x.dtype if x.is_floating_point() else torch.get_default_dtype()
 
 
 def positional(gm: fx.GraphModule, x: Any) -> tuple[Any, ...]:
@@ -161,7 +154,9 @@ def prepare(model: nn.Module, example_input: Any, *, config: ConversionConfig | 
             f"the model rejects the example input of shape {inputs.describe(x)}: {type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''}"
         ) from exc
-    device, dtype = _float_like(ann, inputs.leaves(x)[0])
+    first = inputs.leaves(x)[0]  # neurons follow the model's device and dtype (the input's if it has none)
+    device, dtype = model_float(ann) or (first.device, first.dtype if first.is_floating_point()
+                                         else torch.get_default_dtype())
     gm = trace(ann, leaf_names=cfg.leaf_modules)
     args = positional(gm, x)
     ShapeProp(gm).propagate(*args)  # ranks for fold_batchnorm (a Linear folds a BN only on [B, F])

@@ -7,13 +7,23 @@ See :mod:`adacal.datasets.api` for names, sources and expected files.
 
 from __future__ import annotations
 
-from adacal.datasets.api import DATASETS, DatasetInfo, DatasetSplits, get_dataset, get_splits, make_loader
+from adacal.datasets.api import get_dataset, get_splits
 from adacal.datasets.arrays import (
     ArrayDataset,
     clear_decode_cache,
     decode_jpeg_arrays,
     load_image_npz,
     load_sklearn_digits,
+)
+from adacal.datasets.registry import (
+    DATASETS,
+    DatasetInfo,
+    DatasetSplits,
+    dataset_info,
+    labels_of,
+    make_loader,
+    register_dataset,
+    sample_indices,
 )
 from adacal.datasets.transforms import (
     CIFAR10_NORM,
@@ -38,6 +48,10 @@ __all__ = [
     "MNIST_NORM",
     "Normalization",
     "clear_decode_cache",
+    "dataset_info",
+    "labels_of",
+    "register_dataset",
+    "sample_indices",
     "decode_jpeg_arrays",
     "get_dataset",
     "get_splits",

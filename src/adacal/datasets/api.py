@@ -27,16 +27,24 @@ Nothing is downloaded unless ``download=True`` (torchvision sources only).
 
 from __future__ import annotations
 
+import functools
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, Subset
 
 from adacal.datasets.arrays import ArrayDataset, load_image_npz, load_sklearn_digits
+from adacal.datasets.registry import (
+    DatasetInfo,
+    DatasetSplits,
+    calib_indices,
+    get_source,
+    register_dataset,
+    train_indices,
+)
 from adacal.datasets.transforms import (
     CIFAR10_NORM,
     CIFAR100_NORM,
@@ -48,36 +56,15 @@ from adacal.datasets.transforms import (
 )
 from adacal.errors import ConfigError, DataError
 
-__all__ = ["DatasetInfo", "DATASETS", "DatasetSplits", "get_dataset", "get_splits", "make_loader"]
+__all__ = ["get_dataset", "get_splits"]
 
 
-@dataclass(frozen=True)
-class DatasetInfo:
-    """Static facts about a named dataset (what a model for it must accept and emit)."""
-
-    name: str
-    num_classes: int
-    input_shape: tuple[int, int, int]  # C, H, W after the eval transform
-    norm: Normalization
-
-
-DATASETS: dict[str, DatasetInfo] = {
-    "cifar10": DatasetInfo("cifar10", 10, (3, 32, 32), CIFAR10_NORM),
-    "cifar100": DatasetInfo("cifar100", 100, (3, 32, 32), CIFAR100_NORM),
-    "mnist": DatasetInfo("mnist", 10, (1, 28, 28), MNIST_NORM),
-    "imagenet": DatasetInfo("imagenet", 1000, (3, 224, 224), IMAGENET_NORM),
-    "digits": DatasetInfo("digits", 10, (1, 8, 8), DIGITS_NORM),
+_NORMS: dict[str, Normalization] = {
+    "cifar10": CIFAR10_NORM, "cifar100": CIFAR100_NORM, "mnist": MNIST_NORM, "imagenet": IMAGENET_NORM,
+    "digits": DIGITS_NORM,
 }
 _SOURCES = ("auto", "npz", "torchvision")
 _SPLITS = ("train", "calib", "test")
-
-
-class DatasetSplits(NamedTuple):
-    """``train`` (augmented if requested), ``calib`` (subset of training data, no augmentation), ``test``."""
-
-    train: Dataset[Any]
-    calib: Dataset[Any]
-    test: Dataset[Any]
 
 
 def get_dataset(
@@ -91,6 +78,7 @@ def get_dataset(
     holdout_calib: bool = False,
     source: str = "auto",
     download: bool = False,
+    options: Mapping[str, Any] | None = None,
 ) -> Dataset[Any]:
     """One split (``"train"``, ``"calib"`` or ``"test"``) of a named dataset; see :func:`get_splits`.
 
@@ -107,6 +95,7 @@ def get_dataset(
         augment=True if augment is None else augment,
         source=source,
         download=download,
+        options=options,
     )
     return getattr(splits, split)
 
@@ -121,14 +110,36 @@ def get_splits(
     augment: bool = True,
     source: str = "auto",
     download: bool = False,
+    options: Mapping[str, Any] | None = None,
 ) -> DatasetSplits:
-    """(train, calib, test) for a named dataset; ``calib`` always comes from the training data."""
-    if name not in DATASETS:
-        raise ConfigError(f"unknown dataset {name!r}; valid: {sorted(DATASETS)}")
-    if source not in _SOURCES:
-        raise ConfigError(f"unknown source {source!r}; valid: {list(_SOURCES)}")
+    """(train, calib, test) for a named dataset; ``calib`` always comes from the training data.
+
+    ``source`` picks among a dataset's file layouts (``"auto"``: by the files present);
+    ``options`` are dataset-specific settings (e.g. how events become frames).
+    """
+    src = get_source(name)
     if calib_size < 1:
         raise ConfigError(f"calib_size must be >= 1, got {calib_size}")
+    return src.load(root, calib_size=calib_size, seed=seed, holdout_calib=holdout_calib, augment=augment,
+                    source=source, download=download, options=dict(options or {}))
+
+
+def _image_splits(
+    name: str,
+    root: str | os.PathLike[str] | None,
+    *,
+    calib_size: int,
+    seed: int,
+    holdout_calib: bool,
+    augment: bool,
+    source: str,
+    download: bool,
+    options: Mapping[str, Any],
+) -> DatasetSplits:
+    if options:
+        raise ConfigError(f"dataset {name!r} takes no options, got {sorted(options)}")
+    if source not in _SOURCES:
+        raise ConfigError(f"unknown source {source!r}; valid: {list(_SOURCES)}")
     if name == "digits":
         return _digits_splits(root, calib_size, seed, holdout_calib, augment)
     if root is None:
@@ -143,30 +154,6 @@ def get_splits(
     if src == "npz":
         return _npz_splits(name, rootp, calib_size, seed, holdout_calib, augment)
     return _torchvision_splits(name, rootp, calib_size, seed, holdout_calib, augment, download)
-
-
-def make_loader(
-    dataset: Dataset[Any],
-    batch_size: int,
-    *,
-    shuffle: bool = False,
-    num_workers: int = 0,
-    seed: int | None = None,
-    drop_last: bool = False,
-) -> DataLoader[Any]:
-    """A DataLoader with a seeded shuffle order (reproducible epochs) when ``seed`` is given."""
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    gen = torch.Generator().manual_seed(seed) if seed is not None else None
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        num_workers=num_workers,
-        generator=gen,
-        drop_last=drop_last,
-        persistent_workers=num_workers > 0,
-    )
 
 
 # --------------------------------------------------------------------------- internals
@@ -209,20 +196,6 @@ def _pick_source(name: str, root: Path, source: str, download: bool) -> str:
     raise DataError(f"no {name!r} data found under {str(root)!r}; expected files: {_expected_files(name)}")
 
 
-def _calib_indices(n_train: int, calib_size: int, seed: int) -> np.ndarray:
-    if calib_size > n_train:
-        raise ConfigError(f"calib_size={calib_size} exceeds the {n_train} training samples")
-    return np.sort(np.random.default_rng(seed).permutation(n_train)[:calib_size])
-
-
-def _train_indices(n_train: int, calib_idx: np.ndarray, holdout: bool) -> np.ndarray:
-    if not holdout:
-        return np.arange(n_train)
-    mask = np.ones(n_train, dtype=bool)
-    mask[calib_idx] = False
-    return np.flatnonzero(mask)
-
-
 def _array_splits(
     images: np.ndarray,
     labels: np.ndarray,
@@ -245,9 +218,9 @@ def _array_splits(
         else eval_tf
     )
     full = ArrayDataset(images, labels, eval_tf, classes=classes)
-    cidx = _calib_indices(len(full), calib_size, seed)
+    cidx = calib_indices(len(full), calib_size, seed)
     return DatasetSplits(
-        train=full.subset(_train_indices(len(full), cidx, holdout), transform=train_tf),
+        train=full.subset(train_indices(len(full), cidx, holdout), transform=train_tf),
         calib=full.subset(cidx, transform=eval_tf),
         test=ArrayDataset(test_images, test_labels, eval_tf, classes=classes),
     )
@@ -274,7 +247,7 @@ def _npz_splits(
     x, y, classes = load_image_npz(train_p)
     xt, yt, _ = load_image_npz(test_p)
     return _array_splits(
-        x, y, xt, yt, DATASETS[name].norm, classes or None, calib_size, seed, holdout, augment, crop, flip
+        x, y, xt, yt, _NORMS[name], classes or None, calib_size, seed, holdout, augment, crop, flip
     )
 
 
@@ -319,8 +292,8 @@ def _torchvision_splits(
     import torchvision
     from torchvision import transforms as T
 
-    info = DATASETS[name]
-    normalize = T.Normalize(info.norm.mean, info.norm.std)
+    norm = _NORMS[name]
+    normalize = T.Normalize(norm.mean, norm.std)
     if name == "imagenet":
         train_tf = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(), normalize])
         eval_tf = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), normalize])
@@ -354,9 +327,20 @@ def _torchvision_splits(
     train_full = make(True, train_tf if augment else eval_tf)
     calib_full = make(True, eval_tf)
     n = len(train_full)  # type: ignore[arg-type]
-    cidx = _calib_indices(n, calib_size, seed)
+    cidx = calib_indices(n, calib_size, seed)
     return DatasetSplits(
-        train=Subset(train_full, _train_indices(n, cidx, holdout).tolist()) if holdout else train_full,
+        train=Subset(train_full, train_indices(n, cidx, holdout).tolist()) if holdout else train_full,
         calib=Subset(calib_full, cidx.tolist()),
         test=make(False, eval_tf),
     )
+
+
+for _info, _files in (
+    (DatasetInfo("cifar10", 10, (3, 32, 32)), "train_jpeg.npz (or train.npz) + test.npz (or test_jpeg.npz), "
+     "or cifar-10-batches-py/"),
+    (DatasetInfo("cifar100", 100, (3, 32, 32)), "cifar-100-python/"),
+    (DatasetInfo("mnist", 10, (1, 28, 28)), "train.npz + test.npz, or MNIST/raw/"),
+    (DatasetInfo("imagenet", 1000, (3, 224, 224)), "train/<class>/*.JPEG + val/<class>/*.JPEG"),
+    (DatasetInfo("digits", 10, (1, 8, 8)), "nothing (bundled with scikit-learn), or digits.npz"),
+):
+    register_dataset(_info, functools.partial(_image_splits, _info.name), _files)

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from adacal import inputs
+from adacal.devices import model_float
 from adacal.energy.costs import CostTable
 from adacal.energy.graph import SPIKE, GraphAnalysis, LayerInfo, analyze_graph
 from adacal.energy.report import EnergyReport, LayerEnergy, NeuronActivity
@@ -46,13 +47,6 @@ def _check_mean_timesteps(timesteps: Any) -> float:
     if not math.isfinite(t) or t <= 0:
         raise ConfigError(f"timesteps must be finite and > 0 (mean steps run per image), got {timesteps!r}")
     return t
-
-
-def _model_device_dtype(snn: SpikingModel) -> tuple[torch.device, torch.dtype]:
-    for t in (*snn.parameters(), *snn.buffers()):
-        if t.is_floating_point():
-            return t.device, t.dtype
-    return torch.device("cpu"), torch.get_default_dtype()
 
 
 class EnergyModel:
@@ -93,7 +87,7 @@ class EnergyModel:
         if not isinstance(snn, SpikingModel):
             raise ConfigError(f"EnergyModel.build expects a SpikingModel (from adacal.convert.prepare), "
                               f"got {type(snn).__name__}")
-        device, dtype = _model_device_dtype(snn)
+        device, dtype = model_float(snn) or (torch.device("cpu"), torch.get_default_dtype())
         if example_input is None:
             zeros = [torch.zeros((1, *s), device=device, dtype=dtype) for s in snn.input_shapes]
             x: Any = zeros[0] if len(zeros) == 1 else tuple(zeros)

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from adacal import inputs
 from adacal.errors import ConfigError, DataError, ShapeError
 
 __all__ = [
@@ -60,6 +61,15 @@ DENSE_CORRECT_PIXEL_ACCURACY = 0.5
 """A dense sample counts as "correctly classified" when its pixel accuracy is at least this."""
 
 _FORMAT = "adacal.iat.ExitPolicy"
+#: ``scorer(running_output, kind)`` -> confidence per sample in [0, 1]; ``correct(running, target)`` -> bool [B].
+Scorer = Callable[[Any, str], Tensor]
+Correct = Callable[[Any, Any], Tensor]
+
+
+def _map2(fn: Callable[[Tensor, Tensor], Tensor], a: Any, b: Any) -> Any:
+    """``fn`` on matching leaves of two same-structured values."""
+    it = iter(inputs.leaves(b))
+    return inputs.map_tensors(lambda t: fn(t, next(it)), a)
 _VERSION = 1
 
 
@@ -277,14 +287,20 @@ class ExitStatistics:
         accumulate: str = "sum",
         reduction: str = "mean",
         ignore_index: int | None = None,
+        scorer: Scorer | None = None,
+        correct: Correct | None = None,
     ) -> ExitStatistics:
         """Gather statistics from one batch of per-step outputs ``[T, B, C, *spatial]`` and labels.
 
         ``labels``: ``[B]`` class ids, or ``[B, *spatial]`` for dense outputs (pixels equal to
-        ``ignore_index`` do not count towards a sample's pixel accuracy).
+        ``ignore_index`` do not count towards a sample's pixel accuracy). A task with other outputs
+        passes its own ``scorer(running, "entropy")`` (confidence per sample) and
+        ``correct(running, labels)``; outputs and labels are then taken as they are.
         """
         _check_choice("accumulate", accumulate, ACCUMULATE_MODES)
         _check_choice("reduction", reduction, REDUCTIONS)
+        if scorer is not None and correct is not None:
+            return cls._from_task(per_step_outputs, labels, accumulate, reduction, scorer, correct)
         x = _check_per_step(per_step_outputs)
         y = _check_labels(labels, x, ignore_index)
         T, B = x.shape[0], x.shape[1]
@@ -310,6 +326,25 @@ class ExitStatistics:
         )
 
     @classmethod
+    def _from_task(cls, per_step: Any, labels: Any, accumulate: str, reduction: str, scorer: Scorer,
+                   correct: Correct) -> ExitStatistics:
+        first = inputs.leaves(per_step)[0]
+        T, B = first.shape[0], first.shape[1]
+        sums_c, sums_a, counts = [], [], []
+        running: Any = None
+        for t in range(1, T + 1):
+            step = inputs.map_tensors(lambda o, t=t: o[t - 1].to(_acc_dtype(o.dtype)), per_step)
+            running = step if running is None else _map2(lambda a, b: a + b, running, step)
+            scored = inputs.map_tensors(lambda o, t=t: o / t, running) if accumulate == "mean" else running
+            ent = (1.0 - scorer(scored, "entropy")).double()
+            ok = correct(running, labels).bool()
+            sums_c.append(float(ent[ok].sum()))
+            sums_a.append(float(ent.sum()))
+            counts.append(int(ok.sum()))
+        return cls(accumulate=accumulate, reduction=reduction, sum_entropy_correct=tuple(sums_c),
+                   count_correct=tuple(counts), sum_entropy_all=tuple(sums_a), count_all=B)
+
+    @classmethod
     def from_batches(
         cls,
         batches: Iterable[tuple[Tensor, Tensor]],
@@ -317,6 +352,8 @@ class ExitStatistics:
         accumulate: str = "sum",
         reduction: str = "mean",
         ignore_index: int | None = None,
+        scorer: Scorer | None = None,
+        correct: Correct | None = None,
     ) -> ExitStatistics:
         """Sum statistics over an iterable of ``(per_step_outputs, labels)`` batches."""
         total: ExitStatistics | None = None
@@ -326,7 +363,8 @@ class ExitStatistics:
                     f"batch {i} must be a (per_step_outputs, labels) pair, got {type(item).__name__}"
                 )
             stats = cls.from_outputs(
-                item[0], item[1], accumulate=accumulate, reduction=reduction, ignore_index=ignore_index
+                item[0], item[1], accumulate=accumulate, reduction=reduction, ignore_index=ignore_index,
+                scorer=scorer, correct=correct,
             )
             total = stats if total is None else total + stats
         if total is None:
@@ -530,6 +568,8 @@ class ExitPolicy:
         accumulate: str = "sum",
         reduction: str = "mean",
         ignore_index: int | None = None,
+        scorer: Scorer | None = None,
+        correct: Correct | None = None,
     ) -> ExitPolicy:
         """Like :meth:`fit` over an iterable of ``(per_step_outputs, labels)`` batches.
 
@@ -537,7 +577,8 @@ class ExitPolicy:
         concatenation (up to float summation order).
         """
         stats = ExitStatistics.from_batches(
-            batches, accumulate=accumulate, reduction=reduction, ignore_index=ignore_index
+            batches, accumulate=accumulate, reduction=reduction, ignore_index=ignore_index, scorer=scorer,
+            correct=correct,
         )
         return cls.from_statistics(stats, alpha_base=alpha_base, delta=delta, score=score)
 
@@ -563,9 +604,9 @@ class ExitPolicy:
         )
 
     # -- the exit rule ------------------------------------------------------------------------
-    def exit_mask(self, cum_output_at_t: Tensor, t: int) -> Tensor:
+    def exit_mask(self, cum_output_at_t: Any, t: int, *, scorer: Scorer | None = None) -> Tensor:
         """Same as :func:`exit_mask` (``policy.exit_mask(O_t, t)``)."""
-        return exit_mask(self, cum_output_at_t, t)
+        return exit_mask(self, cum_output_at_t, t, scorer=scorer)
 
     # -- serialisation ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -644,26 +685,31 @@ def _check_step(t: Any, T: int) -> int:
     return t
 
 
-def exit_mask(policy: ExitPolicy, cum_output_at_t: Tensor, t: int) -> Tensor:
+def exit_mask(policy: ExitPolicy, cum_output_at_t: Any, t: int, *, scorer: Scorer | None = None) -> Tensor:
     """Which samples stop after timestep t (1-based): ``score(O_t) > α_t``, or all of them at T.
 
     ``cum_output_at_t`` is the running SUM O_t of the samples still running, ``[B, C, *spatial]``
     (the policy divides by t itself when ``accumulate="mean"``). Returns a bool tensor ``[B]`` on
     the input's device. This is the one exit rule: offline evaluation and the simulator's
     streaming early exit both call it. It does not check for NaN (that would cost a device sync
-    per step); a NaN score compares False, so such a sample runs to T.
+    per step); a NaN score compares False, so such a sample runs to T. ``scorer(O, kind)`` scores
+    outputs of other tasks (default: :func:`scores` on class logits).
     """
     if not isinstance(policy, ExitPolicy):
         raise ConfigError(f"policy must be an ExitPolicy, got {type(policy).__name__}")
     t = _check_step(t, policy.T)
-    x = _check_outputs(cum_output_at_t, "cum_output_at_t", per_step=False)
-    B = x.shape[0]
+    x = cum_output_at_t if scorer is not None else _check_outputs(cum_output_at_t, "cum_output_at_t",
+                                                                  per_step=False)
+    first = inputs.leaves(x)[0]
+    B, device = first.shape[0], first.device
     if t == policy.T:
-        return torch.ones(B, dtype=torch.bool, device=x.device)
+        return torch.ones(B, dtype=torch.bool, device=device)
     alpha = policy.thresholds[t - 1]
     if alpha == math.inf:
-        return torch.zeros(B, dtype=torch.bool, device=x.device)
+        return torch.zeros(B, dtype=torch.bool, device=device)
     if alpha == -math.inf:
-        return torch.ones(B, dtype=torch.bool, device=x.device)
-    scored = x / t if policy.accumulate == "mean" else x
+        return torch.ones(B, dtype=torch.bool, device=device)
+    scored = inputs.map_tensors(lambda o: o / t, x) if policy.accumulate == "mean" else x
+    if scorer is not None:
+        return scorer(scored, policy.score) > alpha
     return scores(scored, policy.score, policy.reduction) > alpha

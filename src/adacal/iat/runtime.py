@@ -14,7 +14,7 @@ from torch import Tensor
 
 from adacal import inputs
 from adacal.errors import ConfigError
-from adacal.iat.policy import ExitPolicy, exit_mask
+from adacal.iat.policy import ExitPolicy, Scorer, exit_mask
 from adacal.spiking_model import SpikingModel
 
 __all__ = ["EarlyExitOutput", "run_early_exit"]
@@ -24,14 +24,15 @@ __all__ = ["EarlyExitOutput", "run_early_exit"]
 class EarlyExitOutput:
     """Per-sample results of an early-exit run (original batch order).
 
-    ``outputs``: accumulated output O at the exit step (sum over steps run); ``predictions``:
-    its argmax over classes (dim 1; a per-pixel map for dense outputs); ``exit_steps``: 1-based
+    ``outputs``: accumulated output O at the exit step (sum over steps run; a tuple/dict for a
+    network with several outputs); ``predictions``: its argmax over classes (dim 1; a per-pixel map
+    for dense outputs; None for several outputs); ``exit_steps``: 1-based
     step each sample stopped at; ``steps_run``: sample-steps actually simulated
     (= ``exit_steps.sum()``); ``energy``: the energy actually spent, when an energy model was given.
     """
 
-    outputs: Tensor
-    predictions: Tensor
+    outputs: Any
+    predictions: Tensor | None
     exit_steps: Tensor
     steps_run: int
     energy: Any = None
@@ -43,17 +44,20 @@ class EarlyExitOutput:
 
 @torch.no_grad()
 def run_early_exit(
-    snn: SpikingModel, x: Any, policy: ExitPolicy, *, sequence: bool = False, energy: Any = None
+    snn: SpikingModel, x: Any, policy: ExitPolicy, *, sequence: bool = False, energy: Any = None,
+    scorer: Scorer | None = None,
 ) -> EarlyExitOutput:
     """Simulate up to ``policy.T`` steps, letting each sample exit per :func:`exit_mask`.
 
     Spikes recorded by ``snn.record_activity()`` around this call count only steps actually run.
     With ``energy`` (an :class:`adacal.energy.EnergyModel`) the result carries the per-image
-    energy report of this batch, counting only the steps each sample actually ran.
+    energy report of this batch, counting only the steps each sample actually ran. ``scorer``
+    scores the running outputs of tasks other than classification (a task's ``exit_score``);
+    outputs may then be a tuple or dict of tensors.
     """
     if energy is not None:
         with snn.record_activity():
-            res = run_early_exit(snn, x, policy, sequence=sequence)
+            res = run_early_exit(snn, x, policy, sequence=sequence, scorer=scorer)
             counts = snn.spike_counts()
         n = int(res.exit_steps.numel())
         report = energy.estimate(counts, num_samples=n, timesteps=res.steps_run / n, sequence=sequence)
@@ -66,34 +70,43 @@ def run_early_exit(
     device = inputs.leaves(x)[0].device
     running = torch.arange(batch, device=device)
     exit_steps = torch.zeros(batch, dtype=torch.long, device=device)
-    final: Tensor | None = None
-    cum: Tensor | None = None
+    final: Any = None
+    cum: Any = None
     try:
         for t in range(1, T + 1):
-            out = sess.advance(1)
-            if not isinstance(out, Tensor):
-                raise ConfigError("early exit needs a network with a single tensor output")
-            step = out[0]
-            cum = step.clone() if cum is None else cum.add_(step)
+            step = inputs.map_tensors(lambda o: o[0], sess.advance(1))
+            if scorer is None and not isinstance(step, Tensor):
+                raise ConfigError("early exit of a network with several outputs needs its task's scorer")
+            cum = inputs.map_tensors(torch.clone, step) if cum is None else _add_(cum, step)
             if final is None:
-                final = torch.zeros((batch, *cum.shape[1:]), dtype=cum.dtype, device=cum.device)
-            leave = exit_mask(policy, cum, t)
+                final = inputs.map_tensors(lambda c: torch.zeros((batch, *c.shape[1:]), dtype=c.dtype,
+                                                                 device=c.device), cum)
+            leave = exit_mask(policy, cum, t, scorer=scorer)
             gone = leave.nonzero().squeeze(1)
             if gone.numel():
                 idx = running.index_select(0, gone)
-                final.index_copy_(0, idx, cum.index_select(0, gone))
+                _index_copy_(final, idx, inputs.index_select(cum, gone))
                 exit_steps.index_fill_(0, idx, t)
             stay = (~leave).nonzero().squeeze(1)
             if stay.numel() == 0:
                 break
             if gone.numel():
                 sess.keep(stay)
-                cum = cum.index_select(0, stay)
+                cum = inputs.index_select(cum, stay)
                 running = running.index_select(0, stay)
     finally:
         sess.close()
     if final is None:  # unreachable: T >= 1 always runs one step
         raise ConfigError("policy has no timesteps")
-    return EarlyExitOutput(final, final.argmax(dim=1), exit_steps, int(exit_steps.sum()))
+    predictions = final.argmax(dim=1) if isinstance(final, Tensor) else None
+    return EarlyExitOutput(final, predictions, exit_steps, int(exit_steps.sum()))
 
 
+def _add_(acc: Any, step: Any) -> Any:
+    it = iter(inputs.leaves(step))
+    return inputs.map_tensors(lambda a: a.add_(next(it)), acc)
+
+
+def _index_copy_(dst: Any, index: Tensor, src: Any) -> None:
+    it = iter(inputs.leaves(src))
+    inputs.map_tensors(lambda d: d.index_copy_(0, index, next(it)), dst)

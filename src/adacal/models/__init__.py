@@ -12,7 +12,13 @@ from adacal.models.cifar import (
     resnet20_wide,
     vgg16_cifar,
 )
-from adacal.models.registry import BUILTIN_MODELS, available_models, build_model, load_state_dict_file
+from adacal.models.registry import (
+    BUILTIN_MODELS,
+    available_models,
+    build_model,
+    load_state_dict_file,
+    register_model,
+)
 
 __all__ = [
     "BUILTIN_MODELS",
@@ -24,6 +30,7 @@ __all__ = [
     "build_model",
     "digits_cnn",
     "load_state_dict_file",
+    "register_model",
     "resnet20",
     "resnet20_wide",
     "vgg16_cifar",

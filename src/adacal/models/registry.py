@@ -16,17 +16,25 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from adacal.checks import suggest
 from adacal.errors import CheckpointError, ConfigError
 from adacal.models.cifar import digits_cnn, resnet20, resnet20_wide, vgg16_cifar
 
-__all__ = ["BUILTIN_MODELS", "available_models", "build_model", "load_state_dict_file"]
+__all__ = ["BUILTIN_MODELS", "available_models", "build_model", "load_state_dict_file", "register_model"]
 
-BUILTIN_MODELS: Mapping[str, Callable[..., nn.Module]] = {
+#: Built-in architectures by name; each is called as ``factory(num_classes=..., **options)``.
+BUILTIN_MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet20": resnet20,
     "resnet20_wide": resnet20_wide,
     "vgg16_cifar": vgg16_cifar,
     "digits_cnn": digits_cnn,
 }
+
+
+def register_model(name: str, factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Make ``factory(num_classes=..., **options)`` buildable by ``name`` (``--model``, ``build_model``)."""
+    BUILTIN_MODELS[name] = factory
+    return factory
 
 
 def _torchvision_classifiers() -> list[str]:
@@ -54,8 +62,8 @@ def build_model(name: str, num_classes: int, **kw: object) -> nn.Module:
 
         return tvm.get_model(name, weights=None, num_classes=num_classes, **kw)
     raise ConfigError(
-        f"unknown model {name!r}; valid names: built-in {sorted(BUILTIN_MODELS)}, "
-        f"torchvision {tv_names}, or 'package.module:factory'"
+        f"unknown model {name!r}{suggest(name, [*BUILTIN_MODELS, *tv_names])}; valid names: built-in "
+        f"{sorted(BUILTIN_MODELS)}, torchvision {tv_names}, or 'package.module:factory'"
     )
 
 

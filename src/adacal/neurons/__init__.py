@@ -1,6 +1,7 @@
 """Spiking neurons: pure functions (functional) and the stateful module (IFNeuron)."""
+from adacal.checks import check_phi, check_rho, check_timesteps
 from adacal.neurons.functional import if_step, surrogate_count, surrogate_rate
-from adacal.neurons.module import NEURON_MODES, IFNeuron, check_phi, check_rho, check_timesteps
+from adacal.neurons.module import NEURON_MODES, IFNeuron
 from adacal.neurons.pool import SpikingMaxPool, spiking_max_pool
 
 __all__ = [

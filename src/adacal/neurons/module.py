@@ -1,7 +1,6 @@
 """The spiking-neuron module that replaces every ReLU-family activation of a converted network."""
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -9,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from adacal.checks import check_phi, check_rho
 from adacal.errors import ConfigError, ShapeError
 from adacal.neurons.functional import surrogate_rate
 
@@ -16,27 +16,6 @@ __all__ = ["IFNeuron", "NEURON_MODES"]
 
 NEURON_MODES = ("ann", "analog", "snn")
 _RESIZABLE = ("theta", "v_offset", "bias_offset")
-
-
-def check_phi(phi: int) -> int:
-    """Validate a max-spikes-per-step value (φ ≥ 1, an integer)."""
-    if isinstance(phi, bool) or int(phi) != phi or phi < 1:
-        raise ConfigError(f"phi (max spikes per timestep) must be an integer >= 1, got {phi!r}")
-    return int(phi)
-
-
-def check_rho(rho: float) -> float:
-    """Validate a threshold ratio (ρ ≥ 1, finite)."""
-    if not math.isfinite(float(rho)) or rho < 1:
-        raise ConfigError(f"rho (threshold ratio) must be a finite number >= 1, got {rho!r}")
-    return float(rho)
-
-
-def check_timesteps(timesteps: int) -> int:
-    """Validate a number of timesteps (T ≥ 1, an integer)."""
-    if isinstance(timesteps, bool) or int(timesteps) != timesteps or timesteps < 1:
-        raise ConfigError(f"timesteps (T) must be an integer >= 1, got {timesteps!r}")
-    return int(timesteps)
 
 
 class IFNeuron(nn.Module):

@@ -16,32 +16,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adacal.report import featured_run, format_table, summary_rows, write_text_atomic
+from adacal.atomic import atomic_write_text
+from adacal.report import featured_run, format_table
+from adacal.results import headline, run_value, summary_rows
 
 __all__ = ["Block", "page_blocks", "render_html", "render_markdown", "write_pages"]
 
 _PLOT_TEXT: dict[str, tuple[str, str]] = {
-    "accuracy_vs_timesteps": (
-        "Accuracy versus timesteps",
+    "metric_vs_timesteps": (
+        "Quality versus timesteps",
         "Each method converted and simulated at every T; "
         "IAT runs sit at the mean number of timesteps they used.",
     ),
-    "accuracy_vs_energy": (
-        "Accuracy versus energy",
-        "Energy per image relative to the ANN (100 % = the ANN's MAC energy).",
+    "metric_vs_energy": (
+        "Quality versus energy",
+        "Energy per sample relative to the ANN (100 % = the ANN's MAC energy).",
     ),
     "layer_settings": (
         "Searched per-layer settings",
-        "φ: spikes a neuron may fire per step (AdaFire); ρ: threshold ratio (SSC).",
-    ),
-    "pareto_phi": (
-        "φ search frontier",
-        "Every point is a Pareto-optimal assignment of φ to the layers; the star is "
-        "the one chosen under the cost budget.",
-    ),
-    "pareto_rho": (
-        "ρ search frontier",
-        "The star is the cheapest assignment of ρ whose sensitivity meets the budget.",
+        "One panel per searched knob (e.g. φ: spikes a neuron may fire per step; ρ: threshold ratio).",
     ),
     "layer_energy": (
         "Energy per layer",
@@ -81,37 +74,30 @@ def _table_block(table_md: str) -> Block:
 
 
 def _layer_block(run: Mapping[str, Any]) -> Block | None:
-    """Per spiking layer (neuron): searched φ and ρ, mean threshold, firing rate, spikes and SOPs."""
+    """Per spiking layer (neuron): every knob's value, mean threshold, firing rate, spikes and SOPs."""
+    from adacal.knobs import KNOBS
+
     conv = run.get("conversion") or {}
-    phi, rho, thr = conv.get("phi") or {}, conv.get("rho") or {}, conv.get("thresholds") or {}
+    knobs = {k: v for k, v in (conv.get("knobs") or {}).items() if v}
+    thr = conv.get("thresholds") or {}
     neurons = {str(n.get("name")): n for n in run.get("neurons") or []}
-    names = list(dict.fromkeys([*thr, *phi, *rho, *neurons]))
+    names = list(dict.fromkeys([*thr, *(n for v in knobs.values() for n in v), *neurons]))
     if not names:
         return None
     rows = []
     for n in names:
-        t = thr.get(n) or {}
-        act = neurons.get(n) or {}
-        rows.append(
-            (
-                n,
-                _fmt(phi.get(n)),
-                _fmt(rho.get(n)),
-                _fmt(t.get("mean")),
-                _fmt(act.get("firing_rate"), ".3f"),
-                _fmt(act.get("spikes"), ".4g"),
-                _fmt(act.get("sops"), ".4g"),
-            )
-        )
-    return Block(
-        "table",
-        headers=("spiking layer", "φ", "ρ", "θ (mean)", "firing rate", "spikes/img", "SOPs/img triggered"),
-        rows=tuple(rows),
-    )
+        t, act = thr.get(n) or {}, neurons.get(n) or {}
+        rows.append((n, *(_fmt(v.get(n)) for v in knobs.values()), _fmt(t.get("mean")),
+                     _fmt(act.get("firing_rate"), ".3f"), _fmt(act.get("spikes"), ".4g"), _fmt(act.get("sops"), ".4g")))
+    symbols = tuple(KNOBS[k].symbol if k in KNOBS else k for k in knobs)
+    return Block("table", headers=("spiking layer", *symbols, "θ (mean)", "firing rate", "spikes/sample",
+                                   "SOPs/sample triggered"), rows=tuple(rows))
 
 
-def page_blocks(results: Mapping[str, Any], plots: Mapping[str, Path], folder: Path) -> list[Block]:
-    """The page as a list of blocks (image paths relative to ``folder``)."""
+def page_blocks(results: Mapping[str, Any], plots: Mapping[str, Path], folder: Path,
+                captions: Mapping[str, str] | None = None) -> list[Block]:
+    """The page as a list of blocks (image paths relative to ``folder``); ``captions`` of task pictures."""
+    key, label = headline(results)
     model = results.get("model") or {}
     env = results.get("environment") or {}
     runs = list(results.get("runs") or [])
@@ -142,34 +128,37 @@ def page_blocks(results: Mapping[str, Any], plots: Mapping[str, Path], folder: P
         blocks.append(
             Block(
                 "p",
-                f"Accuracy: top-1 on the test split. Energy: per image, {cost_text}. Mean T: "
+                f"{label}: on the test split. Energy: per sample, {cost_text}. Mean T: "
                 "timesteps actually run per input (below T only with IAT).",
             )
         )
 
-    def img(key: str) -> None:
-        if key in plots:
-            head, text = _PLOT_TEXT.get(key, (key, ""))
-            rel = os.path.relpath(plots[key], folder)
+    def img(name: str) -> None:
+        if name in plots:
+            head, text = _PLOT_TEXT.get(name, (name.replace("_", " "), (captions or {}).get(name, "")))
+            if name.startswith("pareto_"):
+                head, text = f"{name[7:]} search frontier", ("Every point is a Pareto-optimal assignment to the "
+                                                            "layers; the star is the one chosen under the budget.")
+            rel = os.path.relpath(plots[name], folder)
             blocks.extend([Block("h2", head), Block("img", rel), Block("p", text)])
 
-    img("accuracy_vs_timesteps")
-    img("accuracy_vs_energy")
+    img("metric_vs_timesteps")
+    img("metric_vs_energy")
     feat = featured_run(runs) or featured_run(runs, iat=True)
     if feat is not None:
         blocks.append(Block("h2", f"Details of {feat['name']}"))
         lb = _layer_block(feat)
         if lb is not None:
             blocks.append(lb)
-        for key in ("layer_settings", "pareto_phi", "pareto_rho", "layer_energy"):
-            img(key)
+        for name in ("layer_settings", *sorted(k for k in plots if k.startswith("pareto_")), "layer_energy"):
+            img(name)
     iat = featured_run(runs, iat=True)
     if iat is not None:
         blocks.append(Block("h2", f"Input-aware adaptive timesteps ({iat['name']})"))
         blocks.append(
             Block(
                 "p",
-                f"accuracy {_fmt(iat.get('accuracy'), '.2f')} % at "
+                f"{label} {_fmt(run_value(iat, key), '.2f')} at "
                 f"{_fmt(iat.get('mean_timesteps'), '.2f')} mean timesteps (max {iat['timesteps']}).",
             )
         )
@@ -185,16 +174,16 @@ def page_blocks(results: Mapping[str, Any], plots: Mapping[str, Path], folder: P
             )
         img("iat_exit_histogram")
         img("iat_curve")
+    for name in plots:  # the task's own pictures
+        if name in (captions or {}):
+            img(name)
     if results.get("training"):
         tr = results["training"]
+        final = tr.get("final_eval") or {}
         blocks += [
             Block("h2", "ANN training"),
-            Block(
-                "p",
-                f"{_fmt(tr.get('epochs'))} epochs in "
-                f"{_fmt(tr.get('train_time_s'), '.1f')} s, test accuracy "
-                f"{_fmt(tr.get('final_eval_acc'), '.2f')} %",
-            ),
+            Block("p", f"{_fmt(tr.get('epochs'))} epochs in {_fmt(tr.get('train_time_s'), '.1f')} s, test "
+                       + ", ".join(f"{k} {_fmt(v, '.4g')}" for k, v in final.items() if isinstance(v, float))),
         ]
     if results.get("settings"):
         blocks += [Block("h2", "Settings"), Block("pre", json.dumps(results["settings"], indent=2))]
@@ -265,13 +254,10 @@ def render_html(blocks: Sequence[Block]) -> str:
     )
 
 
-def write_pages(
-    results: Mapping[str, Any], plots: Mapping[str, Path], folder: str | os.PathLike[str]
-) -> dict[str, Path]:
+def write_pages(results: Mapping[str, Any], plots: Mapping[str, Path], folder: str | os.PathLike[str],
+                captions: Mapping[str, str] | None = None) -> dict[str, Path]:
     """Write ``report.md`` and ``report.html`` into ``folder`` atomically; returns their paths."""
     out = Path(folder)
-    blocks = page_blocks(results, plots, out)
-    return {
-        "report_md": write_text_atomic(render_markdown(blocks), out / "report.md"),
-        "report_html": write_text_atomic(render_html(blocks), out / "report.html"),
-    }
+    blocks = page_blocks(results, plots, out, captions)
+    return {"report_md": atomic_write_text(out / "report.md", render_markdown(blocks)),
+            "report_html": atomic_write_text(out / "report.html", render_html(blocks))}

@@ -31,12 +31,12 @@ from adacal.errors import DataError
 
 __all__ = [
     "energy_unit",
-    "plot_accuracy_vs_energy",
-    "plot_accuracy_vs_timesteps",
     "plot_exit_histogram",
     "plot_iat_curve",
     "plot_layer_energy",
     "plot_layer_settings",
+    "plot_metric_vs_energy",
+    "plot_metric_vs_timesteps",
     "plot_pareto",
     "save_figure",
 ]
@@ -106,8 +106,11 @@ def _annotate_sparse(
         ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, -10), fontsize=6, color=color)
 
 
-def _accuracy_axis(ax: Axes) -> None:
-    """Keep an accuracy axis inside [0, 100] (plus a sliver of margin) and at least 1 point tall."""
+def _metric_axis(ax: Axes, label: str) -> None:
+    """Keep a percentage axis inside [0, 100] (plus a sliver of margin) and at least 1 point tall."""
+    ax.set_ylabel(label)
+    if "%" not in label:
+        return
     lo, hi = ax.get_ylim()
     lo, hi = max(lo, -0.5), min(hi, 100.5)
     if hi - lo < 1.0:
@@ -149,54 +152,55 @@ def _run_label(run: Mapping[str, Any]) -> str:
     return f"{run['method']} + IAT" if run.get("iat") else str(run["method"])
 
 
-# --------------------------------------------------------------------------------------- accuracy
-def plot_accuracy_vs_timesteps(
+# --------------------------------------------------------------------------------------- the task metric
+def plot_metric_vs_timesteps(
     runs: Sequence[Mapping[str, Any]],
     *,
-    ann_accuracy: float | None = None,
+    ann_value: float | None = None,
+    label: str = "top-1 accuracy (%)",
     path: PathLike | None = None,
     ax: Axes | None = None,
 ) -> Axes:
-    """Accuracy versus timesteps T, one line per method, the ANN as a dashed horizontal line.
+    """The task metric versus timesteps T, one line per method, the ANN as a dashed horizontal line.
 
-    ``runs``: dicts with ``method``, ``timesteps``, ``accuracy`` (%) and optionally ``iat`` and
+    ``runs``: dicts with ``method``, ``timesteps``, ``value`` (the metric) and optionally ``iat`` and
     ``mean_timesteps``; IAT runs are placed at their *mean* timesteps (hollow markers), since
     that is the latency they really pay.
     """
-    _require(len(runs) > 0, "no runs to plot accuracy for")
+    _require(len(runs) > 0, "no runs to plot the metric for")
     fig = None
     if ax is None:
         fig, ax = _new_axes((6.4, 4.2))
     series: dict[str, list[tuple[float, float]]] = {}
     iat_labels: set[str] = set()
     for r in runs:
-        label = _run_label(r)
+        name = _run_label(r)
         x = (
             float(r["mean_timesteps"])
             if r.get("iat") and r.get("mean_timesteps") is not None
             else float(r["timesteps"])
         )
-        series.setdefault(label, []).append((x, float(r["accuracy"])))
+        series.setdefault(name, []).append((x, float(r["value"])))
         if r.get("iat"):
-            iat_labels.add(label)
+            iat_labels.add(name)
     ts = sorted({float(r["timesteps"]) for r in runs})
-    for k, (label, pts) in enumerate(series.items()):
+    for k, (name, pts) in enumerate(series.items()):
         pts.sort()
         xs, ys = zip(*pts)
-        iat = label in iat_labels
+        iat = name in iat_labels
         # distinct markers, shrinking, so methods with identical results stay visible on top of each other
         ax.plot(
             xs,
             ys,
             marker="D" if iat else _MARKERS[k % len(_MARKERS)],
             linestyle=":" if iat else "-",
-            label=label,
+            label=name,
             markerfacecolor="none" if iat else None,
             markersize=max(3.0, 8.5 - 1.2 * k),
             linewidth=1.4,
         )
-    if ann_accuracy is not None:
-        ax.axhline(float(ann_accuracy), label=f"ANN ({ann_accuracy:.2f}%)", **_ANN_STYLE)
+    if ann_value is not None:
+        ax.axhline(float(ann_value), label=f"ANN ({ann_value:.2f})", **_ANN_STYLE)
     if ts and min(ts) > 0:
         lo = min([min(ts)] + [p[0] for lbl in iat_labels for p in series[lbl]])
         ax.set_xscale("log", base=2)
@@ -206,26 +210,26 @@ def plot_accuracy_vs_timesteps(
     ax.xaxis.set_major_locator(FixedLocator(ts))
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xticklabels([f"{t:g}" for t in ts])
-    _accuracy_axis(ax)
+    _metric_axis(ax, label)
     ax.set_xlabel("timesteps T (IAT runs: mean timesteps used)")
-    ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_title("Accuracy versus timesteps")
+    ax.set_title(f"{label} versus timesteps")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     _finish(fig, path)
     return ax
 
 
-def plot_accuracy_vs_energy(
+def plot_metric_vs_energy(
     runs: Sequence[Mapping[str, Any]],
     *,
-    ann_accuracy: float | None = None,
+    ann_value: float | None = None,
+    label: str = "top-1 accuracy (%)",
     path: PathLike | None = None,
     ax: Axes | None = None,
 ) -> Axes:
-    """Accuracy versus energy per image relative to the ANN (%), one line per method across T.
+    """The task metric versus energy per sample relative to the ANN (%), one line per method across T.
 
-    ``runs``: dicts with ``method``, ``timesteps``, ``accuracy`` and ``energy_ratio`` (SNN / ANN
+    ``runs``: dicts with ``method``, ``timesteps``, ``value`` and ``energy_ratio`` (SNN / ANN
     energy, a fraction); points are labelled with their T.
     """
     pts = [r for r in runs if r.get("energy_ratio") is not None]
@@ -237,31 +241,24 @@ def plot_accuracy_vs_energy(
     for r in pts:
         series.setdefault(_run_label(r), []).append(r)
     labels: list[tuple[float, float, str, Any]] = []
-    for k, (label, rs) in enumerate(series.items()):
+    for k, (name, rs) in enumerate(series.items()):
         rs = sorted(rs, key=lambda r: float(r["energy_ratio"]))
         xs = [100.0 * float(r["energy_ratio"]) for r in rs]
-        ys = [float(r["accuracy"]) for r in rs]
+        ys = [float(r["value"]) for r in rs]
         (line,) = ax.plot(
             xs,
             ys,
             marker=_MARKERS[k % len(_MARKERS)],
             markersize=max(3.0, 8.5 - 1.2 * k),
             linewidth=1.2,
-            label=label,
+            label=name,
         )
         labels += [(x, y, f"T={int(r['timesteps'])}", line.get_color()) for r, x, y in zip(rs, xs, ys)]
-    if ann_accuracy is not None:
-        ax.scatter(
-            [100.0],
-            [float(ann_accuracy)],
-            marker="*",
-            s=160,
-            color="0.25",
-            zorder=3,
-            label=f"ANN ({ann_accuracy:.2f}%, 100% energy)",
-        )
-        ax.axhline(float(ann_accuracy), color="0.25", linestyle="--", linewidth=0.8)
-    xs_all = [p[0] for p in labels] + ([100.0] if ann_accuracy is not None else [])
+    if ann_value is not None:
+        ax.scatter([100.0], [float(ann_value)], marker="*", s=160, color="0.25", zorder=3,
+                   label=f"ANN ({ann_value:.2f}, 100% energy)")
+        ax.axhline(float(ann_value), color="0.25", linestyle="--", linewidth=0.8)
+    xs_all = [p[0] for p in labels] + ([100.0] if ann_value is not None else [])
     if min(xs_all) > 0 and max(xs_all) / min(xs_all) > 4:
         ax.set_xscale("log")
         lo, hi = min(xs_all), max(xs_all)
@@ -269,11 +266,10 @@ def plot_accuracy_vs_energy(
         ax.xaxis.set_major_locator(FixedLocator([v for v in nice if lo / 1.5 <= v <= hi * 1.5]))
         ax.xaxis.set_minor_formatter(NullFormatter())
     ax.xaxis.set_major_formatter(PercentFormatter(decimals=None))
-    _accuracy_axis(ax)
+    _metric_axis(ax, label)
     _annotate_sparse(ax, labels)
-    ax.set_xlabel("energy per image relative to the ANN")
-    ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_title("Accuracy versus energy")
+    ax.set_xlabel("energy per sample relative to the ANN")
+    ax.set_title(f"{label} versus energy")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     _finish(fig, path)
@@ -282,20 +278,21 @@ def plot_accuracy_vs_energy(
 
 # --------------------------------------------------------------------------------------- per layer
 def plot_layer_settings(
-    phi: Mapping[str, float] | None,
-    rho: Mapping[str, float] | None,
+    knobs: Mapping[str, Mapping[str, float] | None],
     *,
     path: PathLike | None = None,
     axes: Sequence[Axes] | None = None,
     title: str | None = None,
 ) -> list[Axes]:
-    """Per-layer bars of the searched φ (max spikes per step) and ρ (threshold ratio).
+    """Per-layer bars of every searched knob, one panel each (``{knob name: {layer: value}}``).
 
-    Either mapping may be ``None`` (a method without that search); with both, φ is drawn on top.
-    ``axes`` must then hold one Axes per mapping given.
+    Knobs registered in :mod:`adacal.knobs` are labelled with their symbol and meaning; others
+    with their name. ``axes`` must hold one Axes per knob with values.
     """
-    panels = [(k, v) for k, v in (("phi", phi), ("rho", rho)) if v]
-    _require(len(panels) > 0, "neither per-layer φ nor ρ is available")
+    from adacal.knobs import KNOBS
+
+    panels = [(k, v) for k, v in knobs.items() if v]
+    _require(len(panels) > 0, "no per-layer knob values are available")
     fig = None
     if axes is None:
         names = list(panels[0][1])
@@ -304,22 +301,20 @@ def plot_layer_settings(
         axes = list(fig.subplots(len(panels), 1, squeeze=False)[:, 0])
     if len(axes) != len(panels):
         raise DataError(f"plot_layer_settings needs {len(panels)} axes, got {len(axes)}")
-    colors = {"phi": "tab:blue", "rho": "tab:orange"}
-    labels = {"phi": "φ (max spikes per step)", "rho": "ρ (threshold ratio)"}
-    for ax, (key, values) in zip(axes, panels):
+    colors = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")
+    for k, (ax, (key, values)) in enumerate(zip(axes, panels)):
+        knob = KNOBS.get(key)
         names = list(values)
         ys = [float(values[n]) for n in names]
-        ax.bar(range(len(names)), ys, color=colors[key], width=0.7)
+        ax.bar(range(len(names)), ys, color=colors[k % len(colors)], width=0.7)
         _layer_ticks(ax, names)
-        ax.set_ylabel(labels[key])
+        ax.set_ylabel(f"{knob.symbol} ({knob.label})" if knob else key)
         ax.set_ylim(0, max(ys) * 1.15 if max(ys) > 0 else 1)
-        if key == "phi":
+        if knob is not None and knob.integer:
             ax.yaxis.get_major_locator().set_params(integer=True)
         if len(names) <= 24:
             for i, y in enumerate(ys):
-                ax.annotate(
-                    f"{y:g}", (i, y), textcoords="offset points", xytext=(0, 2), ha="center", fontsize=7
-                )
+                ax.annotate(f"{y:g}", (i, y), textcoords="offset points", xytext=(0, 2), ha="center", fontsize=7)
         ax.grid(True, axis="y", alpha=0.3)
     axes[-1].set_xlabel("layer (neuron)")
     axes[0].set_title(title or "Per-layer settings chosen by the search")
@@ -367,39 +362,27 @@ def plot_layer_energy(
 
 
 # --------------------------------------------------------------------------------------- search
-_PARETO_TEXT = {
-    "phi": (
-        "energy cost (Σ over layers)",
-        "sensitivity (Σ KL)",
-        "φ search: least sensitivity within the cost budget",
-    ),
-    "rho": (
-        "energy cost (Σ over layers)",
-        "sensitivity (Σ KL)",
-        "ρ search: least energy within the sensitivity budget",
-    ),
-}
-
-
 def plot_pareto(
     frontier: Mapping[str, Any],
     *,
-    kind: str = "phi",
+    knob: str,
     cost_label: str | None = None,
     path: PathLike | None = None,
     ax: Axes | None = None,
 ) -> Axes:
     """The Pareto frontier (total cost versus total sensitivity) with the chosen point and budget.
 
-    ``frontier``: ``{"cost": [...], "score": [...], "chosen": [cost, score], "budget": b}``. For
-    ``kind="phi"`` the budget bounds the cost (a vertical line); for ``kind="rho"`` it bounds the
-    sensitivity (a horizontal line). ``cost_label`` names the cost's unit on the x axis.
+    ``frontier``: ``{"cost": [...], "score": [...], "chosen": [cost, score], "budget": b}``. A knob
+    whose search minimises sensitivity (φ) has a cost budget (a vertical line); one that minimises
+    cost (ρ) a sensitivity budget (a horizontal line). ``cost_label`` names the cost's unit.
     """
-    if kind not in _PARETO_TEXT:
-        raise DataError(f"unknown Pareto kind {kind!r}; valid: {sorted(_PARETO_TEXT)}")
+    from adacal.knobs import KNOBS
+
+    spec = KNOBS.get(knob)
+    symbol, by_cost = (spec.symbol, spec.objective == "score") if spec else (knob, True)
     cost = [float(c) for c in frontier.get("cost", [])]
     score = [float(s) for s in frontier.get("score", [])]
-    _require(len(cost) > 0 and len(cost) == len(score), f"{kind} frontier has no (cost, score) points")
+    _require(len(cost) > 0 and len(cost) == len(score), f"{knob} frontier has no (cost, score) points")
     fig = None
     if ax is None:
         fig, ax = _new_axes((6.0, 4.2))
@@ -417,7 +400,7 @@ def plot_pareto(
     )
     budget = frontier.get("budget")
     if budget is not None and math.isfinite(float(budget)):
-        if kind == "phi":
+        if by_cost:
             ax.axvline(
                 float(budget),
                 color="tab:red",
@@ -448,10 +431,10 @@ def plot_pareto(
         )
     if _wants_log(ys + ([float(chosen[1])] if chosen else [])):
         ax.set_yscale("log")
-    xlabel, ylabel, title = _PARETO_TEXT[kind]
-    ax.set_xlabel(cost_label or xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(cost_label or "energy cost (Σ over layers)")
+    ax.set_ylabel("sensitivity (Σ divergence)")
+    goal = "sensitivity within the cost" if by_cost else "energy within the sensitivity"
+    ax.set_title(f"{symbol} search: least {goal} budget", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     _finish(fig, path)
@@ -497,25 +480,26 @@ def plot_exit_histogram(
 def plot_iat_curve(
     curve: Sequence[Mapping[str, Any]],
     *,
-    fixed_accuracy: Sequence[float] | None = None,
-    ann_accuracy: float | None = None,
+    fixed: Sequence[float] | None = None,
+    ann_value: float | None = None,
+    label: str = "top-1 accuracy (%)",
     path: PathLike | None = None,
     ax: Axes | None = None,
 ) -> Axes:
-    """Accuracy versus mean timesteps: IAT for several α_base against running every input t steps.
+    """The metric versus mean timesteps: IAT for several α_base against running every input t steps.
 
-    ``curve``: dicts with ``alpha_base``, ``mean_timesteps`` and ``accuracy`` (%).
-    ``fixed_accuracy[t-1]``: accuracy when every input runs exactly t steps (the baseline).
+    ``curve``: dicts with ``alpha_base``, ``mean_timesteps`` and ``value`` (the metric).
+    ``fixed[t-1]``: the metric when every input runs exactly t steps (the baseline).
     """
-    _require(len(curve) > 0 or bool(fixed_accuracy), "no IAT curve and no fixed-T accuracy")
+    _require(len(curve) > 0 or bool(fixed), "no IAT curve and no fixed-T values")
     fig = None
     if ax is None:
         fig, ax = _new_axes((6.0, 4.2))
-    if fixed_accuracy:
-        ts = list(range(1, len(fixed_accuracy) + 1))
+    if fixed:
+        ts = list(range(1, len(fixed) + 1))
         ax.plot(
             ts,
-            [float(a) for a in fixed_accuracy],
+            [float(a) for a in fixed],
             marker="s",
             color="0.4",
             linewidth=1.2,
@@ -524,17 +508,16 @@ def plot_iat_curve(
     if curve:
         pts = sorted(curve, key=lambda c: float(c["mean_timesteps"]))
         xs = [float(c["mean_timesteps"]) for c in pts]
-        ys = [float(c["accuracy"]) for c in pts]
+        ys = [float(c["value"]) for c in pts]
         ax.plot(xs, ys, marker="o", color="tab:purple", linewidth=1.4, label="IAT (one point per α_base)")
-    if ann_accuracy is not None:
-        ax.axhline(float(ann_accuracy), label=f"ANN ({ann_accuracy:.2f}%)", **_ANN_STYLE)
-    _accuracy_axis(ax)
+    if ann_value is not None:
+        ax.axhline(float(ann_value), label=f"ANN ({ann_value:.2f})", **_ANN_STYLE)
+    _metric_axis(ax, label)
     if curve:
         _annotate_sparse(
             ax, [(x, y, f"α={float(c['alpha_base']):g}", "tab:purple") for c, x, y in zip(pts, xs, ys)]
         )
     ax.set_xlabel("mean timesteps per input")
-    ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title("Input-aware adaptive timesteps")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
