@@ -382,6 +382,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("report", "the results' folder")
     p.add_argument("results", metavar="RESULTS", help="summary.json, or a folder holding one")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser(
+        "export",
+        help="Export a saved SNN for neuromorphic hardware tools (NIR), exactly or not at all.",
+        description="Export a saved SNN as a NIR graph; refuses (naming every node) what NIR cannot "
+        "represent exactly unless --allow-lossy.",
+        epilog="examples:\n  adacal export runs/snn --format nir                # writes runs/snn/snn.nir\n"
+        "  adacal export runs/snn --format nir --out /tmp/net.nir --allow-lossy\n",
+        allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_common(p, "SNN/snn.nir")
+    p.add_argument("snn", metavar="RUN_FOLDER", help="folder written by 'adacal convert'")
+    p.add_argument("--format", choices=("nir",), help="interchange format (default nir)")
+    p.add_argument("--allow-lossy", action="store_true", default=None,
+                   help="write what NIR cannot represent exactly as approximations, recorded in the file")
+    p.add_argument("--neuron-form", choices=("exact", "if"),
+                   help="exact: NIR I/Threshold/Scale primitives (default); if: nir.IF nodes (lossy)")
+    p.set_defaults(func=_cmd_export)
     return parser
 
 
@@ -808,6 +827,20 @@ def _cmd_report(opts: dict[str, Any], command: str) -> int:
     print()
     for key, path in written.items():
         print(f"{key:24s} {path}")
+    return 0
+
+
+def _cmd_export(opts: dict[str, Any], command: str) -> int:
+    from adacal.export.nir import export_run_folder
+
+    path = export_run_folder(
+        opts["snn"],
+        opts.get("out"),
+        allow_lossy=bool(opts.get("allow_lossy")),
+        neuron_form=opts.get("neuron_form") or "exact",
+        device=opts["device"],
+    )
+    print(f"NIR graph written to {path}")
     return 0
 
 
