@@ -19,20 +19,19 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+import nir
+import nirtorch
 import numpy as np
 import pytest
 import torch
+from conftest import PoolCNN, image_batch, warm_batchnorm
 from torch import Tensor, nn
 
-import nir
-import nirtorch
 import adacal
 from adacal.convert.fold_bn import ChannelAffine
 from adacal.energy import EnergyModel, measure
 from adacal.export import NIRExportError, NIRImportError, export_nir, import_nir
 from adacal.export.nir import below
-
-from conftest import PoolCNN, image_batch, warm_batchnorm
 
 T = 8
 
@@ -148,31 +147,61 @@ def _inputs(seed: int = 0, dtype: torch.dtype = torch.float32) -> Tensor:
     return dyadic(image_batch(5, seed=seed, shape=(2, 4, 4)) * 2).to(dtype)
 
 
+class Conv1dNet(nn.Module):
+    """Conv1d (prefix), a grouped Conv1d on spikes, flatten, Linear: ``[B, 2, 6]`` inputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(2, 4, 3, padding=1)
+        self.conv2 = nn.Conv1d(4, 4, 3, stride=2, padding=1, groups=2)
+        self.fc = nn.Linear(12, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = torch.relu(self.conv2(torch.relu(self.conv1(x))))
+        return self.fc(h.flatten(1))
+
+
+def _neuron_channels(snn: adacal.SpikingModel, x: Tensor) -> dict[str, int]:
+    """Channels (dim 1) of each neuron's input, from one ANN-mode pass."""
+    found: dict[str, int] = {}
+    hooks = [n.register_forward_hook(lambda m, a, o, k=k: found.__setitem__(k, a[0].shape[1]))
+             for k, n in snn.neurons().items()]
+    snn.ann_forward(x)
+    for h in hooks:
+        h.remove()
+    return found
+
+
 @torch.no_grad()
-def dyadic_snn(dtype: torch.dtype = torch.float32, *, phi: int = 1, round_values: bool = True) -> adacal.SpikingModel:
-    """ResidualNet converted, with per-channel thresholds, ρ, potential and bias corrections set."""
-    torch.manual_seed(3)
-    ann = warm_batchnorm(ResidualNet(), [image_batch(16, seed=50 + i, shape=(2, 4, 4)) for i in range(2)])
-    ann = ann.to(dtype)
-    x = _inputs(dtype=dtype)
-    snn = adacal.prepare(ann, x)
+def calibrated_like(snn: adacal.SpikingModel, x: Tensor, *, phi: int = 1, round_values: bool = True,
+                    seed: int = 7) -> adacal.SpikingModel:
+    """Per-channel thresholds, a ρ ≠ 1, potential and bias corrections set (dyadic if ``round_values``)."""
     q = dyadic if round_values else (lambda t: t)
+    dtype = x.dtype
     for p in snn.graph_module.parameters():
         p.copy_(q(p))
     for m in snn.graph_module.modules():
         if isinstance(m, ChannelAffine):
             m.scale.copy_(q(m.scale))
             m.shift.copy_(q(m.shift))
-    g = torch.Generator().manual_seed(7)
-    for i, n in enumerate(snn.neurons().values()):
-        c = 4 if i < 3 else 6
-        theta = torch.tensor([0.5, 0.75, 1.0, 1.25, 0.625, 1.5][:c], dtype=dtype)
+    g = torch.Generator().manual_seed(seed)
+    for i, (name, c) in enumerate(_neuron_channels(snn, x).items()):
+        n = snn.neurons()[name]
+        theta = torch.tensor([0.5, 0.75, 1.0, 1.25, 0.625, 1.5] * c, dtype=dtype)[:c]
         n.set_theta(theta if round_values else theta + 0.01 * torch.rand(c, generator=g, dtype=dtype))
         n.set_rho(1.5 if i == 1 else 1.0)
         n.set_phi(phi)
         n.set_v_offset(q(0.25 * torch.randn(c, generator=g, dtype=dtype)))
         n.set_bias_offset(q(0.25 * torch.randn(c, generator=g, dtype=dtype)))
     return snn
+
+
+def dyadic_snn(dtype: torch.dtype = torch.float32, *, phi: int = 1, round_values: bool = True) -> adacal.SpikingModel:
+    """ResidualNet converted, with per-channel thresholds, ρ, potential and bias corrections set."""
+    torch.manual_seed(3)
+    ann = warm_batchnorm(ResidualNet(), [image_batch(16, seed=50 + i, shape=(2, 4, 4)) for i in range(2)])
+    x = _inputs(dtype=dtype)
+    return calibrated_like(adacal.prepare(ann.to(dtype), x), x, phi=phi, round_values=round_values)
 
 
 def adacal_run(snn: adacal.SpikingModel, x: Tensor, steps: int = T) -> tuple[Tensor, dict[str, Tensor]]:
@@ -196,6 +225,23 @@ def test_round_trip_through_nirtorch_is_exact(tmp_path: Path, single_thread: Non
     assert torch.equal(got, want)
     for name in snn.neurons():
         assert torch.equal(nir_counts(model, name), counts[name]), name
+
+
+@pytest.mark.parametrize("model", ["small_cnn", "conv1d"])
+def test_round_trip_other_layers(model: str, tmp_path: Path, single_thread: None, small_cnn: nn.Module) -> None:
+    """Adaptive average pooling (SmallCNN), Conv1d and a grouped conv (written as a dense block-diagonal one)."""
+    if model == "conv1d":
+        torch.manual_seed(5)
+        ann, x = Conv1dNet().eval(), dyadic(image_batch(5, seed=3, shape=(2, 6)) * 2)
+    else:
+        ann, x = small_cnn, dyadic(image_batch(5, seed=3) * 2)
+    snn = calibrated_like(adacal.prepare(ann, x), x)
+    want, counts = adacal_run(snn, x)
+    export_nir(snn, x, tmp_path / "net.nir")
+    got, model_ = run_nirtorch(tmp_path / "net.nir", x, T)
+    assert torch.equal(got, want)
+    for name in snn.neurons():
+        assert counts[name].sum() > 0 and torch.equal(nir_counts(model_, name), counts[name]), name
 
 
 def test_round_trip_float64_random_values(tmp_path: Path, single_thread: None) -> None:
@@ -372,6 +418,18 @@ def test_import_refuses_unsupported_nodes_naming_each() -> None:
 
 
 # --------------------------------------------------------------------------------------- CLI
+def test_cli_export_help(capsys: pytest.CaptureFixture[str]) -> None:
+    from adacal.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["export", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and "adacal export" in out and "--allow-lossy" in out and "--format" in out
+    for flag in ("--config", "--device", "--seed", "--out", "--verbose", "--quiet"):
+        assert flag in out, flag
+
+
 def test_cli_export_run_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from adacal.cli import main
     from adacal.jobs import DataSpec, ModelSpec, load_ann, load_data, save_converted

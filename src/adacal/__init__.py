@@ -8,6 +8,7 @@ Public API (everything else is internal):
   evaluation   evaluate, fit_exit_policy, ExitPolicy, run_early_exit
   energy       EnergyModel, CostTable
   persistence  save_snn, load_snn
+  interchange  export_nir, import_nir (extra adacal[nir])
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from adacal.errors import (
     UnsupportedLayerError,
 )
 from adacal.evaluate import evaluate, fit_exit_policy
+from adacal.export import NIRExportError, NIRImportError, export_nir, import_nir
 from adacal.iat import ExitPolicy
 from adacal.iat.runtime import run_early_exit
 from adacal.neurons import IFNeuron
@@ -57,6 +59,8 @@ __all__ = [
     "ExitPolicy",
     "IFNeuron",
     "METHODS",
+    "NIRExportError",
+    "NIRImportError",
     "NeuronConfig",
     "PipelineConfig",
     "SearchTable",
@@ -71,7 +75,9 @@ __all__ = [
     "convert",
     "correct_bias",
     "evaluate",
+    "export_nir",
     "fit_exit_policy",
+    "import_nir",
     "load_snn",
     "minimise_cost",
     "minimise_score",

@@ -48,7 +48,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -163,6 +163,11 @@ def _np(t: Tensor, dtype: np.dtype[Any]) -> np.ndarray:
     return t.detach().cpu().to(torch.float64).numpy().astype(dtype)
 
 
+def buffers(mod: nn.Module) -> dict[str, Tensor]:
+    """A module's own buffers by name (typed: attribute access on a Module is ``Tensor | Module``)."""
+    return dict(mod.named_buffers(recurse=False))
+
+
 def _dense(weight: Tensor, groups: int) -> Tensor:
     """A grouped conv's weight as the equivalent dense (block-diagonal) weight: exact, zeros elsewhere.
 
@@ -262,7 +267,8 @@ class _Exporter:
 
     def _per_sample(self, node: fx.Node) -> tuple[int, ...]:
         shape = self.shapes[node]
-        assert shape is not None
+        if shape is None:
+            raise ValueError(f"{node.name} is not a tensor")
         return shape[1:]
 
     # ------------------------------------------------------------------ bias corrections
@@ -291,7 +297,7 @@ class _Exporter:
             mod = self._module(node)
             if not isinstance(mod, IFNeuron) or not isinstance(node.args[0], fx.Node):
                 continue
-            offset = mod.bias_offset.detach()
+            offset = buffers(mod)["bias_offset"].detach()
             if not bool((offset != 0).any()):
                 continue
             z = node.args[0]
@@ -426,8 +432,9 @@ class _Exporter:
         x = self._single_input(node)
         shape = self._per_sample(x)
         c = shape[0]
-        scale = mod.scale.detach().reshape(-1).expand(c)
-        bias = self._bias(node, mod.shift.reshape(-1).expand(c), c)
+        b = buffers(mod)
+        scale = b["scale"].detach().reshape(-1).expand(c)
+        bias = self._bias(node, b["shift"].reshape(-1).expand(c), c)
         if len(shape) == 1:
             weight = np.diag(_np(scale, self.dtype)).astype(self.dtype)
             self._layer(node, self.nir.Affine(weight=weight, bias=bias))
@@ -454,6 +461,7 @@ class _Exporter:
         """(kernel, stride, padding) of a 2-d average/max pool, or None after recording why not."""
         x = self._single_input(node)
         h, w = self._per_sample(x)[1:]
+        size: Any
         if isinstance(mod, nn.AdaptiveAvgPool2d) or _in(node, {F.adaptive_avg_pool2d}):
             if mod is not None:
                 size = mod.output_size
@@ -466,8 +474,13 @@ class _Exporter:
             if h % oh or w % ow:
                 self._issue(node, f"adaptive pooling {h}x{w} -> {oh}x{ow} has uneven windows", lossy=False)
                 return None
-            k = (h // oh, w // ow)
-            return k, k, (0, 0)
+            window = (h // oh, w // ow)
+            return window, window, (0, 0)
+        kernel: Any
+        stride: Any
+        padding: Any
+        ceil: Any
+        extra: dict[str, Any]
         if mod is not None:
             kernel, stride, padding = mod.kernel_size, mod.stride, mod.padding
             ceil = mod.ceil_mode
@@ -478,7 +491,7 @@ class _Exporter:
             names = ["kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"]
             if node.target in _MAXPOOL_FUNCS:
                 names = ["kernel_size", "stride", "padding", "dilation", "ceil_mode"]
-            params = dict(zip(names, node.args[1:]))
+            params: dict[str, Any] = dict(zip(names, node.args[1:]))
             params.update(node.kwargs)
             kernel = params["kernel_size"]
             stride = params.get("stride") or kernel
@@ -546,12 +559,13 @@ class _Exporter:
             if len(args) != 2 or not all(isinstance(a, fx.Node) and a in tensors for a in args) or alpha != 1:
                 self._issue(node, "sum with a constant or alpha (NIR has no constant-add node)", lossy=False)
                 return
-            if self.shapes[args[0]] != self.shapes[args[1]]:
+            a, b = cast(fx.Node, args[0]), cast(fx.Node, args[1])
+            if self.shapes[a] != self.shapes[b]:
                 self._issue(node, "sum of tensors of different shapes (broadcasting)", lossy=False)
                 return
             sign = -1.0 if _in(node, _SUB) else 1.0
-            out = dict(self._source(args[0]))
-            for k, v in self._source(args[1]).items():
+            out = dict(self._source(a))
+            for k, v in self._source(b).items():
                 out[k] = out.get(k, 0.0) + sign * v
             self.src[node] = out
             return
@@ -571,9 +585,10 @@ class _Exporter:
     # ------------------------------------------------------------------ neurons
     def _neuron_params(self, mod: IFNeuron, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
         """θ' and u0 per position, computed as the neuron computes them (in its dtype), as float64."""
-        x = torch.zeros((1, *shape), dtype=mod.theta.dtype, device=mod.theta.device)
+        b = buffers(mod)
+        x = torch.zeros((1, *shape), dtype=b["theta"].dtype, device=b["theta"].device)
         th = mod._bc(mod.effective_threshold(), x)
-        u0 = mod._bc(mod.v_init, x) * th + mod._bc(mod.v_offset, x)
+        u0 = mod._bc(b["v_init"], x) * th + mod._bc(b["v_offset"], x)
         th_full = th.expand_as(x)[0]
         u0_full = u0.expand_as(x)[0]
         return (th_full.detach().cpu().to(torch.float64).numpy(), u0_full.detach().cpu().to(torch.float64).numpy())
@@ -582,10 +597,11 @@ class _Exporter:
         def arr(t: Tensor) -> Any:
             return t.detach().cpu().to(torch.float64).tolist()
 
+        b = buffers(mod)
         info = {
             "op": "IFNeuron", "form": form, "reset": "subtract", "fires": "u >= theta*rho",
-            "theta": arr(mod.theta), "rho": float(mod.rho), "phi": int(mod.phi), "v_init": float(mod.v_init),
-            "v_offset": arr(mod.v_offset), "bias_offset_folded": arr(mod.bias_offset),
+            "theta": arr(b["theta"]), "rho": float(b["rho"]), "phi": int(b["phi"]), "v_init": float(b["v_init"]),
+            "v_offset": arr(b["v_offset"]), "bias_offset_folded": arr(b["bias_offset"]),
         }
         return {"adacal": json.dumps(info)}
 
@@ -596,7 +612,7 @@ class _Exporter:
         shape = self._per_sample(z)
         base = self._name(qualname(node))
         th, u0 = self._neuron_params(mod, shape)
-        phi = int(mod.phi)
+        phi = int(buffers(mod)["phi"])
         src = self._source(z)
         if node in self.bias_nodes:
             bname = self._add(self._name(f"{base}.bias"), self._bias_node(self.bias_nodes[node], shape), shape)

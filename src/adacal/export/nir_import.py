@@ -22,7 +22,7 @@ import os
 import re
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ from torch import fx, nn
 
 from adacal.convert.fold_bn import ChannelAffine
 from adacal.errors import ConfigError, UnsupportedLayerError
-from adacal.export.nir import FORMAT, NIRError, require_nir
+from adacal.export.nir import FORMAT, NIRError, buffers, require_nir
 from adacal.neurons.module import IFNeuron
 from adacal.spiking_model import SpikingModel
 
@@ -86,7 +86,7 @@ def _per_channel(values: np.ndarray, what: str, name: str) -> np.ndarray:
     return flat[:, 0].copy()
 
 
-def _ints(v: Any, n: int) -> tuple[int, ...]:
+def _ints(v: Any, n: int) -> Any:
     arr = np.atleast_1d(np.asarray(v)).astype(int).tolist()
     return tuple(arr) if len(arr) == n else tuple(arr[:1] * n)
 
@@ -307,7 +307,7 @@ class _Importer:
             lin = nn.Linear(w.shape[1], w.shape[0], bias=isinstance(node, nir.Affine), dtype=w.dtype)
             with torch.no_grad():
                 lin.weight.copy_(w)
-                if isinstance(node, nir.Affine):
+                if lin.bias is not None:
                     lin.bias.copy_(t(node.bias))
             return lin, None
         if isinstance(node, (nir.Conv1d, nir.Conv2d)):
@@ -320,12 +320,13 @@ class _Importer:
                 # a per-channel x·scale + shift (how adacal writes an unfolded BatchNorm or a bias node)
                 return ChannelAffine(torch.diagonal(w.reshape(w.shape[0], w.shape[1])), t(node.bias).reshape(-1)), None
             conv_cls = nn.Conv1d if n == 1 else nn.Conv2d
-            conv = conv_cls(w.shape[1] * groups, w.shape[0], tuple(w.shape[2:]), stride=_ints(node.stride, n),
-                            padding=padding, dilation=_ints(node.dilation, n), groups=groups, bias=True,
+            kernel: Any = tuple(w.shape[2:])
+            conv = conv_cls(w.shape[1] * groups, w.shape[0], kernel, stride=_ints(node.stride, n), padding=padding,
+                            dilation=_ints(node.dilation, n), groups=groups, bias=True,
                             dtype=w.dtype)
             with torch.no_grad():
                 conv.weight.copy_(w)
-                conv.bias.copy_(t(node.bias))
+                cast(torch.Tensor, conv.bias).copy_(t(node.bias))
             return conv, None
         if isinstance(node, (nir.AvgPool2d, nir.SumPool2d)):
             k = _ints(node.kernel_size, 2)
@@ -384,9 +385,10 @@ class _Importer:
             neuron.set_theta(torch.tensor(m["theta"], dtype=dtype))
             neuron.set_v_offset(torch.tensor(m["v_offset"], dtype=dtype))
             probe = torch.zeros((1, theta.size), dtype=dtype)
+            b = buffers(neuron)
             th = neuron._bc(neuron.effective_threshold(), probe).expand_as(probe)[0].double().numpy()
-            start = (neuron._bc(neuron.v_init, probe) * neuron._bc(neuron.effective_threshold(), probe)
-                     + neuron._bc(neuron.v_offset, probe)).expand_as(probe)[0].double().numpy()
+            start = (neuron._bc(b["v_init"], probe) * neuron._bc(neuron.effective_threshold(), probe)
+                     + neuron._bc(b["v_offset"], probe)).expand_as(probe)[0].double().numpy()
         except (KeyError, TypeError, ValueError, ConfigError, RuntimeError):
             log.warning("%s: unreadable adacal metadata; using the graph's structure", n.name)
             return None
@@ -419,7 +421,7 @@ class _Scale(nn.Module):
         self.register_buffer("scale", scale.detach().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.scale
+        return x * buffers(self)["scale"]
 
 
 def _module_paths(names: list[str]) -> dict[str, str]:
