@@ -14,7 +14,7 @@ from adacal.cli import build_parser, job_for, main
 from adacal.errors import ConfigError
 from adacal.models import digits_cnn
 
-COMMANDS = ("demo", "train", "convert", "evaluate", "sweep", "report")
+COMMANDS = ("demo", "train", "convert", "evaluate", "sweep", "export", "report")
 SUMMARY_KEYS = {
     "schema",
     "task",

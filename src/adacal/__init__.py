@@ -10,6 +10,7 @@ Public API (everything else is internal):
   evaluation   evaluate, evaluate_ann, fit_exit_policy, ExitPolicy, run_early_exit
   energy       EnergyModel, CostTable
   persistence  save_snn, load_snn
+  interchange  export_nir, import_nir (extra adacal[nir])
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from adacal.errors import (
     UnsupportedLayerError,
 )
 from adacal.evaluate import evaluate, evaluate_ann, fit_exit_policy
+from adacal.export import NIRExportError, NIRImportError, export_nir, import_nir
 from adacal.iat import ExitPolicy
 from adacal.iat.runtime import run_early_exit
 from adacal.knobs import KNOBS, Knob, register_knob
@@ -63,6 +65,8 @@ __all__ = [
     "IFNeuron",
     "KNOBS",
     "Knob",
+    "NIRExportError",
+    "NIRImportError",
     "RECIPES",
     "Recipe",
     "NeuronConfig",
@@ -81,8 +85,10 @@ __all__ = [
     "correct_bias",
     "evaluate",
     "evaluate_ann",
+    "export_nir",
     "fit_exit_policy",
     "get_task",
+    "import_nir",
     "load_snn",
     "minimise_cost",
     "minimise_score",

@@ -34,7 +34,7 @@ EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
 #: Flags that steer the command itself rather than set a JobConfig key.
 _COMMAND_ONLY = ("command", "func", "config", "verbose", "quiet", "out", "snn", "results", "fast", "restart",
-                 "resume", "sets", "pipeline_sets")
+                 "resume", "sets", "pipeline_sets", "format", "allow_lossy", "neuron_form")
 
 
 # --------------------------------------------------------------------------------------- value types
@@ -119,6 +119,10 @@ writes OUT/summary.json (default OUT: SNN/eval); prints the results table.
   adacal sweep --config resnet20_cifar10 --weights zoo/resnet20.pt --methods plain,adafire+ssc --no-iat
 writes OUT/summary.json, the plots and report.html; rerun the same command to resume an interrupted sweep.
 """,
+    "export": """examples:
+  adacal export runs/snn --format nir                # writes runs/snn/snn.nir
+  adacal export runs/snn --format nir --out /tmp/net.nir --allow-lossy
+""",
     "report": """examples:
   adacal report runs/sweep                    # redraw plots and report.{md,html} from runs/sweep/summary.json
   adacal report runs/demo/summary.json --out /tmp/report
@@ -131,6 +135,7 @@ _DESCRIPTIONS = {
     "convert": "Calibrate (and search) a trained ANN into an SNN and save it.",
     "evaluate": "Evaluate a saved SNN at a fixed T or with input-aware adaptive timesteps (--iat).",
     "sweep": "Convert and evaluate an ANN with several methods at several T; write results and a report.",
+    "export": "Export a saved SNN as a NIR graph, exactly, or refuse naming every node it cannot represent.",
     "report": "Draw the plots and the report page from a saved summary.json.",
 }
 
@@ -266,6 +271,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_iat(g, "sweep", flag_help="also run adafire+ssc with adaptive timesteps (default on)")
     _flag(g, "--report", key="report", action=argparse.BooleanOptionalAction, help="write plots and report pages")
     g.add_argument("--restart", action="store_true", help="discard finished runs of an earlier sweep in OUT")
+
+    p = command("export", "SNN/snn.nir", _cmd_export)
+    p.add_argument("snn", metavar="RUN_FOLDER", help="folder written by 'adacal convert'")
+    p.add_argument("--format", choices=("nir",), default="nir", help="interchange format (default nir)")
+    p.add_argument("--allow-lossy", action="store_true",
+                   help="write what NIR cannot represent exactly as approximations, recorded in the file")
+    p.add_argument("--neuron-form", choices=("exact", "if"), default="exact",
+                   help="exact: NIR I/Threshold/Scale primitives (default); if: nir.IF nodes (lossy)")
+    _add_model(p, weights_help="override the ANN weights recorded in RUN_FOLDER/source.json")
+    _add_data(p, test=False)
 
     p = command("report", "the results' folder", _cmd_report)
     p.add_argument("results", metavar="RESULTS", help="summary.json, or a folder holding one")
@@ -462,10 +477,9 @@ def _print_record(record: Mapping[str, Any]) -> None:
             print(f"  {n.ljust(width)}  {cells}  {'-' if t is None else format(t, '.4g'):>11}")
 
 
-def _cmd_evaluate(job: JobConfig, args: argparse.Namespace, command: str) -> int:
-    from adacal.atomic import atomic_write_json
-    from adacal.jobs import ensure_writable_dir, evaluate_saved, read_source
-    from adacal.results import SUMMARY_FILE
+def _saved_job(job: JobConfig, args: argparse.Namespace) -> JobConfig:
+    """A saved SNN folder's job: what ``source.json`` recorded, unless flags or ``--config`` say otherwise."""
+    from adacal.jobs import read_source
 
     folder = Path(args.snn)
     source = read_source(folder)
@@ -480,6 +494,25 @@ def _cmd_evaluate(job: JobConfig, args: argparse.Namespace, command: str) -> int
         if "data.dataset" in given and given["data.dataset"] != source["data"].get("dataset"):
             base["data"] = {}
         job = resolve_job(args, base)
+    return job
+
+
+def _cmd_export(job: JobConfig, args: argparse.Namespace, command: str) -> int:
+    from adacal.export.nir import export_run_folder
+
+    path = export_run_folder(args.snn, _saved_job(job, args), args.out, allow_lossy=args.allow_lossy,
+                             neuron_form=args.neuron_form)
+    print(f"NIR graph written to {path}")
+    return 0
+
+
+def _cmd_evaluate(job: JobConfig, args: argparse.Namespace, command: str) -> int:
+    from adacal.atomic import atomic_write_json
+    from adacal.jobs import ensure_writable_dir, evaluate_saved
+    from adacal.results import SUMMARY_FILE
+
+    folder = Path(args.snn)
+    job = _saved_job(job, args)
     out = ensure_writable_dir(args.out or folder / "eval")
     results = evaluate_saved(folder, job, command=command)
     atomic_write_json(out / SUMMARY_FILE, results)

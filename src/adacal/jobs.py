@@ -42,7 +42,7 @@ from adacal.tasks import Task, get_task
 
 __all__ = [
     "Data", "SOURCE_FILE", "convert_ann", "ensure_writable_dir", "evaluate_saved", "evaluate_snn", "load_ann",
-    "load_data", "publish", "read_source", "run_sweep", "save_converted", "sweep_to_folder", "train_ann",
+    "load_data", "load_saved", "publish", "read_source", "run_sweep", "save_converted", "sweep_to_folder", "train_ann",
     "train_to_folder",
 ]
 
@@ -397,18 +397,25 @@ def read_source(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
     return out
 
 
+def load_saved(folder: str | os.PathLike[str], job: JobConfig) -> tuple[Any, dict[str, Any], Data, nn.Module]:
+    """A saved SNN rebuilt on its ANN: ``(snn, record, data, ann)``."""
+    from adacal.persist import load_snn
+
+    data = load_data(job.data, job.task, num_classes=job.model.num_classes)
+    ann = load_ann(job.model, data, device=job.device)
+    snn, record = load_snn(ann, folder, inputs.map_tensors(lambda t: t.to(job.device), data.example()))
+    return snn, record, data, ann
+
+
 def evaluate_saved(folder: str | os.PathLike[str], job: JobConfig, *, command: str | None = None) -> dict[str, Any]:
     """Load a saved SNN (rebuilding its ANN), evaluate it on the test data; a one-run results dict.
 
     ``job.evaluate.timesteps`` defaults to the T it was converted for.
     """
     from adacal.evaluate import evaluate_ann
-    from adacal.persist import load_snn
 
     device = torch.device(job.device)
-    data = load_data(job.data, job.task, num_classes=job.model.num_classes)
-    ann = load_ann(job.model, data, device=device)
-    snn, record = load_snn(ann, folder, inputs.map_tensors(lambda t: t.to(device), data.example()))
+    snn, record, data, ann = load_saved(folder, job)
     saved_t = record.get("timesteps")
     if job.evaluate.timesteps is None and not (isinstance(saved_t, int) and saved_t >= 1):
         raise CheckpointError(f"{folder}/record.json has no usable 'timesteps' ({saved_t!r}); pass --timesteps")
