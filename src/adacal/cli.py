@@ -26,6 +26,7 @@ from typing import Any
 
 from adacal.config import JobConfig, load_config, read_yaml
 from adacal.errors import AdacalError, CheckpointError, ConfigError
+from adacal.recipes import DEFAULT_METHOD
 
 __all__ = ["build_parser", "job_for", "main", "resolve_job"]
 
@@ -96,7 +97,7 @@ _EPILOGS = {
     "demo": """examples:
   adacal demo                        # ~30 s on 2 CPU cores; writes runs/demo/ (summary.json, report.html, *.png)
   adacal demo --fast --out /tmp/d    # seconds: T=2 only, 3 epochs, 128 test images
-  adacal demo --timesteps 4,8 --methods plain,adafire+ssc
+  adacal demo --timesteps 4,8 --methods plain,burstfire,adafire
 """,
     "train": """examples:
   adacal train --model digits_cnn --dataset digits --epochs 20 --out runs/digits
@@ -116,7 +117,7 @@ writes OUT/summary.json (default OUT: SNN/eval); prints the results table.
 """,
     "sweep": """examples:
   adacal sweep --model digits_cnn --weights runs/digits/model.pt --dataset digits --timesteps 2,4,8
-  adacal sweep --config resnet20_cifar10 --weights zoo/resnet20.pt --methods plain,adafire+ssc --no-iat
+  adacal sweep --config resnet20_cifar10 --weights zoo/resnet20.pt --methods plain,adafire --no-iat
 writes OUT/summary.json, the plots and report.html; rerun the same command to resume an interrupted sweep.
 """,
     "export": """examples:
@@ -229,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "--test-size", key="data.test_size", metavar="N", type=_positive_int,
           help="evaluate on a seeded random subset of N test digits")
     _add_pipeline(p)
-    _add_iat(p, "sweep", flag_help="also run adafire+ssc with adaptive timesteps (default on)")
+    _add_iat(p, "sweep", flag_help=f"also run {DEFAULT_METHOD} with adaptive timesteps (default on)")
     _flag(p, "--report", key="report", action=argparse.BooleanOptionalAction,
           help="write plots and report.{md,html} (default on)")
 
@@ -248,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(p, weights_help="trained weights: a torch.save'd state_dict (loaded with weights_only=True)")
     _add_data(p, test=False)
     g = p.add_argument_group("conversion")
-    _flag(g, "--method", key="pipeline.method", help="conversion method (default adafire+ssc)")
+    _flag(g, "--method", key="pipeline.method", help=f"conversion method (default {DEFAULT_METHOD})")
     _flag(g, "--timesteps", key="pipeline.timesteps", metavar="T", type=_positive_int,
           help="timesteps T the SNN is calibrated for (default 8)")
     _add_pipeline(g)
@@ -268,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(g, "--methods", key="sweep.methods", type=_items, metavar="M,M,...", help="methods, or all (default)")
     _flag(g, "--timesteps", key="sweep.timesteps", type=_int_list, metavar="T,T,...", help="timesteps (default 2,4,8)")
     _add_pipeline(g)
-    _add_iat(g, "sweep", flag_help="also run adafire+ssc with adaptive timesteps (default on)")
+    _add_iat(g, "sweep", flag_help=f"also run {DEFAULT_METHOD} with adaptive timesteps (default on)")
     _flag(g, "--report", key="report", action=argparse.BooleanOptionalAction, help="write plots and report pages")
     g.add_argument("--restart", action="store_true", help="discard finished runs of an earlier sweep in OUT")
 

@@ -63,8 +63,8 @@ class NeuronConfig:
     version: int = 1
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "phi", check_phi(self.phi))
-        object.__setattr__(self, "rho", check_rho(self.rho))
+        check_phi(self.phi)
+        check_rho(self.rho)
         check_number("NeuronConfig.v_init", self.v_init, minimum=0.0, below=1.0)
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from adacal.atomic import atomic_write_json
 from adacal.errors import DataError
+from adacal.knobs import PHI, RHO
 
 __all__ = [
     "PARTIAL_FILE", "SCHEMA", "SUMMARY_FILE", "VERSION", "check_results", "fingerprint", "headline",
@@ -73,7 +74,7 @@ def new_results(kind: str, *, task: Mapping[str, Any], model: Mapping[str, Any],
 
 
 def run_name(method: str, timesteps: int, iat: bool = False) -> str:
-    """``"adafire+ssc@T8"``, ``"adafire+ssc+iat@T8"``: the run's key in results and on the page."""
+    """``"<method>@T8"``, ``"<method>+iat@T8"``: the run's key in results and on the page."""
     return f"{method}{'+iat' if iat else ''}@T{timesteps}"
 
 
@@ -180,7 +181,7 @@ def _upgrade_v1(results: dict[str, Any]) -> dict[str, Any]:
             point["value"] = point.pop("accuracy", None)
         conv = run.get("conversion")
         if isinstance(conv, dict) and "knobs" not in conv:
-            conv["knobs"] = {k: conv.pop(k) for k in ("phi", "rho") if k in conv}
+            conv["knobs"] = {k: conv.pop(k) for k in (PHI.name, RHO.name) if k in conv}
     return out
 
 
