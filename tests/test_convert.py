@@ -458,3 +458,31 @@ def test_square_of_spikes_is_rejected() -> None:
 
     with pytest.raises(UnsupportedLayerError, match="multiplies two spiking tensors"):
         prepare(Square().eval(), torch.randn(2, 4))
+
+
+class ShuffleFlipRoll(nn.Module):
+    """Spikes reordered by flip, roll and channel shuffle: linear, 0/1 connectivity."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 8 * 8, 3)
+
+    def forward(self, x):
+        s = torch.relu(self.conv1(x))
+        s = torch.roll(torch.flip(s, dims=[3]), shifts=1, dims=2)
+        s = torch.relu(self.conv2(F.channel_shuffle(s, 2)))
+        return self.fc(s.flatten(1))
+
+
+def test_conversion_and_energy_share_one_op_table(images):
+    """Every op the energy model can price, conversion accepts (and the other way round)."""
+    from adacal.energy import EnergyModel
+
+    torch.manual_seed(0)
+    snn = prepare(ShuffleFlipRoll().eval(), images(2))
+    model = EnergyModel.build(snn, images(1))
+    kinds = {li.name: li.kind for li in model.layers}
+    assert kinds == {"conv1": "analog", "conv2": "spike", "fc": "spike"}
+    assert sum(li.synapses for li in model.layers if li.kind == "spike") > 0
