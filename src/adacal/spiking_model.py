@@ -217,8 +217,9 @@ class SpikingModel(nn.Module):
 
         ``x`` is one constant input ``[B, ...]`` (or a tuple/dict of them for a model with several
         inputs), or a sequence ``[T, B, ...]`` (events) when ``sequence``. ``time_chunk`` steps are
-        stacked on the batch axis per call (None: all; ``"auto"`` picks the largest chunk whose activations stay cache-sized, see
-        ``AUTO_CHUNK_BYTES``; 1 = streaming); ``batch_chunk`` bounds memory by splitting the batch.
+        stacked on the batch axis per call (None: all; ``"auto"`` picks the largest chunk whose
+        activations stay cache-sized, see ``AUTO_CHUNK_BYTES``; 1 = streaming); ``batch_chunk``
+        bounds memory by splitting the batch.
         All chunkings give identical outputs.
         """
         timesteps = check_timesteps(timesteps)
