@@ -13,6 +13,7 @@ from adacal import inputs
 from adacal.checks import check_timesteps
 from adacal.errors import DataError, ShapeError
 from adacal.neurons import IFNeuron, is_neuron_node
+from adacal.neurons.analog import TimeState
 from adacal.neurons.pool import SpikingMaxPool
 
 __all__ = ["SpikingModel", "Session"]
@@ -109,10 +110,10 @@ class SpikingModel(nn.Module):
         }
 
     def _stateful(self) -> list[nn.Module]:
-        """Every module with a time state: the neurons and the rate-preserving max-pools."""
+        """Every module with a time state: neurons, rate-preserving max-pools, analog-op wrappers."""
         gm = self.graph_module
         modules = (gm.get_submodule(str(n.target)) for n in gm.graph.nodes if n.op == "call_module")
-        return [m for m in modules if isinstance(m, (IFNeuron, SpikingMaxPool))]
+        return [m for m in modules if isinstance(m, (IFNeuron, SpikingMaxPool, TimeState))]
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.graph_module(*args, **kwargs)
@@ -323,7 +324,7 @@ class Session:
     def keep(self, index: Tensor) -> None:
         """Continue with only the samples at ``index`` (a LongTensor of running-batch positions)."""
         for n in self._neurons:
-            if isinstance(n, SpikingMaxPool):
+            if isinstance(n, (SpikingMaxPool, TimeState)):
                 n.keep(index)
             elif n.v is not None:
                 n.v = n.v.index_select(0, index)

@@ -16,7 +16,7 @@ from torch import fx, nn
 
 from adacal.convert.fold_bn import ChannelAffine
 
-__all__ = ["Op", "op_kind", "pool_dims"]
+__all__ = ["LINEAR_OPS", "Op", "op_kind", "pool_dims"]
 
 
 class Op(Enum):
@@ -33,6 +33,10 @@ class Op(Enum):
     RESAMPLE = "resample"  # (bi/tri)linear or area interpolation: linear, but fractional weights
     MAXPOOL = "maxpool"  # not linear; allowed only in front of neurons (see rules)
 
+
+#: Ops whose result is linear in the spikes whatever the operands.
+LINEAR_OPS = frozenset({Op.WEIGHTED, Op.PASS, Op.CAST, Op.ADD, Op.SUM, Op.MEAN, Op.AVG_POOL, Op.ADAPTIVE_POOL,
+                        Op.CHANNEL_SCALE, Op.RESAMPLE})
 
 _WEIGHTED_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
                      nn.Linear)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from adacal.convert.ops import DIVISIONS, Op, op_kind, pool_dims
+from adacal.convert.ops import DIVISIONS, LINEAR_OPS, Op, op_kind, pool_dims
 from adacal.convert.trace import describe_target, qualname
 from adacal.errors import UnsupportedLayerError
 from adacal.neurons import is_neuron_node
@@ -28,11 +28,6 @@ from adacal.neurons.pool import SpikingMaxPool, SpikingMaxPool1d, SpikingMaxPool
 __all__ = ["spiking_nodes", "check_spiking_path", "push_maxpools", "rate_preserving_pools"]
 
 is_neuron = is_neuron_node  # local short name
-
-#: Ops whose result is linear in the spikes for any operands.
-_LINEAR = {Op.WEIGHTED, Op.PASS, Op.CAST, Op.ADD, Op.SUM, Op.MEAN, Op.AVG_POOL, Op.ADAPTIVE_POOL,
-           Op.CHANNEL_SCALE, Op.RESAMPLE}
-
 
 def spiking_nodes(gm: fx.GraphModule) -> set[fx.Node]:
     """Nodes downstream of (and including) any neuron."""
@@ -91,7 +86,7 @@ def _allowed(gm: fx.GraphModule, node: fx.Node, spiking: set[fx.Node]) -> bool:
         return _feeds_only_neurons(gm, node)
     if kind is Op.SCALE or (kind is Op.WEIGHTED and node.op == "call_function"):
         return _operand_ok(node, spiking)
-    return kind in _LINEAR
+    return kind in LINEAR_OPS
 
 
 def check_spiking_path(gm: fx.GraphModule, analog: Iterable[str] = ()) -> None:

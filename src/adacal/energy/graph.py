@@ -37,8 +37,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from adacal import inputs
 from adacal.convert.ops import DIVISIONS, WEIGHTED_FUNCS, Op, op_kind, pool_dims
 from adacal.convert.rules import spiking_nodes
+from adacal.convert.trace import describe_target
 from adacal.errors import UnsupportedLayerError
 from adacal.neurons import is_neuron_node
+from adacal.neurons.analog import TimeState
 
 __all__ = ["LayerInfo", "GraphAnalysis", "analyze_graph", "SPIKE", "ANALOG"]
 
@@ -77,7 +79,7 @@ class GraphAnalysis:
     layers: tuple[LayerInfo, ...]
     neuron_shapes: dict[str, tuple[int, ...]]
     fanouts: dict[tuple[str, str], Tensor]  # (layer, neuron) -> per-sample fan-out map
-    other_macs: int  # FLOPs/2 of ops that are not recognised weighted layers (matmul, ...)
+    other_macs: int  # FLOPs/2 of ops that are not conv/linear layers (matmul, ...): priced as analog layers too
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -158,6 +160,8 @@ class _Profiler(fx.Interpreter):
         ins = n.all_input_nodes
         kinds = [self.kind[i] for i in ins]
         srcs = frozenset().union(*(self.sources[i] for i in ins if self.kind[i] in _SPIKY))
+        if isinstance(_module(gm, n), TimeState):  # running averages around an analog op: values, not spikes
+            return ANALOG, none
         op = op_kind(gm, n)
         if op is Op.WEIGHTED and n.op == "call_module":
             self.weighted[n] = type(_module(gm, n)).__name__
@@ -355,8 +359,13 @@ def analyze_graph(gm: fx.GraphModule, example: Any) -> GraphAnalysis:
 
     x = positional(gm, inputs.map_tensors(lambda t: t[:1], example))
     profile = _Profiler(gm)
-    with torch.no_grad():
-        profile.run(*x)
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # the fused attention kernel is invisible to the FLOP counter
+    try:
+        with torch.no_grad():
+            profile.run(*x)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
 
     neuron_nodes = [n for n in gm.graph.nodes if is_neuron_node(gm, n)]
     calls = Counter(str(n.target) for n in neuron_nodes)
@@ -399,11 +408,19 @@ def analyze_graph(gm: fx.GraphModule, example: Any) -> GraphAnalysis:
     if mixed:
         log.warning("layers %s receive spikes and analog values summed; counted as analog (dense MACs "
                     "every step)", mixed)
-    weighted_flops = sum(profile.flops.get(n, 0) for n in profile.weighted)
-    other_macs = (sum(profile.flops.values()) - weighted_flops) // 2
+    other_macs = 0
+    for n in gm.graph.nodes:  # matmuls, attention, ... kept in floating point: MACs each time they run
+        macs = profile.flops.get(n, 0) // 2
+        if macs and n not in profile.weighted:
+            base = str(n.target) if n.op == "call_module" else n.name
+            name = base if not used[base] else f"{base}_{used[base]}"
+            used[base] += 1
+            layers.append(LayerInfo(name=name, op=describe_target(gm, n), kind=ANALOG, macs=macs,
+                                    in_prefix=n not in spiking))
+            other_macs += macs
     if other_macs:
-        log.warning("%d MACs come from ops that are not conv/linear layers (e.g. matmul); they are not "
-                    "included in the energy estimate", other_macs)
+        log.info("%d MACs per sample come from ops that are not conv/linear layers (e.g. matmul); priced as "
+                 "analog MACs each time they run", other_macs)
 
     fanouts = _fanouts(gm, x, profile, layer_of)
     final = []
