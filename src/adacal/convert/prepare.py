@@ -13,7 +13,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 from adacal import inputs
 from adacal.config import ConversionConfig
 from adacal.convert.activations import NOT_AN_ACTIVATION, activation_clip, declared_activation
-from adacal.convert.fold_bn import fold_batchnorm
+from adacal.convert.fold_bn import batchnorm_types, fold_batchnorm
 from adacal.convert.rules import check_spiking_path, push_maxpools, rate_preserving_pools
 from adacal.convert.trace import trace
 from adacal.devices import model_float
@@ -157,7 +157,7 @@ def prepare(model: nn.Module, example_input: Any, *, config: ConversionConfig | 
     first = inputs.leaves(x)[0]  # neurons follow the model's device and dtype (the input's if it has none)
     device, dtype = model_float(ann) or (first.device, first.dtype if first.is_floating_point()
                                          else torch.get_default_dtype())
-    gm = trace(ann, leaf_names=cfg.leaf_modules)
+    gm = trace(ann, leaf_types=batchnorm_types(), leaf_names=cfg.leaf_modules)
     args = positional(gm, x)
     ShapeProp(gm).propagate(*args)  # ranks for fold_batchnorm (a Linear folds a BN only on [B, F])
     folded, kept = fold_batchnorm(gm)

@@ -93,3 +93,29 @@ def fcos_lite(num_classes: int, **options: Any) -> FCOSLite:
 
 
 register_model("fcos_lite", fcos_lite)
+
+
+def _torchvision_detector(name: str) -> Any:
+    def factory(num_classes: int, *, label_offset: int = 0, input_size: Any = None, frozen_bn: bool = True,
+                **options: Any) -> nn.Module:
+        """The spiking part of torchvision's ``name`` (random weights, no download; load a trained
+        detector's state_dict into it), with its decoder attached. ``label_offset``: 1 if the detector
+        was trained with label 0 as background; ``frozen_bn``: FrozenBatchNorm2d backbone, as trained
+        torchvision detectors have (their checkpoints carry no ``num_batches_tracked``)."""
+        import torchvision
+
+        from adacal.detection.parts import detector_parts
+        from adacal.detection.torchvision_models import freeze_batchnorm
+
+        extra = 1 if name.startswith("ssd") else label_offset  # SSD's background class
+        det = getattr(torchvision.models.detection, name)(weights=None, weights_backbone=None,
+                                                          num_classes=num_classes + extra, **options)
+        if frozen_bn:
+            freeze_batchnorm(det.backbone)
+        return detector_parts(det.eval(), num_classes=num_classes, label_offset=extra, input_size=input_size).spiking
+
+    return factory
+
+
+for _name in ("retinanet_resnet50_fpn", "fcos_resnet50_fpn", "ssd300_vgg16"):
+    register_model(_name, _torchvision_detector(_name))

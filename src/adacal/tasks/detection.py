@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from adacal.detection.boxes import PAD_LABEL, unpad_target
+from adacal.detection.boxes import unpad_target
 from adacal.errors import ConfigError, DataError
 from adacal.tasks.base import MetricSet, Task
 
