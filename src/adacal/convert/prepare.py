@@ -16,6 +16,7 @@ from adacal.convert.activations import NOT_AN_ACTIVATION, activation_clip, decla
 from adacal.convert.fold_bn import batchnorm_types, fold_batchnorm
 from adacal.convert.rules import check_spiking_path, push_maxpools, rate_preserving_pools
 from adacal.convert.trace import trace
+from adacal.convert.unit_pools import unit_maxpools_to_slices
 from adacal.devices import model_float
 from adacal.errors import CalibrationError, ConfigError, DataError, ShapeError, UnsupportedLayerError
 from adacal.neurons.module import IFNeuron
@@ -168,6 +169,7 @@ def prepare(model: nn.Module, example_input: Any, *, config: ConversionConfig | 
             "hardtanh(x, 0, a), clamp(min=0)) to turn into spiking neurons; retrain it with ReLU or "
             "pass its activation type/function in activations=[...]"
         )
+    unit_maxpools_to_slices(gm)  # 1x1 max-pools (torchvision FPN's extra level) only subsample
     moved = push_maxpools(gm)
     rate_preserving_pools(gm)
     gm.delete_all_unused_submodules()

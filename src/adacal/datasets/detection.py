@@ -194,7 +194,7 @@ def _voc_reader(root: Path, split: str, year: str, classes: Sequence[str]) -> tu
         def get(i: int) -> tuple[np.ndarray, dict[str, Any]]:
             from PIL import Image
 
-            ann = parse(None, ET.parse(root / "Annotations" / f"{ids[i]}.xml").getroot())  # type: ignore[arg-type]
+            ann = parse(ET.parse(root / "Annotations" / f"{ids[i]}.xml").getroot())
             img = np.asarray(Image.open(root / "JPEGImages" / ann["annotation"]["filename"]).convert("RGB"))
             return img, ann
 
