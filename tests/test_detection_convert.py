@@ -59,7 +59,7 @@ def test_fcos_lite_converts_and_runs_iat_with_priced_postprocessing(warm_bn) -> 
     task.bind_model(snn)  # the SNN carries the decoder
     fixed = evaluate(snn, data, timesteps=4, task=task)
     outside = {r["name"]: r for r in fixed["energy"]["layers"] if r["kind"] == "analog" and r["op"] == "outside"}
-    assert set(outside) == {"outside.preprocess", "outside.scores", "outside.box_decode", "outside.nms_upper_bound"}
+    assert set(outside) == {"outside.preprocess", "outside.scores", "outside.box_decode", "outside.nms"}
     assert all(r["runs_per_image"] == 1.0 for r in outside.values())
     priced = sum(r["energy_pj"] for r in outside.values())
     assert fixed["energy"]["snn_energy_pj"] > priced > 0
@@ -68,7 +68,7 @@ def test_fcos_lite_converts_and_runs_iat_with_priced_postprocessing(warm_bn) -> 
     assert policy.accumulate == "mean"  # the task decodes running averages
     early = evaluate(snn, data, timesteps=4, task=task, exit_policy=policy)
     assert sum(early["exit_histogram"]) == 4
-    post = [r for r in early["energy"]["layers"] if r["name"] == "outside.nms_upper_bound"][0]
+    post = [r for r in early["energy"]["layers"] if r["name"] == "outside.nms"][0]
     assert post["runs_per_image"] == pytest.approx(early["mean_timesteps"])  # decoded at every step run
 
 

@@ -121,6 +121,7 @@ def evaluate(
     kept: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     model = None
+    probe: Any = None
     task = get_task(task)
     with snn.record_activity():
         for i, (x, y) in enumerate(task_batches(data, task, dev, max_batches)):
@@ -129,7 +130,6 @@ def evaluate(
             if metrics is None:
                 probe = snn.ann_forward(first)
                 metrics = _infer_classes(task, probe).metrics().to(dev)
-                outside = task.analog_ops(probe)
                 per_step = [task.metrics().to(dev) for _ in range(T)] if task.per_step and not exit_policy else None
                 if energy == "auto":
                     from adacal.energy import EnergyModel
@@ -185,7 +185,8 @@ def evaluate(
     energy_model = model if energy == "auto" else energy
     if energy_model is not None:
         rep = energy_model.estimate(counts, num_samples=total, timesteps=mean_steps, sequence=sequence)
-        d = _add_outside(rep.to_dict(), outside, mean_steps if exit_policy is not None else 1.0)
+        # the task's own floating-point work, measured over this evaluation (e.g. NMS candidates)
+        d = _add_outside(rep.to_dict(), task.analog_ops(probe), mean_steps if exit_policy is not None else 1.0)
         result["energy_mj"] = d["snn_energy_pj"] * 1e-9
         result["ann_energy_mj"] = d["ann_energy_pj"] * 1e-9
         result["energy"] = d

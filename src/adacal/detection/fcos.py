@@ -9,7 +9,7 @@ time-averaged outputs: location grid, ``ltrb = exp(raw)·stride`` (Tian et al. 2
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -65,6 +65,8 @@ class FCOSDecoder:
     topk: int = 1000
     max_detections: int = 100
     name: str = "fcos"
+    #: Work actually done by :meth:`detections` since the last :meth:`reset_counts` (for the energy model).
+    counts: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.ranges) != len(self.strides) + 1:
@@ -125,23 +127,32 @@ class FCOSDecoder:
             bx = self.boxes(box[b, loc], pts[loc], st[loc])
             bx[:, 0::2] = bx[:, 0::2].clamp(0, W)
             bx[:, 1::2] = bx[:, 1::2].clamp(0, H)
+            n = int(keep.numel())
+            for key, v in (("decodes", 1), ("candidates", n), ("pairs", n * (n - 1) // 2)):
+                self.counts[key] = self.counts.get(key, 0) + v
             k = batched_nms(bx, s[keep], lab, self.nms_thresh)[: self.max_detections]
             out.append({"boxes": bx[k], "scores": s[keep][k], "labels": lab[k]})
         return out
 
+    def reset_counts(self) -> None:
+        self.counts.clear()
+
     def analog_ops(self, outputs: dict[str, Any]) -> list[dict[str, Any]]:
-        """Floating-point work outside the SNN per image, as MAC-equivalent operation counts.
+        """Floating-point work outside the SNN per decoded image, as MAC-equivalent operation counts.
 
         Scores: sigmoid (counted as 4 ops) of every class and centerness logit, a product and a square
-        root per class and location; box decoding of at most ``topk`` candidates (exp, scale, 4 adds,
-        clip: 16 ops); NMS: one IoU (≈ 12 ops) per candidate pair, at most ``topk²/2`` (an upper bound).
+        root per class and location; box decoding of each candidate above the score threshold (exp,
+        scale, 4 adds, clip: 16 ops); NMS: one IoU (≈ 12 ops) per candidate pair. Candidates and pairs
+        are the mean measured since :meth:`reset_counts`; before any decoding, the ``topk`` bound.
         """
         P = sum(int(c.shape[-2]) * int(c.shape[-1]) for c in outputs["cls"])
         C = self.num_classes
-        k = min(self.topk, P * C)
+        n = self.counts.get("decodes", 0)
+        k = self.counts["candidates"] / n if n else min(self.topk, P * C)
+        pairs = self.counts["pairs"] / n if n else k * (k - 1) / 2
         return [{"name": "scores", "macs": P * (4 * C + 4 + 2 * C)},
                 {"name": "box_decode", "macs": 16 * k},
-                {"name": "nms_upper_bound", "macs": 12 * k * (k - 1) // 2}]
+                {"name": "nms", "macs": 12 * pairs}]
 
     # ------------------------------------------------------------------ training
     def targets(self, outputs: dict[str, Any], target: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:

@@ -70,6 +70,9 @@ class DetectionMetrics(MetricSet):
         from torchmetrics.detection import MeanAveragePrecision
 
         self.task = task
+        reset = getattr(task.decoder, "reset_counts", None)
+        if reset is not None:
+            reset()  # the decoder's work counts (energy of the post-processing) start with this evaluation
         coco = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", class_metrics=True)
         at50 = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", class_metrics=True, iou_thresholds=[0.5])
         super().__init__({"coco": coco, "at50": at50})
