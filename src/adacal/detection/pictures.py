@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 #: Detections kept per image in stored examples (the decoder keeps at most 100).
 MAX_KEPT = 100
 #: Detections drawn below this score are left out of pictures (they would hide everything).
-DRAW_SCORE = 0.3
+DRAW_SCORE = 0.5
 _IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 _COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#fabed4",
             "#469990")
@@ -128,5 +128,5 @@ def task_figures(results: Mapping[str, Any], folder: Path, *, classes: Sequence[
     pick = pick or loaded[:3]
     gt = {"image": pick[0][1]["image"], "gt_boxes": pick[0][1]["gt_boxes"], "gt_labels": pick[0][1]["gt_labels"]}
     path = draw_panels([("ground truth", gt), *pick], folder / "detections.png", classes=classes)
-    return {"detections": (path, "Ground truth and kept detections (score ≥ 0.3, class and score) on the first "
+    return {"detections": (path, "Ground truth and kept detections (score ≥ 0.5, class and score) on the first "
                                  "test images")}
