@@ -79,17 +79,15 @@ def draw_panels(columns: Sequence[tuple[str, Mapping[str, np.ndarray]]], path: s
     A source with ``det_*`` arrays draws detections (score ≥ :data:`DRAW_SCORE`); one with only
     ``gt_*`` draws ground truth. ``counts``: titles say how many boxes are drawn and their mean score.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     from adacal.report.plots import save_figure
 
     n = min(len(c[1]["image"]) for c in columns)
     n = n if rows is None else min(n, rows)
     h, w = columns[0][1]["image"].shape[1:3]
-    fig, axes = plt.subplots(n, len(columns), figsize=(2.6 * len(columns), 2.6 * n * h / w + 0.3), squeeze=False)
+    fig = Figure(figsize=(2.6 * len(columns), 2.6 * n * h / w + 0.3))
+    axes = fig.subplots(n, len(columns), squeeze=False)
     for r in range(n):
         for k, (title, ex) in enumerate(columns):
             img = columns[0][1]["image"][r]
