@@ -110,6 +110,8 @@ def task_figures(results: Mapping[str, Any], folder: Path, *, classes: Sequence[
     runs = [r for r in results.get("runs", []) if r.get("examples") and not r.get("iat")]
     if not runs:
         return {}
+    big = max(int(r["timesteps"]) for r in runs)
+    runs = [r for r in runs if int(r["timesteps"]) == big][:3]  # a few columns: the runs at the largest T
     loaded = []
     for r in runs:
         p = folder / str(r["examples"])
@@ -120,10 +122,7 @@ def task_figures(results: Mapping[str, Any], folder: Path, *, classes: Sequence[
             loaded.append((r["name"], {k: z[k] for k in z.files}))
     if not loaded:
         return {}
-    # a few columns: the calibration and the searched run at the largest T, else the first runs
-    big = max(int(r["timesteps"]) for r in runs)
-    pick = [x for x in loaded if x[0] in {f"calibration@T{big}", f"adafire@T{big}", f"adafire+ssc@T{big}"}]
-    pick = pick or loaded[:3]
+    pick = loaded
     gt = {"image": pick[0][1]["image"], "gt_boxes": pick[0][1]["gt_boxes"], "gt_labels": pick[0][1]["gt_labels"]}
     path = draw_panels([("ground truth", gt), *pick], folder / "detections.png", classes=classes)
     return {"detections": (path, "Ground truth and kept detections (score ≥ 0.5, class and score) on the first "
