@@ -164,8 +164,8 @@ def table(results: dict[str, Any]) -> list[str]:
     Ts = sorted({r["timesteps"] for r in results["runs"]})
     ann = results["ann"]
     lines = ["| method | " + " | ".join(f"T={T}" for T in Ts) + " |", "|---|" + "---|" * len(Ts)]
-    lines.append(f"| ANN | {ann['metrics']['map_50']:.1f} / {ann['metrics']['map']:.1f} / "
-                 f"{1e3 * (ann['energy_mj'] or float('nan')):.0f} | " + " | ".join([""] * (len(Ts) - 1)) + " |")
+    first = f"{ann['metrics']['map_50']:.1f} / {ann['metrics']['map']:.1f} / {1e3 * (ann['energy_mj'] or float('nan')):.0f}"
+    lines.append("| ANN (any T) | " + " | ".join([first] + ["″"] * (len(Ts) - 1)) + " |")
     for m in METHODS:
         for iat in (False, True):
             runs = {r["timesteps"]: r for r in results["runs"] if r["method"] == m and bool(r.get("iat")) == iat}
