@@ -164,7 +164,8 @@ def table(results: dict[str, Any]) -> list[str]:
     Ts = sorted({r["timesteps"] for r in results["runs"]})
     ann = results["ann"]
     lines = ["| method | " + " | ".join(f"T={T}" for T in Ts) + " |", "|---|" + "---|" * len(Ts)]
-    first = f"{ann['metrics']['map_50']:.1f} / {ann['metrics']['map']:.1f} / {1e3 * (ann['energy_mj'] or float('nan')):.0f}"
+    m = ann["metrics"]
+    first = f"{m['map_50']:.1f} / {m['map']:.1f} / {1e3 * (ann['energy_mj'] or float('nan')):.0f}"
     lines.append("| ANN (any T) | " + " | ".join([first] + ["″"] * (len(Ts) - 1)) + " |")
     for m in METHODS:
         for iat in (False, True):

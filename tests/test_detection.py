@@ -56,7 +56,8 @@ def _npz(path: Path, sizes: list[tuple[int, int]], boxes: list[list[list[float]]
     off = np.cumsum([0] + [len(b) for b in blobs])
     boff = np.cumsum([0] + [len(b) for b in boxes])
     np.savez(path, jpeg_bytes=np.frombuffer(b"".join(blobs), dtype=np.uint8), offsets=off,
-             image_hw=np.array([[h, w] for w, h in sizes]), filenames=np.array([f"im{i}.jpg" for i in range(len(sizes))]),
+             image_hw=np.array([[h, w] for w, h in sizes]),
+             filenames=np.array([f"im{i}.jpg" for i in range(len(sizes))]),
              boxes=np.array([b for bb in boxes for b in bb], dtype=np.float32).reshape(-1, 4), box_offsets=boff,
              box_labels=np.array([c for cc in labels for c in cc], dtype=np.int64), classes=np.array(classes))
 
