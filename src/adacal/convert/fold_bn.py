@@ -23,6 +23,8 @@ except ImportError:  # pragma: no cover - torchvision is a dependency
 def batchnorm_types() -> tuple[type, ...]:
     """Module types folded as eval-mode BatchNorm (tracing keeps them whole so they can be)."""
     return _BN
+
+
 _FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
