@@ -191,13 +191,31 @@ def targets(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def notes(results: dict[str, Any]) -> list[str]:
+    """Facts the README's prose refers to, computed from the runs."""
+    out = []
+    runs = {r["name"]: r for r in results["runs"]}
+    ref = runs.get("adafire@T16")
+    if ref is not None:
+        parts = {x["name"]: 1e3 * x["energy_mj"] for x in ref["layers"] if x["name"].startswith("outside.")}
+        out.append(f"- Floating-point part per image (adafire@T16): {sum(parts.values()):.1f} µJ, of which NMS "
+                   f"{parts.get('outside.nms', 0.0):.1f} µJ, of {1e3 * ref['energy_mj']:.0f} µJ in all.")
+    for r in results["runs"]:
+        if r.get("iat"):
+            fixed = runs.get(res.run_name(r["method"], r["timesteps"]))
+            if fixed is not None:
+                out.append(f"- {r['name']}: {r['mean_timesteps']:.2f} mean timesteps, {1e3 * r['energy_mj']:.0f} µJ "
+                           f"vs {1e3 * fixed['energy_mj']:.0f} µJ at fixed T.")
+    return out
+
+
 def markdown(results: dict[str, Any]) -> str:
     per_class = results["ann"]["metrics"].get("ap50_per_class") or []
     classes = (results["task"].get("info") or {}).get("classes") or []
     lines = [f"# {NAME}", "", f"Command: `{results.get('command')}`", "",
              "Cells: mAP@.5 / mAP@[.5:.95] (%, COCO protocol, torchmetrics, all 72 test images) / energy per "
              "image (µJ, SNN incl. floating-point pre/post-processing); IAT rows also give the mean timesteps.", "",
-             *table(results), "", *targets(results), "",
+             *table(results), "", *targets(results), "", *notes(results), "",
              "ANN AP@.5 per class: " + ", ".join(f"{c} {v:.1f}" for c, v in zip(classes, per_class) if v is not None),
              "", f"Complete: {results.get('complete')}; machine: {results['environment'].get('cpu')}, "
              f"{results['environment'].get('torch_threads')} thread(s)."]
@@ -210,7 +228,7 @@ def readme(results: dict[str, Any]) -> None:
     if BEGIN not in text or END not in text:
         log.warning("README has no %s ... %s markers; not updated", BEGIN, END)
         return
-    body = "\n".join([BEGIN, "", *table(results), "", *targets(results), "", END])
+    body = "\n".join([BEGIN, "", *table(results), "", *targets(results), "", *notes(results), "", END])
     path.write_text(re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: body, text, flags=re.S))
 
 
