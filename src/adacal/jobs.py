@@ -139,6 +139,7 @@ def load_ann(spec: ModelSpec, data: Data, *, device: torch.device | str = "cpu")
         load_state_dict_file(model, spec.weights)
         log.info("loaded weights %s into %s", spec.weights, spec.name)
     model.to(torch.device(device)).eval()
+    data.task.bind_model(model)
     example = inputs.map_tensors(lambda t: t[:2].to(device), data.example())
     try:
         with torch.no_grad():

@@ -7,11 +7,24 @@ from collections import Counter
 import torch
 from torch import Tensor, fx, nn
 
-__all__ = ["ChannelAffine", "fold_batchnorm"]
+__all__ = ["ChannelAffine", "batchnorm_types", "fold_batchnorm"]
 
 log = logging.getLogger(__name__)
 
-_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_BN: tuple[type, ...] = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+try:  # torchvision's detection backbones normalise with fixed statistics: the same eval-mode affine
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    _BN = (*_BN, FrozenBatchNorm2d)
+except ImportError:  # pragma: no cover - torchvision is a dependency
+    pass
+
+
+def batchnorm_types() -> tuple[type, ...]:
+    """Module types folded as eval-mode BatchNorm (tracing keeps them whole so they can be)."""
+    return _BN
+
+
 _FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
@@ -37,7 +50,7 @@ class ChannelAffine(nn.Module):
         return cls(scale, shift)
 
 
-def _bn_scale_shift(bn: nn.modules.batchnorm._BatchNorm) -> tuple[Tensor, Tensor]:
+def _bn_scale_shift(bn: nn.Module) -> tuple[Tensor, Tensor]:
     if bn.running_mean is None or bn.running_var is None:
         raise ValueError(f"BatchNorm without running statistics cannot be folded: {bn}")
     std = torch.sqrt(bn.running_var + bn.eps)
@@ -117,9 +130,9 @@ def _same_channels(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm, node: 
     if isinstance(layer, nn.Linear):
         meta = node.meta.get("tensor_meta")
         rank = len(meta.shape) if meta is not None and hasattr(meta, "shape") else 2
-        return rank == 2 and layer.out_features == bn.num_features
+        return rank == 2 and layer.out_features == bn.running_mean.numel()
     out = layer.out_channels if hasattr(layer, "out_channels") else None
-    return out == bn.num_features
+    return out == bn.running_mean.numel()
 
 
 def _replace_module(gm: fx.GraphModule, target: str, new: nn.Module) -> None:

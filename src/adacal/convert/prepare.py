@@ -14,10 +14,11 @@ from adacal import inputs
 from adacal.config import ConversionConfig
 from adacal.convert.activations import NOT_AN_ACTIVATION, activation_clip, declared_activation
 from adacal.convert.analog import wrap_analog_ops
-from adacal.convert.fold_bn import fold_batchnorm
+from adacal.convert.fold_bn import batchnorm_types, fold_batchnorm
 from adacal.convert.ops import LINEAR_OPS, op_kind
 from adacal.convert.rules import check_spiking_path, push_maxpools, rate_preserving_pools, spiking_nodes
 from adacal.convert.trace import describe_target, qualname, trace
+from adacal.convert.unit_pools import unit_maxpools_to_slices
 from adacal.devices import model_float
 from adacal.errors import CalibrationError, ConfigError, DataError, ModelError, UnsupportedLayerError
 from adacal.neurons import IFNeuron, is_neuron_node
@@ -153,7 +154,7 @@ def prepare(model: nn.Module, example_input: Any, *, config: ConversionConfig | 
     first = inputs.leaves(x)[0]  # neurons follow the model's device and dtype (the input's if it has none)
     device, dtype = model_float(ann) or (first.device, first.dtype if first.is_floating_point()
                                          else torch.get_default_dtype())
-    gm = trace(ann, leaf_names=cfg.leaf_modules)
+    gm = trace(ann, leaf_types=batchnorm_types(), leaf_names=cfg.leaf_modules)
     args = positional(gm, x)
     ShapeProp(gm).propagate(*args)  # ranks for fold_batchnorm (a Linear folds a BN only on [B, F])
     folded, kept = fold_batchnorm(gm)
@@ -166,6 +167,7 @@ def prepare(model: nn.Module, example_input: Any, *, config: ConversionConfig | 
             + "\n".join(nonlinear_ops(gm))
         )
     _check_declared_activations(gm, args, cfg)
+    unit_maxpools_to_slices(gm)  # 1x1 max-pools (torchvision FPN's extra level) only subsample
     moved = push_maxpools(gm)
     rate_preserving_pools(gm)
     gm.delete_all_unused_submodules()

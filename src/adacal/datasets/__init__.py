@@ -59,3 +59,4 @@ __all__ = [
     "load_sklearn_digits",
     "make_loader",
 ]
+from adacal.datasets import detection as _detection  # noqa: E402,F401  (registers bccd, raccoon, coco128, voc, coco)

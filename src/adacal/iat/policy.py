@@ -337,7 +337,7 @@ class ExitStatistics:
             running = step if running is None else _map2(lambda a, b: a + b, running, step)
             scored = inputs.map_tensors(lambda o, t=t: o / t, running) if accumulate == "mean" else running
             ent = (1.0 - scorer(scored, "entropy")).double()
-            ok = correct(running, labels).bool()
+            ok = correct(scored, labels).bool()
             sums_c.append(float(ent[ok].sum()))
             sums_a.append(float(ent.sum()))
             counts.append(int(ok.sum()))

@@ -35,3 +35,4 @@ __all__ = [
     "resnet20_wide",
     "vgg16_cifar",
 ]
+from adacal.models import detection as _detection  # noqa: E402,F401  (registers fcos_lite and torchvision detectors)

@@ -69,6 +69,9 @@ class Task:
     supports_exit: bool = True
     #: How many fixed test samples a sweep keeps (:meth:`examples`) for the report's pictures.
     report_examples: int = 0
+    #: What :meth:`exit_score` and :meth:`correct` see at step t: the running ``"sum"`` O_t or its
+    #: ``"mean"`` O_t/t (a task that decodes the output, e.g. boxes from head maps, needs the mean).
+    exit_accumulate: str = "sum"
 
     def __init__(self, **info: Any) -> None:
         self.info = dict(info)
@@ -84,6 +87,16 @@ class Task:
         return {"name": self.name, "headline": self.headline, "higher_is_better": self.higher_is_better,
                 "metrics": {k: {"label": v} for k, v in self.labels.items()},
                 "info": {k: v for k, v in self.info.items() if isinstance(v, (int, float, str, bool, list))}}
+
+    def bind_model(self, model: Any) -> None:
+        """Learn what the task needs from the ANN it scores (e.g. a detector's box decoder); default nothing."""
+
+    def analog_ops(self, output: Any) -> list[dict[str, Any]]:
+        """Floating-point work the task does outside the network per sample (e.g. a detector's box
+        decoding and NMS), priced by :func:`adacal.evaluate` with the energy model's E_MAC: rows
+        ``{"name", "macs", "per_step"}`` (MAC-equivalent operations per run; ``per_step``: runs at
+        every step under early exit, else once). ``output``: one sample's output. Default: none."""
+        return []
 
     # ------------------------------------------------------------------ data
     def split_batch(self, batch: Any) -> tuple[Any, Any]:
