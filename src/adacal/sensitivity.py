@@ -90,7 +90,8 @@ class _CachedRun:
     """One batched SNN run whose every node value is kept, to re-run any downstream part."""
 
     def __init__(self, snn: SpikingModel, x: Tensor, timesteps: int) -> None:
-        self.snn, self.gm, self.T, self.batch = snn, snn.graph_module, timesteps, x.shape[0]
+        # the simulation's graph: weighted function nodes on canonical row blocks, as in run()
+        self.snn, self.gm, self.T, self.batch = snn, snn.simulation_graph(), timesteps, x.shape[0]
         self.nodes = list(self.gm.graph.nodes)
         self.neuron_nodes = {
             str(n.target): n for n in self.nodes
@@ -295,7 +296,7 @@ def _full_run(snn: SpikingModel, x: Tensor, T: int, name: str) -> tuple[Any, Ten
         xin = x.unsqueeze(0).expand(T, *x.shape).reshape(T * x.shape[0], *x.shape[1:])
         for n in snn.neurons().values():
             n.reset()
-        out = snn.graph_module(xin)
+        out = snn.simulation_graph()(xin)
     finally:
         handle.remove()
     return out, captured[0]

@@ -10,7 +10,9 @@ import torch
 from torch import Tensor, fx, nn
 from torch.utils._pytree import tree_map
 
-from adacal.errors import DataError, ShapeError
+from adacal.determinism import canonical_blocks, deterministic_graph
+from adacal.errors import ConfigError, DataError, ShapeError
+from adacal.neurons.kernels import FUSED_MIN_ELEMENTS, KERNEL
 from adacal.neurons.module import IFNeuron, check_timesteps
 from adacal.neurons.pool import SpikingMaxPool
 
@@ -92,7 +94,15 @@ class SpikingModel(nn.Module):
         self.graph_module = graph_module
         self.input_shape = tuple(input_shape)  # per-sample shape seen at conversion
         self.activation_bytes = int(activation_bytes)  # largest activation per sample
+        #: Canonical row blocks (adacal.determinism): outputs independent of time_chunk,
+        #: batch_chunk, batch size and early exit. Off: each op sees all rows of a call at once.
+        self.deterministic = True
+        #: Neuron update: "auto" (compiled where it pays), True (compiled wherever it can) or
+        #: False (eager). All give identical outputs (adacal.neurons.kernels).
+        self.fused: bool | str = "auto"
         self._split_cache: dict[str, Any] = {}
+        self._sim_depth = 0
+        self._announced = ""
 
     # ---------------------------------------------------------------- structure
     def neurons(self) -> dict[str, IFNeuron]:
@@ -118,7 +128,65 @@ class SpikingModel(nn.Module):
     def _split(self) -> tuple[fx.GraphModule, fx.GraphModule, list[str]] | None:
         if "split" not in self._split_cache:
             self._split_cache["split"] = _split_constant_prefix(self.graph_module)
-        return self._split_cache["split"]
+        split = self._split_cache["split"]
+        if split is None or not self.deterministic:
+            return split
+        if "split_det" not in self._split_cache:
+            prefix, suffix, names = split
+            self._split_cache["split_det"] = (deterministic_graph(prefix), deterministic_graph(suffix), names)
+        return self._split_cache["split_det"]
+
+    def simulation_graph(self) -> fx.GraphModule:
+        """The graph a simulation runs: ``graph_module``, with its weighted function nodes
+        (``F.conv*``, ``F.linear``, ``matmul``) on canonical row blocks when ``deterministic``."""
+        if not self.deterministic:
+            return self.graph_module
+        if "graph_det" not in self._split_cache:
+            self._split_cache["graph_det"] = deterministic_graph(self.graph_module)
+        return self._split_cache["graph_det"]
+
+    @contextlib.contextmanager
+    def _simulating(self) -> Iterator[None]:
+        """While a simulation runs: weighted modules on canonical row blocks (when
+        ``deterministic``) and every neuron on this model's ``fused`` setting. Re-entrant."""
+        if self.fused not in ("auto", True, False):
+            raise ConfigError(f"SpikingModel.fused must be 'auto', True or False, got {self.fused!r}")
+        if self._sim_depth:
+            self._sim_depth += 1
+            try:
+                yield
+            finally:
+                self._sim_depth -= 1
+            return
+        neurons = list(self.neurons().values())
+        saved = [n.fused for n in neurons]
+        self._sim_depth = 1
+        try:
+            for n in neurons:
+                n.fused = self.fused
+            if self.deterministic:
+                with canonical_blocks(list(self.graph_module.modules())):
+                    yield
+            else:
+                yield
+        finally:
+            self._sim_depth = 0
+            for n, f in zip(neurons, saved):
+                n.fused = f
+
+    def _announce(self, x: Tensor) -> None:
+        """Log once (per model and setting) which neuron-update path and block mode run."""
+        why = KERNEL.unavailable(x.device, x.dtype) if self.fused is not False else "fused=False"
+        if why is None:
+            path = "fused (torch.compile/inductor" + (
+                f", steps of ≥ {FUSED_MIN_ELEMENTS} elements; smaller ones eager)" if self.fused == "auto" else ")")
+        else:
+            path = f"eager ({why})"
+        line = (f"simulation on {x.device.type}/{str(x.dtype).removeprefix('torch.')}: neuron update {path}; "
+                f"canonical row blocks {'on' if self.deterministic else 'off'}")
+        if line != self._announced:
+            self._announced = line
+            log.info(line)
 
     @property
     def has_constant_prefix(self) -> bool:
@@ -140,7 +208,11 @@ class SpikingModel(nn.Module):
                 else:
                     n.streaming = False
                 n.reset()
-            yield self
+            if mode == "snn":
+                with self._simulating():
+                    yield self
+            else:
+                yield self
         finally:
             for n, state in zip(modules, saved):
                 _restore_state(n, state)
@@ -281,6 +353,9 @@ class Session:
         self.t = 0
         self._neurons = model._stateful()
         self._saved = [_save_state(n) for n in self._neurons]
+        self._context = contextlib.ExitStack()
+        self._context.enter_context(model._simulating())
+        model._announce(x)
         for n in self._neurons:
             n.set_mode("snn")
             if isinstance(n, IFNeuron):
@@ -291,11 +366,16 @@ class Session:
         self._x = x
         self._entry: tuple[Tensor, ...] | None = None
         self._suffix: fx.GraphModule | None = None
+        self._graph = model.simulation_graph()
         split = None if sequence else model._split()
         if split is not None:
             prefix, self._suffix, entry_names = split
-            with torch.no_grad():
-                self._entry = tuple(prefix(x))
+            try:
+                with torch.no_grad():
+                    self._entry = tuple(prefix(x))
+            except BaseException:
+                self.close()
+                raise
             entry = set(entry_names)
             for name, n in model.neurons().items():
                 n.constant_input = name in entry
@@ -313,10 +393,10 @@ class Session:
             frames = self._x[self.t : self.t + steps]
             if frames.shape[0] != steps:
                 raise ShapeError(f"sequence has only {self._x.shape[0]} frames; step {self.t + steps} asked")
-            out = self.model.graph_module(frames.reshape(steps * b, *frames.shape[2:]))
+            out = self._graph(frames.reshape(steps * b, *frames.shape[2:]))
         else:
             xin = self._x.unsqueeze(0).expand(steps, *self._x.shape).reshape(steps * b, *self._x.shape[1:])
-            out = self.model.graph_module(xin)
+            out = self._graph(xin)
         self.t += steps
         return tree_map(lambda o: o.view(steps, b, *o.shape[1:]) if isinstance(o, Tensor) else o, out)
 
@@ -336,6 +416,7 @@ class Session:
     def close(self) -> None:
         for n, state in zip(self._neurons, self._saved):
             _restore_state(n, state)
+        self._context.close()
 
     def __enter__(self) -> Session:
         return self

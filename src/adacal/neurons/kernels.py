@@ -1,0 +1,196 @@
+"""The neuron update of one timestep, eager (op by op) or fused into one compiled loop.
+
+Why. The update ``u += z; n = clamp(⌊u/θ⌋, 0, φ); s = n·θ; u −= s`` is five element-wise passes
+over memory in eager PyTorch (and its exact floor division is slow: fmod), and at large batch
+the simulation is bound by them. ``torch.compile`` (inductor: C++ on CPU, Triton on CUDA) makes
+a step one pass: [64, 16384] float32, 1 thread: 1.1 ms fused vs 9.3 ms eager.
+
+Bit-identity. Eager uses ``torch.div(..., rounding_mode="floor")``: the exact floor of the real
+quotient u/θ. The fused step computes the same exact floor without fmod: ``q = ⌊round(u/θ)⌋`` is
+the true floor or one above it (rounding is monotonic and integers are representable, so it never
+falls below); it is one above exactly when ``q·θ > u``, decided exactly from the rounded product
+``p`` and its error ``e`` (Dekker's TwoProduct: ``p + e = q·θ`` exactly; ``u − p`` is exact by
+Sterbenz's lemma). Both paths thus get the same ``n``, and ``s = n·θ`` and ``u − s`` are single
+correctly rounded operations in both — with floating-point contraction off, since an FMA would
+round ``u − n·θ`` once and move the last bit. Outputs and membranes agree to the bit (tested on
+adversarial values: exact multiples of θ and their neighbours, float32 and float64); at most
+the sign of a zero can differ, which ``==`` and ``torch.equal`` do not see.
+
+Compilation is per process (:data:`KERNEL`): one compiled function per (device type, dtype), each
+with its own code object so that dynamo's per-code cache and recompile limit apply to it alone.
+Shapes are dynamic: one compilation serves every neuron, batch size and chunking; the variants
+(bias or not, one row or more) are counted in ``KERNEL.compiles`` — at most 4 per (device, dtype).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+import types
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["FUSED_DTYPES", "FUSED_MIN_ELEMENTS", "KERNEL", "FusedKernel", "if_update_eager_", "if_update_reference"]
+
+log = logging.getLogger(__name__)
+
+#: Elements per step from which ``fused="auto"`` uses the compiled update: below it the ~30-40 µs
+#: a compiled call costs (guards, aliasing) exceed the passes it saves (measured, 1 thread:
+#: break-even ≈ 16 K elements; benchmarks/results/simulation_speed.md).
+FUSED_MIN_ELEMENTS = 1 << 15
+#: Dtypes the fused path serves. Half precision stays eager: eager rounds to half after every op,
+#: a fused loop keeps float32 intermediates and would differ.
+FUSED_DTYPES = (torch.float32, torch.float64)
+_DEVICES = ("cpu", "cuda")
+_INDUCTOR_OPTIONS = {
+    "cpp.enable_floating_point_contract_flag": "off",  # no FMA in generated C++ (u − n·θ, TwoProduct)
+    "emulate_precision_casts": True,  # Triton: enable_fp_fusion off (no FMA)
+    "eager_numerics.division_rounding": True,  # Triton: div_rn like eager CUDA, not div.full
+}
+#: Veltkamp splitting constants 2^⌈p/2⌉ + 1 (p: mantissa bits) for TwoProduct.
+_SPLIT = {torch.float32: 4097.0, torch.float64: 134217729.0}
+
+
+def if_update_eager_(u: Tensor, z: Tensor, th: Tensor, phi: Tensor, out: Tensor, scratch: Tensor) -> None:
+    """One step in place, op by op: ``u += z``; ``out = clamp(⌊u/θ⌋, 0, φ)·θ``; ``u −= out``."""
+    u.add_(z)
+    torch.div(u, th, rounding_mode="floor", out=scratch)
+    scratch.clamp_(min=torch.zeros((), dtype=u.dtype, device=u.device), max=phi)
+    torch.mul(scratch, th, out=out)
+    u.sub_(out)
+
+
+def if_update_reference(u: Tensor, z: Tensor, bias: Tensor | None, th: Tensor, phi: Tensor, out: Tensor) -> None:
+    """The step as compiled, on ``[rows, P]`` tensors (``th``, ``bias``: ``[P]``), in place.
+
+    ``z + bias`` is added first, as the eager loop does; the floor is exact (module docstring).
+    """
+    v = u + (z if bias is None else z + bias)
+    q = torch.floor(v / th)
+    p = q * th
+    split = _SPLIT[v.dtype]
+    cq = q * split
+    q_hi = cq - (cq - q)
+    q_lo = q - q_hi
+    ct = th * split
+    t_hi = ct - (ct - th)
+    t_lo = th - t_hi
+    err = ((q_hi * t_hi - p) + q_hi * t_lo + q_lo * t_hi) + q_lo * t_lo  # p + err == q·θ exactly
+    n = torch.where((v - p) - err < 0, q - 1, q)
+    s = torch.minimum(n.clamp(min=0), phi) * th
+    out.copy_(s)
+    u.copy_(v - s)
+
+
+def _alias(t: Tensor, rows: int, per: int) -> Tensor:
+    """A plain (non-view) 2-D tensor on ``t``'s memory. Dynamo guards a view's base shape, which
+    would recompile per layer shape and chunking; a plain tensor is guarded on its own shape only."""
+    return torch.empty(0, dtype=t.dtype, device=t.device).set_(
+        t.untyped_storage(), t.storage_offset(), (rows, per), (per, 1))
+
+
+def _fresh_copy(fn: Any, tag: str) -> Any:
+    """``fn`` with a code object of its own (dynamo keys its cache and recompile limit on it)."""
+    code = fn.__code__.replace(co_name=f"{fn.__name__}_{tag}")
+    new = types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__, fn.__closure__)
+    new.__qualname__ = code.co_name
+    return new
+
+
+def _compile_disabled() -> str | None:
+    for var in ("TORCH_COMPILE_DISABLE", "TORCHDYNAMO_DISABLE"):
+        if os.environ.get(var, "") not in ("", "0"):
+            return f"torch.compile disabled by {var}"
+    try:
+        import torch._dynamo
+
+        if torch._dynamo.config.disable:
+            return "torch.compile disabled (torch._dynamo.config.disable)"
+    except Exception as exc:  # pragma: no cover - a torch build without dynamo
+        return f"torch.compile unavailable ({type(exc).__name__})"
+    return None
+
+
+class FusedKernel:
+    """The compiled neuron updates, their compilation count and the devices where they failed.
+
+    ``compiles`` counts inductor compilations (one per graph variant), ``compile_seconds`` their
+    wall time, ``failed[device_type]`` why a device fell back to eager for the process.
+    """
+
+    def __init__(self) -> None:
+        self._fns: dict[tuple[str, torch.dtype], Any] = {}
+        self.compiles = 0
+        self.compile_seconds = 0.0
+        self.failed: dict[str, str] = {}
+
+    def unavailable(self, device: torch.device, dtype: torch.dtype) -> str | None:
+        """Why the fused update cannot serve this device/dtype (None: it can)."""
+        if device.type not in _DEVICES:
+            return f"no fused kernel for device {device.type!r}"
+        if dtype not in FUSED_DTYPES:
+            return f"dtype {dtype} runs eager (fused: float32/float64)"
+        if device.type in self.failed:
+            return self.failed[device.type]
+        return _compile_disabled()
+
+    def _backend(self, gm: Any, example_inputs: Any) -> Any:
+        from torch._inductor.compile_fx import compile_fx
+
+        self.compiles += 1
+        t0 = time.perf_counter()
+        try:
+            return compile_fx(gm, example_inputs, config_patches=_INDUCTOR_OPTIONS)
+        finally:
+            self.compile_seconds += time.perf_counter() - t0
+
+    def _compiled(self, device_type: str, dtype: torch.dtype) -> Any:
+        key = (device_type, dtype)
+        if key not in self._fns:  # bounded: 2 device types × 2 dtypes
+            fn = _fresh_copy(if_update_reference, f"{device_type}_{str(dtype).removeprefix('torch.')}")
+            self._fns[key] = torch.compile(fn, backend=self._backend, dynamic=True, fullgraph=True)
+        return self._fns[key]
+
+    def steps_(self, u: Tensor, z: Tensor, bias: Tensor | None, th: Tensor, phi: Tensor, out: Tensor) -> int:
+        """Run ``z.shape[0]`` fused steps in place: ``u`` ``[rows, P]``, ``z`` and ``out``
+        ``[steps, rows, P]`` (all contiguous), ``th``/``bias`` ``[P]``. Returns the steps done:
+        fewer only if compiling failed (the device then falls back to eager for good)."""
+        steps, rows, per = z.shape
+        fn = self._compiled(u.device.type, u.dtype)
+        uu = _alias(u, rows, per)
+        t = 0
+        try:
+            with torch.no_grad():
+                for t in range(steps):
+                    fn(uu, _alias(z[t], rows, per), bias, th, phi, _alias(out[t], rows, per))
+        except Exception as exc:  # no compiler, unsupported op...: eager from now on, for this device
+            msg = str(exc).splitlines()[0][:200] if str(exc) else ""
+            reason = f"torch.compile failed on {u.device.type}: {type(exc).__name__}: {msg}"
+            self.failed[u.device.type] = reason
+            log.warning("fused neuron update unavailable, falling back to eager: %s", reason)
+            return t
+        return steps
+
+    def warm_up(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> float:
+        """Compile the variants now (bias or not, one row or several); returns the seconds taken."""
+        device = torch.device(device)
+        t0 = time.perf_counter()
+        if self.unavailable(device, dtype) is not None:
+            return 0.0
+        for rows in (2, 1):
+            for bias in (None, torch.zeros(16, dtype=dtype, device=device)):
+                u = torch.zeros(rows, 16, dtype=dtype, device=device)
+                th = torch.ones(16, dtype=dtype, device=device)
+                phi = torch.ones((), dtype=dtype, device=device)
+                z = torch.ones(1, rows, 16, dtype=dtype, device=device)
+                if not self.steps_(u, z, bias, th, phi, torch.empty_like(z)):
+                    return time.perf_counter() - t0
+        return time.perf_counter() - t0
+
+
+#: The process-wide compiled updates. Why module level: compiled code belongs to the process
+#: (dynamo caches it on code objects whatever object compiles it), so per-model copies would only
+#: recompile the same kernel. Bounded: ≤ 4 functions (device type × dtype) × ≤ 4 variants each.
+KERNEL = FusedKernel()
