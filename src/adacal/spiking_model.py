@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, fx, nn
-from torch.utils._pytree import tree_map
+from torch.utils._pytree import tree_leaves, tree_map
 
 from adacal.determinism import canonical_blocks, deterministic_graph
 from adacal.errors import ConfigError, DataError, ShapeError
@@ -133,7 +133,8 @@ class SpikingModel(nn.Module):
             return split
         if "split_det" not in self._split_cache:
             prefix, suffix, names = split
-            self._split_cache["split_det"] = (deterministic_graph(prefix), deterministic_graph(suffix), names)
+            plans = self._block_plans()
+            self._split_cache["split_det"] = (deterministic_graph(prefix, plans), deterministic_graph(suffix, plans), names)
         return self._split_cache["split_det"]
 
     def simulation_graph(self) -> fx.GraphModule:
@@ -142,8 +143,12 @@ class SpikingModel(nn.Module):
         if not self.deterministic:
             return self.graph_module
         if "graph_det" not in self._split_cache:
-            self._split_cache["graph_det"] = deterministic_graph(self.graph_module)
+            self._split_cache["graph_det"] = deterministic_graph(self.graph_module, self._block_plans())
         return self._split_cache["graph_det"]
+
+    def _block_plans(self) -> dict[Any, Any]:
+        """Verified row-block sizes per weighted op (adacal.determinism); dropped on ``.to()``."""
+        return self._split_cache.setdefault("plans", {})
 
     @contextlib.contextmanager
     def _simulating(self) -> Iterator[None]:
@@ -165,7 +170,7 @@ class SpikingModel(nn.Module):
             for n in neurons:
                 n.fused = self.fused
             if self.deterministic:
-                with canonical_blocks(list(self.graph_module.modules())):
+                with canonical_blocks(dict(self.graph_module.named_modules()), self._block_plans()):
                     yield
             else:
                 yield
@@ -272,43 +277,111 @@ class SpikingModel(nn.Module):
         sequence: bool = False,
         time_chunk: int | str | None = "auto",
         batch_chunk: int | None = None,
+        reduce: str | None = None,
     ) -> Any:
         """Simulate ``timesteps`` steps; returns per-step outputs ``[T, B, ...]`` (same pytree).
 
         ``x`` is one constant input ``[B, ...]``, or a sequence ``[T, B, ...]`` (events) when
         ``sequence``. ``time_chunk`` steps are stacked on the batch axis per call (None: all;
-        ``"auto"`` picks the largest chunk whose activations stay cache-sized, see
-        ``AUTO_CHUNK_BYTES``; 1 = streaming); ``batch_chunk`` bounds memory by splitting the batch.
-        All chunkings give identical outputs.
+        ``"auto"`` picks the largest chunk whose activations stay cache-sized, from the activation
+        sizes measured for this input shape, see ``AUTO_CHUNK_BYTES``; 1 = streaming);
+        ``batch_chunk`` bounds memory by splitting the batch. ``reduce="sum"`` or ``"mean"``
+        returns the time sum/mean ``[B, ...]`` accumulated step by step instead of storing every
+        step: memory then does not grow with T. With ``deterministic`` (default) every chunking,
+        batch size and batch split gives bit-identical outputs (see adacal.determinism).
         """
         timesteps = check_timesteps(timesteps)
         self.check_input(x, sequence=sequence)
+        if reduce not in (None, "sum", "mean"):
+            raise ConfigError(f"reduce must be None, 'sum' or 'mean', got {reduce!r}")
+        bdim = 1 if sequence else 0
         if time_chunk == "auto":
-            rows = self.AUTO_CHUNK_BYTES // max(1, self.activation_bytes * x.shape[1 if sequence else 0])
+            rows = self.AUTO_CHUNK_BYTES // max(1, self.measured_row_bytes(x, sequence=sequence) * x.shape[bdim])
             chunk = min(timesteps, max(1, int(rows)))
         else:
             chunk = timesteps if time_chunk is None else check_timesteps(time_chunk)
         if sequence and x.shape[0] < timesteps:
             raise ShapeError(f"sequence input has {x.shape[0]} frames but {timesteps} timesteps were asked")
-        bdim = 1 if sequence else 0
         batch = x.shape[bdim]
         if batch_chunk is not None and batch_chunk < batch:
             parts = [
-                self.run(p, timesteps, sequence=sequence, time_chunk=chunk)
+                self.run(p, timesteps, sequence=sequence, time_chunk=chunk, reduce=reduce)
                 for p in torch.split(x, check_timesteps(batch_chunk), dim=bdim)
             ]
-            return _tree_cat(parts, dim=1)
+            return _tree_cat(parts, dim=0 if reduce else 1)
         sess = Session(self, x, sequence=sequence)
         try:
             outs = []
+            total: Any = None
             done = 0
             while done < timesteps:
                 steps = min(chunk, timesteps - done)
-                outs.append(sess.advance(steps))
+                out = sess.advance(steps)
+                if reduce is None:
+                    outs.append(out)
+                else:  # step by step, in time order: the same sum whatever the chunking
+                    for i in range(steps):
+                        step = tree_map(lambda o, i=i: o[i] if isinstance(o, Tensor) else o, out)
+                        total = tree_map(lambda o: o.clone() if isinstance(o, Tensor) else o, step) \
+                            if total is None else _tree_add_(total, step)
                 done += steps
         finally:
             sess.close()
-        return _tree_cat(outs, dim=0)
+        if reduce is None:
+            return _tree_cat(outs, dim=0)
+        if reduce == "mean":
+            total = tree_map(lambda o: o.div_(timesteps) if isinstance(o, Tensor) else o, total)
+        return total
+
+    def measured_row_bytes(self, x: Tensor, *, sequence: bool = False) -> int:
+        """Bytes of the largest value the graph computes for one sample of this input's shape
+        (measured once per shape and dtype on one sample, neurons as identity, no hooks fired);
+        ``activation_bytes`` (from the conversion's example) when it cannot run."""
+        sample = x[0, :1] if sequence else x[:1]
+        key = ("row_bytes", tuple(sample.shape[1:]), sample.dtype, sample.device)
+        if key not in self._split_cache:
+            probe = _LargestValue(self.graph_module)
+            try:
+                with torch.no_grad():
+                    probe.run(sample)
+                measured = probe.largest
+            except Exception:  # a graph that rejects one sample: keep the conversion's figure
+                measured = 0
+            self._split_cache[key] = measured or self.activation_bytes
+        return int(self._split_cache[key])
+
+
+class _LargestValue(fx.Interpreter):
+    """Runs the graph recording its largest tensor value; neurons pass their input through
+    (same shape) and modules run their ``forward`` directly, so no hook sees this pass."""
+
+    def __init__(self, gm: fx.GraphModule) -> None:
+        super().__init__(gm)
+        self.largest = 0
+
+    def run_node(self, n: fx.Node) -> Any:
+        out = super().run_node(n)
+        for t in tree_leaves(out):
+            if isinstance(t, Tensor):
+                self.largest = max(self.largest, t.numel() * t.element_size())
+        return out
+
+    def call_module(self, target: Any, args: Any, kwargs: Any) -> Any:
+        mod = self.fetch_attr(target)
+        if isinstance(mod, IFNeuron):
+            return args[0]
+        return mod.forward(*args, **kwargs)
+
+
+def _tree_add_(total: Any, step: Any) -> Any:
+    if isinstance(total, Tensor):
+        return total.add_(step)
+    if isinstance(total, (list, tuple)):
+        merged = [_tree_add_(a, b) for a, b in zip(total, step)]
+        return type(total)(*merged) if hasattr(total, "_fields") else type(total)(merged)
+    if isinstance(total, dict):
+        return {k: _tree_add_(total[k], step[k]) for k in total}
+    return total
 
 
 def _save_state(m: nn.Module) -> tuple[Any, ...]:

@@ -23,6 +23,7 @@ Shapes are dynamic: one compilation serves every neuron, batch size and chunking
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -123,6 +124,7 @@ class FusedKernel:
     def __init__(self) -> None:
         self._fns: dict[tuple[str, torch.dtype], Any] = {}
         self.compiles = 0
+        self.compiles_by_key: dict[tuple[str, torch.dtype], int] = {}
         self.compile_seconds = 0.0
         self.failed: dict[str, str] = {}
 
@@ -136,10 +138,11 @@ class FusedKernel:
             return self.failed[device.type]
         return _compile_disabled()
 
-    def _backend(self, gm: Any, example_inputs: Any) -> Any:
+    def _backend(self, key: tuple[str, torch.dtype], gm: Any, example_inputs: Any) -> Any:
         from torch._inductor.compile_fx import compile_fx
 
         self.compiles += 1
+        self.compiles_by_key[key] = self.compiles_by_key.get(key, 0) + 1
         t0 = time.perf_counter()
         try:
             return compile_fx(gm, example_inputs, config_patches=_INDUCTOR_OPTIONS)
@@ -150,7 +153,8 @@ class FusedKernel:
         key = (device_type, dtype)
         if key not in self._fns:  # bounded: 2 device types × 2 dtypes
             fn = _fresh_copy(if_update_reference, f"{device_type}_{str(dtype).removeprefix('torch.')}")
-            self._fns[key] = torch.compile(fn, backend=self._backend, dynamic=True, fullgraph=True)
+            backend = functools.partial(self._backend, key)
+            self._fns[key] = torch.compile(fn, backend=backend, dynamic=True, fullgraph=True)
         return self._fns[key]
 
     def steps_(self, u: Tensor, z: Tensor, bias: Tensor | None, th: Tensor, phi: Tensor, out: Tensor) -> int:
