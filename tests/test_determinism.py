@@ -14,7 +14,7 @@ from torch import nn
 from adacal.calibrate import calibrate_thresholds
 from adacal.config import CalibrationConfig
 from adacal.convert import prepare
-from adacal.determinism import blocked, block_plan
+from adacal.determinism import block_plan, blocked
 from adacal.metrics import symmetric_kl
 from adacal.sensitivity import profile
 

@@ -33,7 +33,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["FUSED_DTYPES", "FUSED_MIN_ELEMENTS", "KERNEL", "FusedKernel", "if_update_eager_", "if_update_reference"]
+__all__ = [
+    "FUSED_DTYPES", "FUSED_MIN_ELEMENTS", "KERNEL", "UNROLL", "FusedKernel", "if_steps_reference",
+    "if_update_eager_", "if_update_reference",
+]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,9 @@ log = logging.getLogger(__name__)
 #: a compiled call costs (guards, aliasing) exceed the passes it saves (measured, 1 thread:
 #: break-even ≈ 16 K elements; benchmarks/results/simulation_speed.md).
 FUSED_MIN_ELEMENTS = 1 << 15
+#: Steps fused into one compiled call when a step has fewer than FUSED_MIN_ELEMENTS elements
+#: (batch 1 with time steps stacked): the call's fixed cost is then paid once per UNROLL steps.
+UNROLL = 8
 #: Dtypes the fused path serves. Half precision stays eager: eager rounds to half after every op,
 #: a fused loop keeps float32 intermediates and would differ.
 FUSED_DTYPES = (torch.float32, torch.float64)
@@ -54,11 +60,12 @@ _INDUCTOR_OPTIONS = {
 _SPLIT = {torch.float32: 4097.0, torch.float64: 134217729.0}
 
 
-def if_update_eager_(u: Tensor, z: Tensor, th: Tensor, phi: Tensor, out: Tensor, scratch: Tensor) -> None:
+def if_update_eager_(u: Tensor, z: Tensor, th: Tensor, phi: Tensor, out: Tensor, scratch: Tensor,
+                     zero: Tensor | None = None) -> None:
     """One step in place, op by op: ``u += z``; ``out = clamp(⌊u/θ⌋, 0, φ)·θ``; ``u −= out``."""
     u.add_(z)
     torch.div(u, th, rounding_mode="floor", out=scratch)
-    scratch.clamp_(min=torch.zeros((), dtype=u.dtype, device=u.device), max=phi)
+    scratch.clamp_(min=torch.zeros((), dtype=u.dtype, device=u.device) if zero is None else zero, max=phi)
     torch.mul(scratch, th, out=out)
     u.sub_(out)
 
@@ -85,11 +92,21 @@ def if_update_reference(u: Tensor, z: Tensor, bias: Tensor | None, th: Tensor, p
     u.copy_(v - s)
 
 
-def _alias(t: Tensor, rows: int, per: int) -> Tensor:
-    """A plain (non-view) 2-D tensor on ``t``'s memory. Dynamo guards a view's base shape, which
-    would recompile per layer shape and chunking; a plain tensor is guarded on its own shape only."""
-    return torch.empty(0, dtype=t.dtype, device=t.device).set_(
-        t.untyped_storage(), t.storage_offset(), (rows, per), (per, 1))
+def if_steps_reference(u: Tensor, z: Tensor, bias: Tensor | None, th: Tensor, phi: Tensor, out: Tensor) -> None:
+    """``z.shape[0]`` steps in one compiled call (``z``, ``out``: ``[steps, rows, P]``): for small
+    steps, whose cost is the call itself rather than memory traffic."""
+    for t in range(z.shape[0]):
+        if_update_reference(u, z[t], bias, th, phi, out[t])
+
+
+def _alias(t: Tensor, *shape: int) -> Tensor:
+    """A plain (non-view) contiguous tensor of ``shape`` on ``t``'s memory. Dynamo guards a
+    view's base shape, which would recompile per layer shape and chunking; a plain tensor is
+    guarded on its own shape only."""
+    strides = [1] * len(shape)
+    for i in range(len(shape) - 2, -1, -1):
+        strides[i] = strides[i + 1] * shape[i + 1]
+    return torch.empty(0, dtype=t.dtype, device=t.device).set_(t.untyped_storage(), t.storage_offset(), shape, strides)
 
 
 def _fresh_copy(fn: Any, tag: str) -> Any:
@@ -122,7 +139,7 @@ class FusedKernel:
     """
 
     def __init__(self) -> None:
-        self._fns: dict[tuple[str, torch.dtype], Any] = {}
+        self._fns: dict[tuple[tuple[str, torch.dtype], bool], Any] = {}
         self.compiles = 0
         self.compiles_by_key: dict[tuple[str, torch.dtype], int] = {}
         self.compile_seconds = 0.0
@@ -149,36 +166,51 @@ class FusedKernel:
         finally:
             self.compile_seconds += time.perf_counter() - t0
 
-    def _compiled(self, device_type: str, dtype: torch.dtype) -> Any:
+    def _compiled(self, device_type: str, dtype: torch.dtype, unrolled: bool = False) -> Any:
         key = (device_type, dtype)
-        if key not in self._fns:  # bounded: 2 device types × 2 dtypes
-            fn = _fresh_copy(if_update_reference, f"{device_type}_{str(dtype).removeprefix('torch.')}")
+        if (key, unrolled) not in self._fns:  # bounded: 2 device types × 2 dtypes × 2 kinds
+            ref = if_steps_reference if unrolled else if_update_reference
+            fn = _fresh_copy(ref, f"{device_type}_{str(dtype).removeprefix('torch.')}")
             backend = functools.partial(self._backend, key)
-            self._fns[key] = torch.compile(fn, backend=backend, dynamic=True, fullgraph=True)
-        return self._fns[key]
+            self._fns[(key, unrolled)] = torch.compile(fn, backend=backend, dynamic=True, fullgraph=True)
+        return self._fns[(key, unrolled)]
 
-    def steps_(self, u: Tensor, z: Tensor, bias: Tensor | None, th: Tensor, phi: Tensor, out: Tensor) -> int:
-        """Run ``z.shape[0]`` fused steps in place: ``u`` ``[rows, P]``, ``z`` and ``out``
-        ``[steps, rows, P]`` (all contiguous), ``th``/``bias`` ``[P]``. Returns the steps done:
-        fewer only if compiling failed (the device then falls back to eager for good)."""
+    def steps_(self, u: Tensor, z: Tensor, bias: Tensor | None, th: Tensor, phi: Tensor, out: Tensor,
+               *, remainder: bool = True) -> int:
+        """Run fused steps in place: ``u`` ``[rows, P]``, ``z`` and ``out`` ``[steps, rows, P]`` (all
+        contiguous; ``z`` may repeat one step with stride 0), ``th``/``bias`` ``[P]``. Small steps
+        go UNROLL at a time; ``remainder=False`` leaves the last ``steps % UNROLL`` of those to the
+        caller. Returns the steps done (fewer also if compiling failed: the device is then marked
+        failed, and nothing of the step that failed was written)."""
         steps, rows, per = z.shape
-        fn = self._compiled(u.device.type, u.dtype)
+        small = rows * per < FUSED_MIN_ELEMENTS
         uu = _alias(u, rows, per)
         t = 0
         try:
             with torch.no_grad():
-                for t in range(steps):
+                if small and steps >= UNROLL:
+                    fn = self._compiled(u.device.type, u.dtype, unrolled=True)
+                    while steps - t >= UNROLL:
+                        zt = z[t:t + UNROLL]
+                        zt = zt.contiguous() if zt.stride(0) == 0 else zt  # a repeated current
+                        fn(uu, _alias(zt, UNROLL, rows, per), bias, th, phi, _alias(out[t], UNROLL, rows, per))
+                        t += UNROLL
+                if small and not remainder:
+                    return t
+                fn = self._compiled(u.device.type, u.dtype)
+                while t < steps:
                     fn(uu, _alias(z[t], rows, per), bias, th, phi, _alias(out[t], rows, per))
+                    t += 1
         except Exception as exc:  # no compiler, unsupported op...: eager from now on, for this device
             msg = str(exc).splitlines()[0][:200] if str(exc) else ""
             reason = f"torch.compile failed on {u.device.type}: {type(exc).__name__}: {msg}"
             self.failed[u.device.type] = reason
             log.warning("fused neuron update unavailable, falling back to eager: %s", reason)
-            return t
-        return steps
+        return t
 
     def warm_up(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> float:
-        """Compile the variants now (bias or not, one row or several); returns the seconds taken."""
+        """Compile the variants now (bias or not, one row or several, one step or UNROLL); returns
+        the seconds taken."""
         device = torch.device(device)
         t0 = time.perf_counter()
         if self.unavailable(device, dtype) is not None:
@@ -188,9 +220,10 @@ class FusedKernel:
                 u = torch.zeros(rows, 16, dtype=dtype, device=device)
                 th = torch.ones(16, dtype=dtype, device=device)
                 phi = torch.ones((), dtype=dtype, device=device)
-                z = torch.ones(1, rows, 16, dtype=dtype, device=device)
-                if not self.steps_(u, z, bias, th, phi, torch.empty_like(z)):
-                    return time.perf_counter() - t0
+                for steps in (1, UNROLL):
+                    z = torch.ones(steps, rows, 16, dtype=dtype, device=device)
+                    if not self.steps_(u, z, bias, th, phi, torch.empty_like(z)):
+                        return time.perf_counter() - t0
         return time.perf_counter() - t0
 
 
