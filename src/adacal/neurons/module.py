@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from adacal.errors import ConfigError, ShapeError
 from adacal.neurons.functional import surrogate_rate
-from adacal.neurons.kernels import FUSED_MIN_ELEMENTS, KERNEL, UNROLL, if_update_eager_
+from adacal.neurons.kernels import FUSED_MIN_ELEMENTS, KERNEL, if_update_eager_
 
 __all__ = ["IFNeuron", "NEURON_MODES"]
 
@@ -219,9 +219,8 @@ class IFNeuron(nn.Module):
         per = u[0].numel() if u.numel() else 0
         if per == 0 or not u.is_contiguous():
             return 0
-        small = batch * per < FUSED_MIN_ELEMENTS
-        if self.fused == "auto" and small and steps < UNROLL:
-            return 0  # a few small steps: the compiled call would cost more than it saves
+        if self.fused == "auto" and batch * per < FUSED_MIN_ELEMENTS:
+            return 0  # a small step: the compiled call would cost more than it saves
         if KERNEL.unavailable(x.device, x.dtype) is not None:
             return 0
         # per-position threshold and bias rows [P]: one compiled graph serves every layer shape
@@ -236,8 +235,7 @@ class IFNeuron(nn.Module):
             z = x.reshape(1, batch, per).contiguous().expand(steps, batch, per)
         else:
             z = x.reshape(steps, batch, per).contiguous()
-        # "auto": small steps only UNROLL at a time, the remainder eager
-        return KERNEL.steps_(u2, z, b_row, th_row, phi, o, remainder=self.fused is True or not small)
+        return KERNEL.steps_(u2, z, b_row, th_row, phi, o)
 
     # ----------------------------------------------------------------- state dict
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kw: Any) -> None:
