@@ -142,7 +142,8 @@ def main() -> None:
         calibrate_thresholds(snn, torch.randn(32, 3, 32, 32), timesteps=8, config=CalibrationConfig(method="max"))
         for batch in args.batches:
             x = torch.randn(batch, 3, 32, 32)
-            fresh = copy.deepcopy(snn)  # block plans not probed yet: the first-run cost
+            fresh = copy.deepcopy(snn)
+            fresh._split_cache.clear()  # block plans not probed yet: the first-run cost
             with torch.no_grad():
                 t0 = time.perf_counter()
                 fresh.run(x, 8)

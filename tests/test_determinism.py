@@ -144,3 +144,13 @@ def test_deterministic_off_runs_each_call_whole(deep_snn):
             assert "forward" not in conv.__dict__
     finally:
         deep_snn.deterministic = True
+
+
+def test_patched_forwards_are_restored_when_a_run_fails(images):
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 64, 3)).eval()
+    snn = prepare(model, images(2))
+    conv, fc = snn.graph_module.get_submodule("0"), snn.graph_module.get_submodule("3")
+    with pytest.raises(RuntimeError):
+        snn.run(images(2, shape=(3, 10, 10)), 4)  # right rank and channels, wrong size for the Linear
+    assert "forward" not in conv.__dict__ and "forward" not in fc.__dict__
+    assert all(n.mode == "ann" for n in snn.neurons().values())

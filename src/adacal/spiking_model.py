@@ -430,6 +430,14 @@ class Session:
         self._saved = [_save_state(n) for n in self._neurons]
         self._context = contextlib.ExitStack()
         self._context.enter_context(model._simulating())
+        try:
+            self._start(x)
+        except BaseException:
+            self.close()  # modes, patched forwards and fused settings restored even on error
+            raise
+
+    def _start(self, x: Tensor) -> None:
+        model, sequence = self.model, self.sequence
         model._announce(x)
         for n in self._neurons:
             n.set_mode("snn")
@@ -445,12 +453,8 @@ class Session:
         split = None if sequence else model._split()
         if split is not None:
             prefix, self._suffix, entry_names = split
-            try:
-                with torch.no_grad():
-                    self._entry = tuple(prefix(x))
-            except BaseException:
-                self.close()
-                raise
+            with torch.no_grad():
+                self._entry = tuple(prefix(x))
             entry = set(entry_names)
             for name, n in model.neurons().items():
                 n.constant_input = name in entry
