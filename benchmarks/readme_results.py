@@ -188,7 +188,8 @@ def section() -> str:
             out.append(f"| {x['model']} | {x['batch']} | {x['T']} | {x['time_chunk']} | {x['eager_ratio']:.2f}× "
                        f"({x['eager_ratio_folded']:.2f}×) | **{x['fused_ratio']:.2f}×** "
                        f"({x['fused_ratio_folded']:.2f}×) | {x['fused_blocks_off_ratio']:.2f}× "
-                       f"({x['fused_blocks_off_ratio_folded']:.2f}×) | {x.get('fused_ratio_fastest', float('nan')):.2f}× "
+                       f"({x['fused_blocks_off_ratio_folded']:.2f}×) | "
+                       f"{x.get('fused_ratio_fastest', float('nan')):.2f}× "
                        f"({x.get('fused_ratio_folded_fastest', float('nan')):.2f}×) |")
         cc = r["compile"]
         out += ["", f"One-off costs: compiling the fused update {cc['cold_cache']['wall_s']:.0f} s with a cold "
