@@ -13,7 +13,7 @@ Also measured: the one-off costs (compiling the fused update, cold and warm indu
 fresh processes; the block-plan probes of the first deterministic run) and the peak resident
 memory of a streaming run at T=1024 vs T=8 (``--memory``).
 
-    python benchmarks/simulation_speed.py [--threads 1] [--repeats 3] [--timesteps 8 32] [--memory]
+    python benchmarks/simulation_speed.py [--threads 1] [--repeats 5] [--repeats-batch1 15] [--memory]
 """
 from __future__ import annotations
 
@@ -120,6 +120,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats-batch1", type=int, default=15,
+                    help="repeats at batch 1: ms-scale runs need more against a shared machine's noise")
     ap.add_argument("--timesteps", type=int, nargs="+", default=[8, 32])
     ap.add_argument("--batches", type=int, nargs="+", default=[64, 1])
     ap.add_argument("--models", nargs="+", default=list(MODELS))
@@ -183,7 +185,8 @@ def main() -> None:
                         return call
 
                     with torch.no_grad():
-                        times = interleaved({k: recorded(k, f) for k, f in fns.items()}, args.repeats)
+                        reps = args.repeats_batch1 if batch == 1 else args.repeats
+                        times = interleaved({k: recorded(k, f) for k, f in fns.items()}, reps)
                     fastest = {k: min(v[1:]) for k, v in samples.items()}  # v[0]: the warm-up call
                     snn.fused, snn.deterministic = "auto", True
                     row: dict[str, Any] = {"model": name, "batch": batch, "T": T, "time_chunk": mode,
@@ -211,6 +214,7 @@ def main() -> None:
         print(f"memory: streaming T=1024 / T=8 peak: {memory['ratio_T1024_vs_T8']}", flush=True)
     total = time.perf_counter() - started
     payload = {"command": command(), "machine": machine(), "threads": args.threads, "repeats": args.repeats,
+               "repeats_batch1": args.repeats_batch1,
                "load_average_start": load_start, "load_average_end": os.getloadavg(), "compile": compiles,
                "first_runs": first_runs, "rows": rows, "memory": memory, "total_runtime_s": total,
                "kernel_graphs_compiled_in_process": KERNEL.compiles}
@@ -219,7 +223,7 @@ def main() -> None:
           f"Load average at start {tuple(round(v, 2) for v in load_start)}, end "
           f"{tuple(round(v, 2) for v in os.getloadavg())}: the 2-core machine was shared with other "
           "engineers' jobs, so absolute ms are inflated and noisy; the ratios are of variants timed in "
-          f"alternation in one run (median of {args.repeats}).", "",
+          f"alternation in one run (median of {args.repeats}, {args.repeats_batch1} at batch 1).", "",
           "Columns: SNN time / (T × ANN) for the ANN as trained and (in brackets) with BatchNorm folded — "
           "the fairest reference. `fused` is the default (fused neuron update, canonical row blocks on); "
           "`blocks off` is deterministic=False. Medians, and in the last two columns the same from each variant's "
