@@ -58,7 +58,9 @@ class IFNeuron(nn.Module):
     ``phi``, ``rho``, ``v_init`` (initial potential as a fraction of ``ρ·θ``), ``v_offset``
     (potential correction, absolute) and ``bias_offset`` (bias correction, added to the input
     current every step). ``spike_count`` (per position, summed over time and samples) and the
-    membrane are never saved.
+    membrane are never saved. ``fused`` picks the update of a step: ``"auto"`` (compiled when a
+    step is large), ``True`` or ``False`` (eager); all give bit-identical results
+    (:mod:`adacal.neurons.kernels`); a simulation session sets it from ``SpikingModel.fused``.
     """
 
     def __init__(
