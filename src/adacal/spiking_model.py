@@ -313,14 +313,16 @@ class SpikingModel(nn.Module):
             return _tree_cat(parts, dim=0 if reduce else 1)
         sess = Session(self, x, sequence=sequence)
         try:
-            outs = []
-            total: Any = None
+            total: Any = None  # [T, B, ...] filled chunk by chunk (one allocation, no final cat), or the sum
             done = 0
             while done < timesteps:
                 steps = min(chunk, timesteps - done)
                 out = sess.advance(steps)
                 if reduce is None:
-                    outs.append(out)
+                    if total is None:
+                        total = tree_map(lambda o: o.new_empty((timesteps, *o.shape[1:]))
+                                         if isinstance(o, Tensor) else o, out)
+                    _tree_copy_(total, out, done)
                 else:  # step by step, in time order: the same sum whatever the chunking
                     for i in range(steps):
                         step = tree_map(lambda o, i=i: o[i] if isinstance(o, Tensor) else o, out)
@@ -330,7 +332,7 @@ class SpikingModel(nn.Module):
         finally:
             sess.close()
         if reduce is None:
-            return _tree_cat(outs, dim=0)
+            return total
         if reduce == "mean":
             total = tree_map(lambda o: o.div_(timesteps) if isinstance(o, Tensor) else o, total)
         return total
@@ -373,6 +375,18 @@ class _LargestValue(fx.Interpreter):
         if isinstance(mod, IFNeuron):
             return args[0]
         return mod.forward(*args, **kwargs)
+
+
+def _tree_copy_(total: Any, out: Any, start: int) -> None:
+    """Copy per-step outputs ``out`` (``[k, ...]`` leaves) into ``total`` at steps ``start..start+k``."""
+    if isinstance(total, Tensor):
+        total[start:start + out.shape[0]].copy_(out)
+    elif isinstance(total, (list, tuple)):
+        for a, b in zip(total, out):
+            _tree_copy_(a, b, start)
+    elif isinstance(total, dict):
+        for k in total:
+            _tree_copy_(total[k], out[k], start)
 
 
 def _tree_add_(total: Any, step: Any) -> Any:
