@@ -81,7 +81,8 @@ class _CachedRun:
     """One batched SNN run whose every node value is kept, to re-run any downstream part."""
 
     def __init__(self, snn: SpikingModel, x: Any, timesteps: int) -> None:
-        self.snn, self.gm, self.T, self.batch = snn, snn.graph_module, timesteps, inputs.batch_size(x)
+        # the simulation's graph: weighted function nodes on canonical row blocks, as in run()
+        self.snn, self.gm, self.T, self.batch = snn, snn.simulation_graph(), timesteps, inputs.batch_size(x)
         self.nodes = list(self.gm.graph.nodes)
         self.neuron_nodes = {
             str(n.target): n for n in self.nodes
@@ -296,7 +297,7 @@ def _full_run(snn: SpikingModel, x: Any, T: int, name: str) -> tuple[Any, Tensor
     try:
         for n in snn.neurons().values():
             n.reset()
-        out = snn.call(inputs.repeat_over_time(x, T))
+        out = inputs.call(snn.simulation_graph(), inputs.repeat_over_time(x, T))
     finally:
         handle.remove()
     return out, captured[0]

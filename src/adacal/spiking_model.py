@@ -8,12 +8,15 @@ from typing import Any
 
 import torch
 from torch import Tensor, fx, nn
+from torch.utils._pytree import tree_leaves, tree_map
 
 from adacal import inputs
 from adacal.checks import check_timesteps
-from adacal.errors import DataError, ShapeError
-from adacal.neurons import IFNeuron, is_neuron_node
+from adacal.determinism import canonical_blocks, deterministic_graph
+from adacal.errors import ConfigError, DataError, ShapeError
+from adacal.neurons import IFNeuron, is_neuron, is_neuron_node
 from adacal.neurons.analog import TimeState
+from adacal.neurons.kernels import FUSED_MIN_ELEMENTS, KERNEL
 from adacal.neurons.pool import SpikingMaxPool
 
 __all__ = ["SpikingModel", "Session"]
@@ -94,7 +97,15 @@ class SpikingModel(nn.Module):
             else tuple(tuple(s) for s in input_shape)
         )
         self.activation_bytes = int(activation_bytes)  # largest activation per sample
+        #: Canonical row blocks (adacal.determinism): outputs independent of time_chunk,
+        #: batch_chunk, batch size and early exit. Off: each op sees all rows of a call at once.
+        self.deterministic = True
+        #: Neuron update: "auto" (compiled where it pays), True (compiled wherever it can) or
+        #: False (eager). All give identical outputs (adacal.neurons.kernels).
+        self.fused: bool | str = "auto"
         self._split_cache: dict[str, Any] = {}
+        self._sim_depth = 0
+        self._announced = ""
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -105,14 +116,15 @@ class SpikingModel(nn.Module):
     def neurons(self) -> dict[str, IFNeuron]:
         """Neurons by qualified name, in topological (execution) order."""
         gm = self.graph_module
-        return {
-            str(n.target): gm.get_submodule(str(n.target)) for n in gm.graph.nodes if is_neuron_node(gm, n)
-        }
+        mods = dict(gm.named_modules())  # one walk: get_submodule per node costs ms per run at batch 1
+        found = ((str(n.target), mods.get(str(n.target))) for n in gm.graph.nodes if n.op == "call_module")
+        return {k: m for k, m in found if is_neuron(m)}
 
     def _stateful(self) -> list[nn.Module]:
         """Every module with a time state: neurons, rate-preserving max-pools, analog-op wrappers."""
         gm = self.graph_module
-        modules = (gm.get_submodule(str(n.target)) for n in gm.graph.nodes if n.op == "call_module")
+        mods = dict(gm.named_modules())
+        modules = (mods.get(str(n.target)) for n in gm.graph.nodes if n.op == "call_module")
         return [m for m in modules if isinstance(m, (IFNeuron, SpikingMaxPool, TimeState))]
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -129,7 +141,72 @@ class SpikingModel(nn.Module):
     def _split(self) -> tuple[fx.GraphModule, fx.GraphModule, list[str]] | None:
         if "split" not in self._split_cache:
             self._split_cache["split"] = _split_constant_prefix(self.graph_module)
-        return self._split_cache["split"]
+        split = self._split_cache["split"]
+        if split is None or not self.deterministic:
+            return split
+        if "split_det" not in self._split_cache:
+            prefix, suffix, names = split
+            plans = self._block_plans()
+            self._split_cache["split_det"] = (
+                deterministic_graph(prefix, plans), deterministic_graph(suffix, plans), names)
+        return self._split_cache["split_det"]
+
+    def simulation_graph(self) -> fx.GraphModule:
+        """The graph a simulation runs: ``graph_module``, with its weighted function nodes
+        (``F.conv*``, ``F.linear``, ``matmul``) on canonical row blocks when ``deterministic``."""
+        if not self.deterministic:
+            return self.graph_module
+        if "graph_det" not in self._split_cache:
+            self._split_cache["graph_det"] = deterministic_graph(self.graph_module, self._block_plans())
+        return self._split_cache["graph_det"]
+
+    def _block_plans(self) -> dict[Any, Any]:
+        """Verified row-block sizes per weighted op (adacal.determinism); dropped on ``.to()``."""
+        return self._split_cache.setdefault("plans", {})
+
+    @contextlib.contextmanager
+    def _simulating(self) -> Iterator[None]:
+        """While a simulation runs: weighted modules on canonical row blocks (when
+        ``deterministic``) and every neuron on this model's ``fused`` setting. Re-entrant."""
+        if self.fused not in ("auto", True, False):
+            raise ConfigError(f"SpikingModel.fused must be 'auto', True or False, got {self.fused!r}")
+        if self._sim_depth:
+            self._sim_depth += 1
+            try:
+                yield
+            finally:
+                self._sim_depth -= 1
+            return
+        neurons = list(self.neurons().values())
+        saved = [n.fused for n in neurons]
+        self._sim_depth = 1
+        try:
+            for n in neurons:
+                n.fused = self.fused
+            if self.deterministic:
+                with canonical_blocks(dict(self.graph_module.named_modules()), self._block_plans()):
+                    yield
+            else:
+                yield
+        finally:
+            self._sim_depth = 0
+            for n, f in zip(neurons, saved):
+                n.fused = f
+
+    def _announce(self, value: Any) -> None:
+        """Log once (per model and setting) which neuron-update path and block mode run."""
+        x = inputs.leaves(value)[0]
+        why = KERNEL.unavailable(x.device, x.dtype) if self.fused is not False else "fused=False"
+        if why is None:
+            path = "fused (torch.compile/inductor" + (
+                f", steps of ≥ {FUSED_MIN_ELEMENTS} elements; smaller ones eager)" if self.fused == "auto" else ")")
+        else:
+            path = f"eager ({why})"
+        line = (f"simulation on {x.device.type}/{str(x.dtype).removeprefix('torch.')}: neuron update {path}; "
+                f"canonical row blocks {'on' if self.deterministic else 'off'}")
+        if line != self._announced:
+            self._announced = line
+            log.info(line)
 
     @property
     def has_constant_prefix(self) -> bool:
@@ -151,7 +228,11 @@ class SpikingModel(nn.Module):
                 else:
                     n.streaming = False
                 n.reset()
-            yield self
+            if mode == "snn":
+                with self._simulating():
+                    yield self
+            else:
+                yield self
         finally:
             for n, state in zip(modules, saved):
                 _restore_state(n, state)
@@ -213,22 +294,28 @@ class SpikingModel(nn.Module):
         sequence: bool = False,
         time_chunk: int | str | None = "auto",
         batch_chunk: int | None = None,
+        reduce: str | None = None,
     ) -> Any:
         """Simulate ``timesteps`` steps; returns per-step outputs ``[T, B, ...]`` (same pytree).
 
         ``x`` is one constant input ``[B, ...]`` (or a tuple/dict of them for a model with several
         inputs), or a sequence ``[T, B, ...]`` (events) when ``sequence``. ``time_chunk`` steps are
         stacked on the batch axis per call (None: all; ``"auto"`` picks the largest chunk whose
-        activations stay cache-sized, see ``AUTO_CHUNK_BYTES``; 1 = streaming); ``batch_chunk``
-        bounds memory by splitting the batch.
-        All chunkings give identical outputs.
+        activations stay cache-sized, from the activation sizes measured for this input shape, see
+        ``AUTO_CHUNK_BYTES``; 1 = streaming); ``batch_chunk`` bounds memory by splitting the batch.
+        ``reduce="sum"`` or ``"mean"`` returns the time sum/mean ``[B, ...]`` accumulated step by
+        step instead of storing every step: memory then does not grow with T. With
+        ``deterministic`` (default) every chunking, batch size and batch split gives bit-identical
+        outputs (see adacal.determinism).
         """
         timesteps = check_timesteps(timesteps)
         self.check_input(x, sequence=sequence)
+        if reduce not in (None, "sum", "mean"):
+            raise ConfigError(f"reduce must be None, 'sum' or 'mean', got {reduce!r}")
         bdim = 1 if sequence else 0
         batch = inputs.batch_size(x, bdim)
         if time_chunk == "auto":
-            rows = self.AUTO_CHUNK_BYTES // max(1, self.activation_bytes * batch)
+            rows = self.AUTO_CHUNK_BYTES // max(1, self.measured_row_bytes(x, sequence=sequence) * batch)
             chunk = min(timesteps, max(1, int(rows)))
         else:
             chunk = timesteps if time_chunk is None else check_timesteps(time_chunk)
@@ -237,21 +324,99 @@ class SpikingModel(nn.Module):
                              "were asked")
         if batch_chunk is not None and batch_chunk < batch:
             parts = [
-                self.run(p, timesteps, sequence=sequence, time_chunk=chunk)
+                self.run(p, timesteps, sequence=sequence, time_chunk=chunk, reduce=reduce)
                 for p in inputs.split(x, check_timesteps(batch_chunk), dim=bdim)
             ]
-            return inputs.cat(parts, dim=1)
+            return inputs.cat(parts, dim=0 if reduce else 1)
         sess = Session(self, x, sequence=sequence)
         try:
-            outs = []
+            total: Any = None  # [T, B, ...] filled chunk by chunk (one allocation, no final cat), or the sum
             done = 0
             while done < timesteps:
                 steps = min(chunk, timesteps - done)
-                outs.append(sess.advance(steps))
+                out = sess.advance(steps)
+                if reduce is None:
+                    if total is None:
+                        total = tree_map(lambda o: o.new_empty((timesteps, *o.shape[1:]))
+                                         if isinstance(o, Tensor) else o, out)
+                    _tree_copy_(total, out, done)
+                else:  # step by step, in time order: the same sum whatever the chunking
+                    for i in range(steps):
+                        step = tree_map(lambda o, i=i: o[i] if isinstance(o, Tensor) else o, out)
+                        total = tree_map(lambda o: o.clone() if isinstance(o, Tensor) else o, step) \
+                            if total is None else _tree_add_(total, step)
                 done += steps
         finally:
             sess.close()
-        return inputs.cat(outs, dim=0)
+        if reduce is None:
+            return total
+        if reduce == "mean":
+            total = tree_map(lambda o: o.div_(timesteps) if isinstance(o, Tensor) else o, total)
+        return total
+
+    def measured_row_bytes(self, x: Any, *, sequence: bool = False) -> int:
+        """Bytes of the largest value the graph computes for one sample of this input's shape
+        (measured once per shape and dtype on one sample, neurons as identity, no hooks fired);
+        ``activation_bytes`` (from the conversion's example) when it cannot run."""
+        sample = inputs.narrow(inputs.narrow(x, 0, 1, 0), 0, 1, 1) if sequence else inputs.narrow(x, 0, 1, 0)
+        if sequence:
+            sample = inputs.map_tensors(lambda t: t[0], sample)
+        key = ("row_bytes",) + tuple((tuple(t.shape[1:]), t.dtype, t.device) for t in inputs.leaves(sample))
+        if key not in self._split_cache:
+            probe = _LargestValue(self.graph_module)
+            try:
+                with torch.no_grad():
+                    inputs.call(probe.run, sample)
+                measured = probe.largest
+            except Exception:  # a graph that rejects one sample: keep the conversion's figure
+                measured = 0
+            self._split_cache[key] = measured or self.activation_bytes
+        return int(self._split_cache[key])
+
+
+class _LargestValue(fx.Interpreter):
+    """Runs the graph recording its largest tensor value; neurons pass their input through
+    (same shape) and modules run their ``forward`` directly, so no hook sees this pass."""
+
+    def __init__(self, gm: fx.GraphModule) -> None:
+        super().__init__(gm)
+        self.largest = 0
+
+    def run_node(self, n: fx.Node) -> Any:
+        out = super().run_node(n)
+        for t in tree_leaves(out):
+            if isinstance(t, Tensor):
+                self.largest = max(self.largest, t.numel() * t.element_size())
+        return out
+
+    def call_module(self, target: Any, args: Any, kwargs: Any) -> Any:
+        mod = self.fetch_attr(target)
+        if is_neuron(mod):
+            return args[0]
+        return mod.forward(*args, **kwargs)
+
+
+def _tree_copy_(total: Any, out: Any, start: int) -> None:
+    """Copy per-step outputs ``out`` (``[k, ...]`` leaves) into ``total`` at steps ``start..start+k``."""
+    if isinstance(total, Tensor):
+        total[start:start + out.shape[0]].copy_(out)
+    elif isinstance(total, (list, tuple)):
+        for a, b in zip(total, out):
+            _tree_copy_(a, b, start)
+    elif isinstance(total, dict):
+        for k in total:
+            _tree_copy_(total[k], out[k], start)
+
+
+def _tree_add_(total: Any, step: Any) -> Any:
+    if isinstance(total, Tensor):
+        return total.add_(step)
+    if isinstance(total, (list, tuple)):
+        merged = [_tree_add_(a, b) for a, b in zip(total, step)]
+        return type(total)(*merged) if hasattr(total, "_fields") else type(total)(merged)
+    if isinstance(total, dict):
+        return {k: _tree_add_(total[k], step[k]) for k in total}
+    return total
 
 
 def _save_state(m: nn.Module) -> tuple[Any, ...]:
@@ -282,6 +447,17 @@ class Session:
         self.t = 0
         self._neurons = model._stateful()
         self._saved = [_save_state(n) for n in self._neurons]
+        self._context = contextlib.ExitStack()
+        self._context.enter_context(model._simulating())
+        try:
+            self._start(x)
+        except BaseException:
+            self.close()  # modes, patched forwards and fused settings restored even on error
+            raise
+
+    def _start(self, x: Tensor) -> None:
+        model, sequence = self.model, self.sequence
+        model._announce(x)
         for n in self._neurons:
             n.set_mode("snn")
             if isinstance(n, IFNeuron):
@@ -292,6 +468,7 @@ class Session:
         self._x = x
         self._entry: tuple[Any, ...] | None = None
         self._suffix: fx.GraphModule | None = None
+        self._graph = model.simulation_graph()
         split = None if sequence else model._split()
         if split is not None:
             prefix, self._suffix, entry_names = split
@@ -315,9 +492,9 @@ class Session:
             if self.t + steps > frames_total:
                 raise ShapeError(f"sequence has only {frames_total} frames; step {self.t + steps} asked")
             frames = inputs.narrow(self._x, self.t, steps, 0)
-            out = self.model.call(inputs.map_tensors(lambda f: f.reshape(steps * b, *f.shape[2:]), frames))
+            out = inputs.call(self._graph, inputs.map_tensors(lambda f: f.reshape(steps * b, *f.shape[2:]), frames))
         else:
-            out = self.model.call(inputs.repeat_over_time(self._x, steps))
+            out = inputs.call(self._graph, inputs.repeat_over_time(self._x, steps))
         self.t += steps
         return inputs.map_tensors(lambda o: o.view(steps, b, *o.shape[1:]), out)
 
@@ -336,6 +513,7 @@ class Session:
     def close(self) -> None:
         for n, state in zip(self._neurons, self._saved):
             _restore_state(n, state)
+        self._context.close()
 
     def __enter__(self) -> Session:
         return self

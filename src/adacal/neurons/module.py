@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from adacal.checks import check_phi, check_rho
 from adacal.errors import ConfigError, ShapeError
 from adacal.neurons.functional import surrogate_rate
+from adacal.neurons.kernels import FUSED_MIN_ELEMENTS, KERNEL, if_update_eager_
 
 __all__ = ["IFNeuron", "NEURON_MODES"]
 
@@ -36,7 +37,9 @@ class IFNeuron(nn.Module):
     ``phi``, ``rho``, ``v_init`` (initial potential as a fraction of ``ρ·θ``), ``v_offset``
     (potential correction, absolute) and ``bias_offset`` (bias correction, added to the input
     current every step). ``spike_count`` (per position, summed over time and samples) and the
-    membrane are never saved.
+    membrane are never saved. ``fused`` picks the update of a step: ``"auto"`` (compiled when a
+    step is large), ``True`` or ``False`` (eager); all give bit-identical results
+    (:mod:`adacal.neurons.kernels`); a simulation session sets it from ``SpikingModel.fused``.
     """
 
     def __init__(
@@ -68,6 +71,9 @@ class IFNeuron(nn.Module):
         self.timesteps = 1  # total T (analog mode) / steps in one call (snn mode)
         self.constant_input = False
         self.recording = False
+        # "auto": the compiled update where it pays (large steps, float32/64, cpu/cuda), True:
+        # wherever it can compile, False: always eager. Both give identical outputs.
+        self.fused: bool | str = "auto"
         self.v: Tensor | None = None
 
     # ----------------------------------------------------------------- configuration
@@ -155,33 +161,62 @@ class IFNeuron(nn.Module):
             batch = x.shape[0] // steps
         rest = x.shape[1:]
         th = self._bc(self.effective_threshold(), x)
-        phi = self.phi.to(x.dtype)
-        zero = torch.zeros((), dtype=x.dtype, device=x.device)
         bias = self._bc(self.bias_offset, x)
         if self.v is None or self.v.shape[0] != batch:
             u0 = self._bc(self.v_init, x) * th + self._bc(self.v_offset, x)
             self.v = torch.empty((batch, *rest), dtype=x.dtype, device=x.device)
             self.v.copy_(u0.expand_as(self.v))
-        u = self.v
-        counts = torch.empty((steps, batch, *rest), dtype=x.dtype, device=x.device)
+        out = torch.empty((steps, batch, *rest), dtype=x.dtype, device=x.device)
+        done = self._fused_steps(x, self.v, th, bias, steps, batch, out)
+        if done < steps:
+            self._eager_steps(x, self.v, th, bias, steps, batch, out, start=done)
+        if self.recording:  # n = s/θ exactly (s = n·θ rounded, n ≤ φ small)
+            total = torch.round(out / th).sum(dim=(0, 1))
+            self.spike_count = total if self.spike_count.numel() == 0 else self.spike_count + total
+        return out.view(steps * batch, *rest)
+
+    def _eager_steps(self, x: Tensor, u: Tensor, th: Tensor, bias: Tensor, steps: int, batch: int,
+                     out: Tensor, start: int = 0) -> None:
+        """The reference loop: in-place element-wise ops, one step at a time, from step ``start``."""
+        phi = self.phi.to(x.dtype)
+        scratch = torch.empty_like(u)
         if self.constant_input:
             current = x + bias
             z_at = lambda t: current  # noqa: E731 - same current every step
         else:
-            z = x.view(steps, batch, *rest)
+            z = x.view(steps, batch, *x.shape[1:])
             if self.bias_offset.dim() > 0:  # corrections are stored per channel; default is scalar 0
                 z = z + bias
             z_at = z.__getitem__
-        for t in range(steps):
-            n = counts[t]
-            u.add_(z_at(t))
-            torch.div(u, th, rounding_mode="floor", out=n)
-            n.clamp_(min=zero, max=phi)
-            u.addcmul_(n, th, value=-1.0)
-        if self.recording:
-            total = counts.sum(dim=(0, 1))
-            self.spike_count = total if self.spike_count.numel() == 0 else self.spike_count + total
-        return counts.mul_(th).view(steps * batch, *rest)
+        zero = torch.zeros((), dtype=x.dtype, device=x.device)
+        for t in range(start, steps):
+            if_update_eager_(u, z_at(t), th, phi, out[t], scratch, zero)
+
+    def _fused_steps(self, x: Tensor, u: Tensor, th: Tensor, bias: Tensor, steps: int, batch: int,
+                     out: Tensor) -> int:
+        """The same loop with each step one compiled kernel; returns the steps it ran (0: none)."""
+        if self.fused is False or (x.requires_grad and torch.is_grad_enabled()):
+            return 0
+        per = u[0].numel() if u.numel() else 0
+        if per == 0 or not u.is_contiguous():
+            return 0
+        if self.fused == "auto" and batch * per < FUSED_MIN_ELEMENTS:
+            return 0  # a small step: the compiled call would cost more than it saves
+        if KERNEL.unavailable(x.device, x.dtype) is not None:
+            return 0
+        # per-position threshold and bias rows [P]: one compiled graph serves every layer shape
+        sample = (1, *x.shape[1:])
+        th_row = th.expand(sample).reshape(per).contiguous()
+        has_bias = self.constant_input or self.bias_offset.dim() > 0
+        b_row = bias.expand(sample).reshape(per).contiguous() if has_bias else None
+        phi = self.phi.to(x.dtype)
+        u2 = u.view(batch, per)
+        o = out.view(steps, batch, per)
+        if self.constant_input:  # the same current every step
+            z = x.reshape(1, batch, per).contiguous().expand(steps, batch, per)
+        else:
+            z = x.reshape(steps, batch, per).contiguous()
+        return KERNEL.steps_(u2, z, b_row, th_row, phi, o)
 
     # ----------------------------------------------------------------- state dict
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kw: Any) -> None:
