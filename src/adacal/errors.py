@@ -16,6 +16,7 @@ __all__ = [
     "ModelError",
     "BudgetError",
     "CheckpointError",
+    "DistributedError",
 ]
 
 
@@ -57,3 +58,8 @@ class BudgetError(AdacalError, ValueError):
 
 class CheckpointError(AdacalError):
     """A missing, corrupt or mismatched checkpoint / saved SNN."""
+
+
+class DistributedError(AdacalError):
+    """A multi-process run cannot go on: a rank died or timed out, ranks disagree (model, data), or one
+    rank failed and every rank stops with its message."""

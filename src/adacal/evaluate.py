@@ -12,6 +12,7 @@ import torch
 from adacal import inputs
 from adacal.checks import check_timesteps
 from adacal.devices import model_device
+from adacal.distributed import agree, all_reduce_sum, check_same_model, reduce_counts, world
 from adacal.errors import DataError
 from adacal.iat.policy import ExitPolicy
 from adacal.iat.runtime import run_early_exit
@@ -57,7 +58,7 @@ def evaluate_ann(model: torch.nn.Module, data: Any, *, task: str | Task = "class
     model.eval()
     metrics = None
     try:
-        for x, y in task_batches(data, task, dev, max_batches):
+        for x, y in agreed_batches(task_batches(data, task, dev, max_batches), "ANN evaluation data"):
             out = inputs.call(model, x)
             if metrics is None:
                 metrics = _infer_classes(task, out).metrics().to(dev)
@@ -123,8 +124,9 @@ def evaluate(
     model = None
     probe: Any = None
     task = get_task(task)
+    check_same_model(snn, what="SNN")
     with snn.record_activity():
-        for i, (x, y) in enumerate(task_batches(data, task, dev, max_batches)):
+        for i, (x, y) in enumerate(agreed_batches(task_batches(data, task, dev, max_batches), "evaluation data")):
             batch = inputs.batch_size(x, 1 if sequence else 0)
             first = inputs.map_tensors(lambda t: t[0, :1], x) if sequence else inputs.narrow(x, 0, 1)
             if metrics is None:
@@ -161,6 +163,9 @@ def evaluate(
             if progress is not None:
                 progress(i + 1, max_batches)
         counts = snn.spike_counts()
+    if world().active:  # this rank's shard of the test data: sum the counts over ranks
+        counts, (total, steps_run) = reduce_counts(counts, total, steps_run)
+        total, (hist,) = int(total), all_reduce_sum([hist], what="summing exit histograms")
     assert metrics is not None
     seconds = time.perf_counter() - t0
     mean_steps = steps_run / total
@@ -194,6 +199,30 @@ def evaluate(
     log.info("evaluated %d samples: %s %.4g at %.2f mean timesteps (%.1f s)", total, head,
              values.get(head, float("nan")), mean_steps, seconds)
     return result
+
+
+def agreed_batches(batches: Iterator[Any], what: str) -> Iterator[Any]:
+    """``batches``, after every rank has checked it has at least one (an empty shard, or any error
+    taking the first batch, fails on every rank at once instead of hanging the others)."""
+    it = iter(batches)
+    first: list[Any] = []
+    problem: BaseException | None = None
+    try:
+        first.append(next(it))
+    except StopIteration:
+        problem = DataError(f"{what} is empty: it yielded no batch")
+    except Exception as exc:  # re-raised below on this rank, reported on the others
+        problem = exc
+    if world().active:
+        w = world()
+        if isinstance(problem, DataError):
+            problem = DataError(f"{problem} on rank {w.rank} of {w.size}: its shard is empty; use fewer "
+                                "processes than test samples (or more data)")
+        agree(problem, what=what)
+    elif problem is not None:
+        raise problem
+    yield from first
+    yield from it
 
 
 def _add_outside(report: dict[str, Any], rows: list[dict[str, Any]], step_runs: float) -> dict[str, Any]:

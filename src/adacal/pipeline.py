@@ -22,6 +22,7 @@ from adacal.config import PipelineConfig
 from adacal.convert import prepare
 from adacal.data import InputFn, take_batches
 from adacal.devices import model_device
+from adacal.distributed import check_ranks
 from adacal.knobs import KNOBS, get_knob
 from adacal.neurons.analog import RunningIncrement
 from adacal.recipes import Correction, Search, Thresholds, Uniform, WeightCalibration, get_recipe
@@ -177,6 +178,7 @@ def convert(
     batches = take_batches(calib_data, max(calib.num_batches, calib.correction_batches), input_fn=input_fn,
                            device=model_device(ann))
     times = {"data": round(time.perf_counter() - t_data, 4)}
+    check_ranks(ann, batches)
     t_prep = time.perf_counter()
     snn = prepare(ann, batches[0], config=cfg.conversion)
     times["prepare"] = round(time.perf_counter() - t_prep, 4)

@@ -15,10 +15,12 @@ from adacal.calibrate.observers import (
     SurrogateSpec,
     channels_first,
 )
+from adacal.calibrate.reduce import reduce_histograms, reduce_maxima
 from adacal.checks import check_timesteps
 from adacal.config import CalibrationConfig
 from adacal.data import InputFn, take_batches
 from adacal.devices import model_device
+from adacal.distributed import deal
 from adacal.spiking_model import SpikingModel
 
 __all__ = ["calibrate_thresholds", "thresholds_per_phi"]
@@ -56,17 +58,19 @@ def calibrate_thresholds(
             observers[name].update(channels_first(x.detach(), cdim(name)))
 
         with snn.mode("ann"), capture_inputs(neurons, on_input):
-            for x in xs:
+            for x in deal(xs):  # this rank's batches (all of them in one process)
                 snn.call(x)
 
     maxima = {k: MaxObserver(n.clip) for k, n in neurons.items()}
     sweep(maxima)
+    reduce_maxima(maxima, dev)
     uppers = {k: o.compute() for k, o in maxima.items()}
     if cfg.method == "max":
         clips = uppers
     elif cfg.method == "percentile":
         hists = {k: HistogramObserver(uppers[k], neurons[k].clip) for k in neurons}
         sweep(hists)
+        reduce_histograms(hists)
         clips = {k: torch.minimum(h.compute(cfg.percentile), uppers[k]) for k, h in hists.items()}
     else:
         mses = {
@@ -80,6 +84,7 @@ def calibrate_thresholds(
             for k, n in neurons.items()
         }
         sweep(mses)
+        reduce_histograms(mses)
         clips = {k: o.compute() for k, o in mses.items()}
     out: dict[str, Tensor] = {}
     for name, n in neurons.items():
