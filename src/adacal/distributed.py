@@ -211,6 +211,11 @@ def agree(error: BaseException | None, *, what: str) -> None:
 
 
 # --------------------------------------------------------------------------------------- checks
+def _bytes(t: Tensor) -> bytes:
+    """The raw bytes of a tensor's values (any dtype, any shape, scalars included)."""
+    return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
 def fingerprint_model(model: nn.Module) -> str:
     """A hash of a model's parameters and buffers (names, shapes, dtypes, values)."""
     h = hashlib.sha256()
@@ -218,7 +223,7 @@ def fingerprint_model(model: nn.Module) -> str:
         if not isinstance(t, Tensor):
             continue
         h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
-        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(_bytes(t))
     return h.hexdigest()[:16]
 
 
@@ -230,7 +235,7 @@ def fingerprint_tensors(values: Sequence[Any]) -> str:
     for v in values:
         for t in inputs.leaves(v):
             h.update(f"{tuple(t.shape)}|{t.dtype}|".encode())
-            h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            h.update(_bytes(t))
     return h.hexdigest()[:16]
 
 

@@ -1,0 +1,225 @@
+"""Scale-out on torch.distributed: 2 gloo processes on CPU give what 1 process gives, and faults fail fast.
+
+Each test spawns 2 processes (one thread each) on a tiny CNN and random data; the single-process
+reference runs in the test process itself. Comparisons are exact (``==`` / ``torch.equal``).
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import adacal as ac
+from adacal import distributed as dist_
+from adacal.config import CalibrationConfig, PipelineConfig
+from adacal.errors import DataError, DistributedError
+from adacal.sensitivity import profile
+
+TIMEOUT_S = 20  # collectives give up after this: a lost rank must never hang the test
+
+
+class Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.conv2 = nn.Conv2d(6, 8, 3, padding=1)
+        self.conv3 = nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv1(x))
+        x = torch.relu(self.conv2(x))
+        x = torch.relu(self.conv3(x)) + x
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return Tiny().eval()
+
+
+def _data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, 8, 8, generator=g), torch.randint(0, 4, (n,), generator=g)
+
+
+def _calib() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    x, y = _data(30, 1)  # 3 batches of 10: an odd number, so the ranks get unequal shares
+    return [(x[i:i + 10], y[i:i + 10]) for i in range(0, 30, 10)]
+
+
+def _test_loader(n: int = 37) -> DataLoader:
+    ds = TensorDataset(*_data(n, 2))
+    return DataLoader(ds, batch_size=8, sampler=dist_.ShardSampler(ds))
+
+
+def _scenario(tmp: Path) -> dict[str, Any]:
+    """Convert (thresholds, φ and ρ searches, bias correction), profile with an interruption and a
+    resume, evaluate (fixed T and IAT): everything a rank ends with, for comparison."""
+    cfg = PipelineConfig(method="adafire+ssc", timesteps=4, phi_target=2, profile_batch=16,
+                         rho_candidates=(1.0, 1.5, 2.0), calibration=CalibrationConfig(num_batches=3,
+                                                                                         correction_batches=3))
+    snn, record = ac.convert(_model(), _calib(), config=cfg)
+    out: dict[str, Any] = {
+        "thresholds": {k: n.theta.clone() for k, n in snn.neurons().items()},
+        "bias": {k: n.bias_offset.clone() for k, n in snn.neurons().items()},
+        "knobs": record["knobs"], "sensitivity": record["sensitivity"], "energy_table": record["energy_table"],
+        "spike_table": record["spike_table"], "snn": dist_.fingerprint_model(snn),
+    }
+    x = torch.cat([b[0] for b in _calib()])[:12]
+    full = profile(snn, x, knob="rho", candidates=(1.0, 2.0, 3.0), timesteps=4)
+
+    def stop(i: int, _n: int, _name: str) -> None:
+        if i >= 1:
+            raise KeyboardInterrupt  # interrupted after the first round (both ranks at the same point)
+
+    ckpt = tmp / "profile_rho.json"
+    with pytest.raises(KeyboardInterrupt):
+        profile(snn, x, knob="rho", candidates=(1.0, 2.0, 3.0), timesteps=4, checkpoint=ckpt, progress=stop)
+    dist_.broadcast_object(None)  # rank 0 has written the checkpoint before anyone reads it
+    resumed_from = len(dist_.broadcast_object(ckpt.read_text() if dist_.is_main() else None).split('"scores"')) - 1
+    again = profile(snn, x, knob="rho", candidates=(1.0, 2.0, 3.0), timesteps=4, checkpoint=ckpt)
+    out["profile"] = full.to_dict() | {"seconds": 0}
+    out["resumed"] = (again.to_dict() | {"seconds": 0}) == out["profile"]
+    out["resumed_layers"] = resumed_from
+    ev = ac.evaluate(snn, _test_loader(), timesteps=4)
+    policy = ac.fit_exit_policy(snn, _calib(), timesteps=4)
+    ev_iat = ac.evaluate(snn, _test_loader(), timesteps=4, exit_policy=policy)
+    out["eval"] = {k: ev[k] for k in ("accuracy", "num_samples", "mean_timesteps", "energy_mj", "ann_energy_mj")}
+    out["eval_iat"] = {k: ev_iat[k] for k in ("accuracy", "num_samples", "mean_timesteps", "energy_mj",
+                                              "exit_histogram")}
+    from adacal.evaluate import evaluate_ann
+
+    out["ann"] = evaluate_ann(_model(), _test_loader())
+    return out
+
+
+def _faults(tmp: Path) -> dict[str, Any]:
+    """A model that differs on rank 1, then a test shard empty on rank 1, then rank 1 dies in profiling."""
+    seen: dict[str, Any] = {}
+    model = _model()
+    if dist_.world().rank == 1:
+        with torch.no_grad():
+            model.fc.bias[0] += 1e-3
+    t0 = time.perf_counter()
+    try:
+        ac.convert(model, _calib(), config=PipelineConfig(method="calibration", timesteps=2))
+    except DistributedError as exc:
+        seen["mismatch"] = str(exc)
+    snn, _ = ac.convert(_model(), _calib(), config=PipelineConfig(method="calibration", timesteps=2))
+    try:
+        ac.evaluate(snn, _test_loader(1), timesteps=2)
+    except DataError as exc:
+        seen["empty"] = str(exc)
+    seen["quick_s"] = time.perf_counter() - t0
+    with open(tmp / f"faults_pre.{dist_.world().rank}.pkl", "wb") as f:
+        pickle.dump(dict(seen), f)
+    x = _calib()[0][0]
+
+    def dies(ann: Any, out: Any) -> Any:
+        if dist_.world().rank == 1:
+            os._exit(3)  # a rank lost mid-profile, with no goodbye
+        return torch.zeros(())
+
+    t0 = time.perf_counter()
+    try:
+        profile(snn, x, knob="phi", candidates=(1, 2), timesteps=2, divergence=dies,
+                checkpoint=tmp / "dead.json")
+    except DistributedError as exc:
+        seen["death"] = str(exc)
+    seen["death_s"] = time.perf_counter() - t0
+    return seen
+
+
+def _worker(rank: int, size: int, port: int, tmp: str, job: str) -> None:
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+    from datetime import timedelta
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=size,
+                            timeout=timedelta(seconds=TIMEOUT_S))
+    try:
+        result: Any = {"scenario": _scenario, "faults": _faults}[job](Path(tmp))
+    except BaseException:  # noqa: BLE001 - reported to the test process
+        result = {"crash": traceback.format_exc()}
+    with open(Path(tmp) / f"{job}.{rank}.pkl", "wb") as f:
+        pickle.dump(result, f)
+    os._exit(0)  # no group teardown: a dead peer must not make exit hang
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _spawn(job: str, tmp: Path, size: int = 2, wait_s: float = 90) -> list[Any]:
+    ctx = torch.multiprocessing.get_context("spawn")
+    port = _free_port()
+    procs = [ctx.Process(target=_worker, args=(r, size, port, str(tmp), job)) for r in range(size)]
+    for p in procs:
+        p.start()
+    deadline = time.monotonic() + wait_s
+    for p in procs:
+        p.join(max(0.1, deadline - time.monotonic()))
+    hung = [r for r, p in enumerate(procs) if p.is_alive()]
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+    assert not hung, f"rank(s) {hung} hung"
+    out = []
+    for r in range(size):
+        f = tmp / f"{job}.{r}.pkl"
+        out.append(pickle.loads(f.read_bytes()) if f.exists() else None)
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def test_two_processes_equal_one(tmp_path: Path, single_thread: None) -> None:
+    (tmp_path / "one").mkdir()
+    one = _scenario(tmp_path / "one")
+    two = _spawn("scenario", tmp_path)
+    for rank, got in enumerate(two):
+        assert got is not None and "crash" not in got, got and got.get("crash")
+        for key in one:
+            if key == "resumed_layers":
+                continue
+            assert _same(one[key], got[key]), f"rank {rank}: {key} differs from one process"
+        assert got["resumed"]
+    assert two[0]["resumed_layers"] == 2  # one round of 2 ranks = 2 layers checkpointed before the stop
+    assert one["resumed_layers"] == 1 and one["resumed"]
+    assert one["eval"]["num_samples"] == 37
+
+
+def test_faults_fail_on_every_rank_without_hanging(tmp_path: Path) -> None:
+    t0 = time.monotonic()
+    ranks = _spawn("faults", tmp_path, wait_s=TIMEOUT_S + 60)
+    survivor = ranks[0]
+    assert survivor is not None and "crash" not in survivor, survivor and survivor.get("crash")
+    for rank in range(2):
+        r = pickle.loads((tmp_path / f"faults_pre.{rank}.pkl").read_bytes())
+        assert "model differs across ranks" in r["mismatch"] and "[1]" in r["mismatch"]
+        assert "rank 1 of 2" in r["empty"] and "empty" in r["empty"]
+    assert ranks[1] is None  # it died
+    assert not (tmp_path / "dead.json").exists()  # no round finished: no (half-written) checkpoint
+    assert "another rank died" in survivor["death"]
+    assert survivor["death_s"] < TIMEOUT_S + 5
+    assert time.monotonic() - t0 < TIMEOUT_S + 60
