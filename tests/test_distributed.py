@@ -142,8 +142,9 @@ def _faults(tmp: Path) -> dict[str, Any]:
 
 def _worker(rank: int, size: int, port: int, tmp: str, job: str) -> None:
     torch.set_num_threads(1)
-    import torch.distributed as dist
     from datetime import timedelta
+
+    import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=size,
                             timeout=timedelta(seconds=TIMEOUT_S))
