@@ -120,6 +120,11 @@ def _faults(tmp: Path) -> dict[str, Any]:
         ac.evaluate(snn, _test_loader(1), timesteps=2)
     except DataError as exc:
         seen["empty"] = str(exc)
+    one = [(b[0][:1], b[1][:1]) for b in _calib()[:1]]  # one sample: nothing to correct on rank 1
+    try:
+        ac.convert(_model(), one, config=PipelineConfig(method="calibration", timesteps=2))
+    except DataError as exc:
+        seen["empty_correction"] = str(exc)
     seen["quick_s"] = time.perf_counter() - t0
     with open(tmp / f"faults_pre.{dist_.world().rank}.pkl", "wb") as f:
         pickle.dump(dict(seen), f)
@@ -219,8 +224,67 @@ def test_faults_fail_on_every_rank_without_hanging(tmp_path: Path) -> None:
         r = pickle.loads((tmp_path / f"faults_pre.{rank}.pkl").read_bytes())
         assert "model differs across ranks" in r["mismatch"] and "[1]" in r["mismatch"]
         assert "rank 1 of 2" in r["empty"] and "empty" in r["empty"]
+        assert "rank 1's shard is empty" in r["empty_correction"]
     assert ranks[1] is None  # it died
     assert not (tmp_path / "dead.json").exists()  # no round finished: no (half-written) checkpoint
     assert "another rank died" in survivor["death"]
     assert survivor["death_s"] < TIMEOUT_S + 5
     assert time.monotonic() - t0 < TIMEOUT_S + 60
+
+
+def _timeless(value: Any) -> Any:
+    """A results entry without its wall times (which no two runs share)."""
+    if isinstance(value, dict):
+        return {k: _timeless(v) for k, v in value.items() if k not in ("time_s", "stage_times", "profile_seconds",
+                                                                        "seconds")}
+    if isinstance(value, list):
+        return [_timeless(v) for v in value]
+    return value
+
+
+def test_torchrun_sweep_equals_one_process(tmp_path: Path, single_thread: None) -> None:
+    """``torchrun -m adacal sweep`` with 2 gloo ranks writes (from rank 0) the results of one process."""
+    import json
+    import subprocess
+    import sys
+
+    from adacal.cli import main
+
+    argv = ["sweep", "--model", "digits_cnn", "--dataset", "digits", "--methods", "calibration,adafire",
+            "--timesteps", "2", "--no-iat", "--no-report", "--threads", "1", "--test-size", "101",
+            "--calib-size", "64", "--batch-size", "32", "--set", "pipeline.calibration.num_batches=2",
+            "--set", "pipeline.calibration.correction_batches=2", "--set", "pipeline.profile_batch=16", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "one")]) == 0
+    src = Path(__file__).resolve().parent.parent / "src"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ADACAL_DIST_TIMEOUT": str(TIMEOUT_S),
+           "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "adacal", *argv, "--out", str(tmp_path / "two")], env=env, capture_output=True,
+                          text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("one", "two"))
+    assert two["runs"][0]["num_samples"] == 101
+    assert _timeless(one["runs"]) == _timeless(two["runs"])
+    assert one["ann"]["metrics"] == two["ann"]["metrics"]
+
+
+def test_shards_cover_every_sample_once() -> None:
+    for n in (0, 1, 5, 37):
+        for size in (1, 2, 3):
+            ws = [dist_.World(r, size) for r in range(size)]
+            strided = sorted(i for w in ws for i in dist_.ShardSampler(n, w))
+            blocks = [dist_.shard_samples(n, w) for w in ws]
+            assert strided == list(range(n))
+            assert [s for s, _ in blocks] == [sum(b for _, b in blocks[:r]) for r in range(size)]
+            assert sum(b for _, b in blocks) == n and max(b for _, b in blocks) - min(b for _, b in blocks) <= 1
+            assert sorted(x for w in ws for x in dist_.deal(list(range(n)), w)) == list(range(n))
+
+
+def test_one_process_helpers_are_identities() -> None:
+    assert dist_.world() == dist_.World(0, 1) and dist_.is_main()
+    t = torch.arange(3.0)
+    assert dist_.all_reduce_sum([t])[0] is t and dist_.gather_objects("x") == ["x"]
+    dist_.agree(None, what="nothing")
+    with pytest.raises(DataError, match="local"):
+        dist_.agree(DataError("local"), what="a step")
+    assert dist_.fingerprint_model(_model()) == dist_.fingerprint_model(_model())

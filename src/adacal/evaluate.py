@@ -215,7 +215,7 @@ def agreed_batches(batches: Iterator[Any], what: str) -> Iterator[Any]:
         problem = exc
     if world().active:
         w = world()
-        if isinstance(problem, DataError):
+        if isinstance(problem, DataError) and "yielded no batch" in str(problem):
             problem = DataError(f"{problem} on rank {w.rank} of {w.size}: its shard is empty; use fewer "
                                 "processes than test samples (or more data)")
         agree(problem, what=what)

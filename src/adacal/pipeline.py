@@ -169,7 +169,8 @@ def convert(
     ``calib_data``: training-set batches (never test data). ``workdir``: where sensitivity
     profiles are checkpointed, so an interrupted run resumes. ``progress(stage, i, n)`` is called
     as profiling advances. ``divergence(ann_out, snn_out)``: the task's distance used by profiling
-    (default: symmetric KL of softmax outputs).
+    (default: symmetric KL of softmax outputs). Under torch.distributed pass every rank the same
+    ``calib_data`` (adacal splits the work, :mod:`adacal.distributed`); all ranks return the same SNN.
     """
     cfg = config or PipelineConfig()
     recipe = get_recipe(cfg.method)

@@ -207,6 +207,8 @@ def profile(
     data and candidates picks up from it and gives identical results. ``layers`` restricts profiling to those neurons.
     ``thresholds[name][value]``: the threshold neuron ``name`` runs with at candidate ``value``
     (e.g. refit for that φ); by default a candidate keeps the neuron's current threshold.
+    Under torch.distributed (same ``snn`` and ``x`` on every rank) the (layer, candidate) pairs are
+    dealt over the ranks and every rank returns the same table; rank 0 writes the checkpoint.
     """
     knob_ = get_knob(knob)
     if not candidates:
