@@ -48,11 +48,16 @@ def worker(args: argparse.Namespace) -> None:
 
             td.barrier()
 
-    def timed(fn: Any) -> tuple[Any, float]:
+    cpu: dict[str, list[float]] = {}
+
+    def timed(fn: Any, stage: str) -> tuple[Any, float]:
+        """Wall time between barriers, and each rank's CPU time (what the split work cost)."""
         sync()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = fn()
+        c1 = time.process_time()
         sync()
+        cpu[stage] = dist.gather_objects(c1 - c0)
         return out, time.perf_counter() - t0
 
     T = args.timesteps
@@ -60,16 +65,16 @@ def worker(args: argparse.Namespace) -> None:
     sp = cifar10_splits(calib_size=args.calib_images)
     calib = [b[0] for b in make_loader(sp.calib, 128)]
     snn = prepare(ann, calib[0][:4])
-    _, t_thr = timed(lambda: calibrate_thresholds(snn, None, timesteps=T, batches=calib))
-    _, t_bias = timed(lambda: correct_bias(snn, None, timesteps=T, batches=calib))
+    _, t_thr = timed(lambda: calibrate_thresholds(snn, None, timesteps=T, batches=calib), "thresholds")
+    _, t_bias = timed(lambda: correct_bias(snn, None, timesteps=T, batches=calib), "bias_correction")
     x = torch.cat(calib)[: args.profile_images]
-    table, t_prof = timed(lambda: profile(snn, x, knob="phi", candidates=range(1, 9), timesteps=T))
+    table, t_prof = timed(lambda: profile(snn, x, knob="phi", candidates=range(1, 9), timesteps=T), "profile")
     test = random_subset(sp.test, args.test_images)
     loader = torch.utils.data.DataLoader(test, batch_size=128, sampler=dist.ShardSampler(test))
-    ev, t_eval = timed(lambda: evaluate(snn, loader, timesteps=T))
+    ev, t_eval = timed(lambda: evaluate(snn, loader, timesteps=T), "evaluate")
     if dist.is_main():
         out = {"world": w.size, "seconds": {"thresholds": t_thr, "bias_correction": t_bias, "profile": t_prof,
-                                             "evaluate": t_eval},
+                                             "evaluate": t_eval}, "cpu_seconds": cpu,
                "thresholds": {k: n.theta.tolist() for k, n in snn.neurons().items()},
                "bias": {k: n.bias_offset.tolist() for k, n in snn.neurons().items()},
                "table": table.to_dict() | {"seconds": None},
@@ -97,6 +102,17 @@ def launch(nproc: int, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     return res
 
 
+def best(tries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per stage, the fastest of the repeats (other jobs on the shared cores only ever slow a run down)."""
+    out = dict(tries[0])
+    out["seconds"], out["cpu_seconds"] = {}, {}
+    for stage in tries[0]["seconds"]:
+        fastest = min(tries, key=lambda t: t["seconds"][stage])
+        out["seconds"][stage] = fastest["seconds"][stage]
+        out["cpu_seconds"][stage] = fastest["cpu_seconds"][stage]
+    return out
+
+
 def markdown(p: dict[str, Any]) -> str:
     one, two = p["runs"]["1"], p["runs"]["2"]
     lines = ["# Distributed scaling: 1 vs 2 processes", "", "One thread per process (OMP_NUM_THREADS=1).", "",
@@ -105,10 +121,15 @@ def markdown(p: dict[str, Any]) -> str:
              f"Model: zoo ResNet-20, CIFAR-10 (../shared/data/cifar10), T={p['timesteps']}; profiling: φ ∈ 1..8 × "
              f"19 layers on {p['profile_images']} calibration images; evaluation: {p['test_images']} test images "
              f"(seeded random subset); calibration: {p['calib_images']} training images.", "",
-             "| stage | 1 process (s) | 2 processes (s) | speed-up |", "|---|---|---|---|"]
+             f"Wall times: the fastest of {p['repeats']} alternated runs per stage. CPU time: what each rank's "
+             "process spent (the split of the work, whatever else runs on the cores).", "",
+             "| stage | 1 process (s) | 2 processes (s) | speed-up | CPU s, 1 process | CPU s per rank, 2 processes |",
+             "|---|---|---|---|---|---|"]
     for stage in ("profile", "evaluate", "thresholds", "bias_correction"):
         a, b = one["seconds"][stage], two["seconds"][stage]
-        lines.append(f"| {stage} | {a:.1f} | {b:.1f} | {a / b:.2f}× |")
+        c1, c2 = one["cpu_seconds"][stage], two["cpu_seconds"][stage]
+        lines.append(f"| {stage} | {a:.1f} | {b:.1f} | {a / b:.2f}× | {c1[0]:.1f} | "
+                     f"{' / '.join(f'{c:.1f}' for c in c2)} |")
     lines += ["", f"Identical with 2 processes (thresholds, bias currents, sensitivity table, metrics): "
               f"{p['identical']}", f"Accuracy {one['metrics']['accuracy']:.2f} % on {one['metrics']['num_samples']} "
               "images (both runs)."]
@@ -121,6 +142,7 @@ def main() -> None:
     ap.add_argument("--profile-images", type=int, default=32)
     ap.add_argument("--test-images", type=int, default=512)
     ap.add_argument("--calib-images", type=int, default=256)
+    ap.add_argument("--repeats", type=int, default=2, help="alternated 1- and 2-process runs (fastest kept)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -128,19 +150,22 @@ def main() -> None:
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     load_before = [round(v, 2) for v in os.getloadavg()]
-    runs = {}
+    tries: dict[str, list[dict[str, Any]]] = {"1": [], "2": []}
     with tempfile.TemporaryDirectory() as tmp:
-        for n in (1, 2):
-            runs[str(n)] = launch(n, args, Path(tmp) / f"run{n}.json")
+        for i in range(args.repeats):  # alternated, so load from other jobs hits both alike
+            for n in (1, 2):
+                tries[str(n)].append(launch(n, args, Path(tmp) / f"run{n}_{i}.json"))
+    runs = {n: best(t) for n, t in tries.items()}
     keys = ("thresholds", "bias", "table", "metrics")
-    identical = {k: runs["1"][k] == runs["2"][k] for k in keys}
+    identical = {k: all(t[k] == tries["1"][0][k] for ts in tries.values() for t in ts) for k in keys}
     payload = {"command": command(), "machine": machine(), "timesteps": args.timesteps,
                "profile_images": args.profile_images, "test_images": args.test_images,
                "calib_images": args.calib_images, "load_before": load_before,
                "load_after": [round(v, 2) for v in os.getloadavg()],
                "speedup": {s: runs["1"]["seconds"][s] / runs["2"]["seconds"][s] for s in runs["1"]["seconds"]},
                "identical": identical,
-               "runs": {n: {k: r[k] for k in ("seconds", "metrics", "process_wall_s")} for n, r in runs.items()}}
+               "repeats": args.repeats, "all_seconds": {n: [t["seconds"] for t in ts] for n, ts in tries.items()},
+               "runs": {n: {k: r[k] for k in ("seconds", "cpu_seconds", "metrics")} for n, r in runs.items()}}
     write_results("distributed_scaling", payload, markdown(payload))
     log.info("speed-up: %s; identical: %s", payload["speedup"], identical)
 
