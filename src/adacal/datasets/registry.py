@@ -75,11 +75,12 @@ def dataset_info(name: str) -> DatasetInfo:
     return get_source(name).info
 
 
-def calib_indices(n_train: int, calib_size: int, seed: int) -> np.ndarray:
-    """A seeded random subset of the training split (calibration never sees test data)."""
+def calib_indices(n_train: int, calib_size: int, seed: int, labels: np.ndarray | None = None) -> np.ndarray:
+    """A seeded random subset of the training split (calibration never sees test data), stratified by
+    class when the loader passes the training ``labels`` (every class in proportion, see :func:`sample_indices`)."""
     if calib_size > n_train:
         raise ConfigError(f"calib_size={calib_size} exceeds the {n_train} training samples")
-    return np.sort(np.random.default_rng(seed).permutation(n_train)[:calib_size])
+    return sample_indices(n_train, calib_size, seed, labels)
 
 
 def train_indices(n_train: int, calib_idx: np.ndarray, holdout: bool) -> np.ndarray:
