@@ -182,7 +182,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 def _unreadable(p: Path, exc: Exception) -> str:
     """Why ``torch.load(weights_only=True)`` refused ``p``, in words a user can act on."""
     text = _ANSI.sub("", str(exc))
-    if "weights_only" in text.lower() or "unpickl" in type(exc).__name__.lower():
+    if _is_torch_file(p) and ("weights_only" in text.lower() or "unpickl" in type(exc).__name__.lower()):
         if _holds_pickled_module(p):
             return (f"{str(p)!r} holds a pickled model, not a state_dict: save model.state_dict() instead "
                     "(torch.save(model.state_dict(), path)); adacal never unpickles code")
@@ -190,6 +190,18 @@ def _unreadable(p: Path, exc: Exception) -> str:
                 "state_dict: torch.save(model.state_dict(), path)")
     return (f"cannot read checkpoint {str(p)!r}: it is not a torch file or it is damaged "
             f"({type(exc).__name__}: {_first_line(exc)})")
+
+
+def _is_torch_file(p: Path) -> bool:
+    """A torch.save file: a zip archive (torch >= 1.6) or a legacy pickle stream (starts with the PROTO opcode)."""
+    import zipfile
+
+    try:
+        with open(p, "rb") as f:
+            head = f.read(1)
+    except OSError:
+        return False
+    return head == b"\x80" or zipfile.is_zipfile(p)
 
 
 def _holds_pickled_module(p: Path) -> bool:
