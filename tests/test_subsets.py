@@ -39,6 +39,18 @@ def test_calibration_indices_are_stratified_when_labels_are_given() -> None:
     assert len(set(plain.tolist())) == 50 and plain.max() > 100
 
 
+def test_every_prefix_of_the_calibration_order_is_stratified() -> None:
+    """Calibration reads the first batch(es), profiling the first profile_batch samples: each prefix must be
+    a stratified sample, even when the training set is stored sorted by class."""
+    labels = np.repeat(np.arange(10), 100)
+    idx = calib_indices(1000, 200, seed=0, labels=labels)
+    assert sorted(idx.tolist()) == sorted(set(idx.tolist())) and len(idx) == 200
+    for m in range(1, 201):
+        counts = np.bincount(labels[idx[:m]], minlength=10)
+        assert np.abs(counts - m / 10).max() <= 2, (m, counts)
+    assert not np.array_equal(idx, np.sort(idx))  # not index order (which is class order here)
+
+
 def test_sorted_npz_subsets_cover_every_class(sorted_cifar: Path) -> None:
     _, calib, _ = get_splits("cifar10", sorted_cifar, calib_size=20, seed=0)
     assert np.bincount(calib.targets, minlength=10).tolist() == [2] * 10
@@ -48,6 +60,9 @@ def test_sorted_npz_subsets_cover_every_class(sorted_cifar: Path) -> None:
     assert facts["test_subset"]["size"] == 20 and facts["test_subset"]["seed"] == 0
     assert facts["calib_subset"]["class_counts"] == {str(c): 3 for c in range(10)}
     assert "stratified by class" in facts["calib_subset"]["sampling"]
+    first = load_data(DataSpec("cifar10", data_dir=str(sorted_cifar), calib_size=100, batch_size=20))
+    _, y = next(iter(first.calib))  # the batch thresholds are calibrated on
+    assert sorted(set(y.tolist())) == list(range(10))
 
 
 def test_results_name_every_subset(tmp_path: Path) -> None:
