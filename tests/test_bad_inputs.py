@@ -355,7 +355,7 @@ def test_cli_bad_input(files: Files, seen_errors: list[str], capsys: pytest.Capt
         got = exc.code
     err = capsys.readouterr().err
     assert got == code, err
-    assert "Traceback" not in err
+    assert "Traceback" not in err and "\x1b[" not in err  # no traceback, no terminal colour codes
     assert fragment in err, err
     if code == 2:
         assert "usage: adacal" in err

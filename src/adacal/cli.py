@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from adacal.config import JobConfig, load_config, read_yaml
-from adacal.errors import AdacalError, CheckpointError, ConfigError
+from adacal.errors import AdacalError, CheckpointError, ConfigError, plain_text
 from adacal.recipes import DEFAULT_METHOD
 
 __all__ = ["build_parser", "job_for", "main", "resolve_job"]
@@ -555,7 +555,7 @@ def _error_line(exc: BaseException) -> str:
         where = f" {str(exc.filename)!r}" if exc.filename else ""
         what = exc.strerror or " ".join(str(exc).split())
         return f"file system error at{where}: {what}; check the path and permissions, or choose another --out folder"
-    return " ".join(str(exc).split()) or type(exc).__name__
+    return " ".join(plain_text(str(exc)).split()) or type(exc).__name__
 
 
 def _show_progress(quiet: bool, cleanups: list[Callable[[], None]]) -> None:

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from adacal.atomic import atomic_write_bytes, atomic_write_json
 from adacal.config import ConversionConfig
 from adacal.convert import prepare
-from adacal.errors import CheckpointError
+from adacal.errors import CheckpointError, first_line
 from adacal.spiking_model import SpikingModel
 
 __all__ = ["load_snn", "read_record", "save_snn"]
@@ -94,7 +94,7 @@ def load_snn(
         state = torch.load(wpath, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"cannot read the saved SNN state {str(wpath)!r} (damaged?): {type(exc).__name__}: "
-                              f"{(str(exc).splitlines() or [''])[0][:200]}") from exc
+                              f"{first_line(exc)}") from exc
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
         raise CheckpointError(f"{str(wpath)!r} does not hold a state_dict of tensors; write it with save_snn()")
     bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]

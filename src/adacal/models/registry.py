@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import torch
 from torch import nn
 
 from adacal.checks import suggest
-from adacal.errors import AdacalError, CheckpointError, ConfigError, ModelError
+from adacal.errors import AdacalError, CheckpointError, ConfigError, ModelError, first_line, plain_text
 from adacal.models.cifar import digits_cnn, resnet20, resnet20_wide, vgg16_cifar
 
 __all__ = ["BUILTIN_MODELS", "available_models", "build_model", "load_state_dict_file", "read_state_dict",
@@ -95,21 +94,15 @@ def _call_factory(factory: Callable[..., object], what: str, num_classes: int, k
         raise
     except TypeError as exc:  # usually a keyword it does not take: num_classes or one of the options
         given = ", ".join([f"num_classes={num_classes}", *kw])
-        raise ModelError(f"{what} does not accept the arguments it was given ({given}): {_first_line(exc)}; check "
+        raise ModelError(f"{what} does not accept the arguments it was given ({given}): {first_line(exc)}; check "
                          "model.options (a model factory takes num_classes= and its options as keyword "
                          "arguments)") from exc
     except Exception as exc:
-        raise ModelError(f"{what} failed while building the model: {type(exc).__name__}: {_first_line(exc)} "
+        raise ModelError(f"{what} failed while building the model: {type(exc).__name__}: {first_line(exc)} "
                          "(run with --verbose for the traceback)") from exc
     if not isinstance(model, nn.Module):
         raise ConfigError(f"{what} returned {type(model).__name__}, expected a torch.nn.Module")
     return model
-
-
-def _first_line(exc: BaseException, limit: int = 200) -> str:
-    """The first line of an exception's text, without terminal colour codes."""
-    text = _ANSI.sub("", str(exc)).strip()
-    return (text.splitlines() or [""])[0][:limit]
 
 
 def load_state_dict_file(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
@@ -175,13 +168,9 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     return state
 
 
-#: Terminal colour/style escape codes (torch puts them in some error texts).
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-
-
 def _unreadable(p: Path, exc: Exception) -> str:
     """Why ``torch.load(weights_only=True)`` refused ``p``, in words a user can act on."""
-    text = _ANSI.sub("", str(exc))
+    text = plain_text(str(exc))
     if _is_torch_file(p) and ("weights_only" in text.lower() or "unpickl" in type(exc).__name__.lower()):
         if _holds_pickled_module(p):
             return (f"{str(p)!r} holds a pickled model, not a state_dict: save model.state_dict() instead "
@@ -189,7 +178,7 @@ def _unreadable(p: Path, exc: Exception) -> str:
         return (f"{str(p)!r} holds Python objects other than tensors, which adacal does not unpickle; save a "
                 "state_dict: torch.save(model.state_dict(), path)")
     return (f"cannot read checkpoint {str(p)!r}: it is not a torch file or it is damaged "
-            f"({type(exc).__name__}: {_first_line(exc)})")
+            f"({type(exc).__name__}: {first_line(exc)})")
 
 
 def _is_torch_file(p: Path) -> bool:
