@@ -177,7 +177,7 @@ API_CASES: list[tuple[str, Callable[[ac.SpikingModel, Files], Any], type[AdacalE
      "dtype int64 differs from the float32"),
     ("float64 input to run", lambda s, f: s.run(_x().double(), 2), DataError, "dtype float64"),
     ("integer calibration data", lambda s, f: calibrate_thresholds(s, torch.randint(0, 9, (2, 3, 8, 8)), timesteps=2),
-     ShapeError, "dtype int64 (conversion saw float32)"),
+     DataError, "dtype int64 (conversion saw float32)"),
     ("save_snn onto a file", _save_snn_onto_a_file, CheckpointError, "it is a file"),
     ("model on the meta device", lambda s, f: prepare(Net().to("meta"), _x()), ModelError, "meta device"),
     ("input on the meta device", lambda s, f: prepare(Net(), _x().to("meta")), DataError, "meta device"),

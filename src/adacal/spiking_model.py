@@ -12,7 +12,7 @@ from torch import Tensor, fx, nn
 
 from adacal import inputs
 from adacal.checks import check_timesteps
-from adacal.errors import DataError, ShapeError
+from adacal.errors import DataError, ShapeError, first_line
 from adacal.neurons import IFNeuron, is_neuron_node
 from adacal.neurons.analog import TimeState
 from adacal.neurons.pool import SpikingMaxPool
@@ -72,7 +72,7 @@ def _split_constant_prefix(gm: fx.GraphModule) -> tuple[fx.GraphModule, fx.Graph
 
 
 def _explained(run: Callable[..., Any]) -> Callable[..., Any]:
-    """``run`` with torch errors on inputs unlike the conversion example turned into a :class:`ShapeError`."""
+    """``run`` with torch errors on inputs unlike the conversion example explained (see ``_explain_failures``)."""
     @functools.wraps(run)
     def wrapper(self: SpikingModel, x: Any, *args: Any, **kwargs: Any) -> Any:
         with self._explain_failures(x, sequence=bool(kwargs.get("sequence", False))):
@@ -140,8 +140,9 @@ class SpikingModel(nn.Module):
 
     @contextlib.contextmanager
     def _explain_failures(self, x: Any, *, sequence: bool = False) -> Iterator[None]:
-        """A torch error on an input unlike the one seen at conversion (other per-sample shape or dtype:
-        calibration data of another size, integer pixels) becomes a :class:`ShapeError` saying so."""
+        """A torch error on an input unlike the one seen at conversion becomes an error saying so: another
+        per-sample shape (calibration data of another size) a :class:`ShapeError`, another dtype (integer
+        pixels) a :class:`DataError`."""
         try:
             yield
         except RuntimeError as exc:
@@ -154,12 +155,13 @@ class SpikingModel(nn.Module):
                 raise
             seen = ", ".join(str(list(s)) for s in self.input_shapes)
             what = "per-sample shape " + ", ".join(str(list(g)) for g in got) + f" (conversion saw {seen})"
+            error: type[DataError] = ShapeError
             if not same_dtype:
+                error = DataError
                 what = (f"dtype {', '.join(str(d).replace('torch.', '') for d in dtypes)} (conversion saw "
                         f"{', '.join(str(d).replace('torch.', '') for d in self.input_dtypes or ())})")
-            raise ShapeError(f"the network cannot run on this input: its {what}; give data like the example the SNN "
-                             f"was converted with ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]})"
-                             ) from exc
+            raise error(f"the network cannot run on this input: its {what}; give data like the example the SNN was "
+                        f"converted with ({type(exc).__name__}: {first_line(exc, 160)})") from exc
 
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> SpikingModel:
         self._split_cache.clear()  # split graphs may hold references to moved tensors
