@@ -87,3 +87,23 @@ def test_killed_sweep_resumes_and_refuses_other_settings(tmp_path: Path, caplog:
     again = json.loads((out / "summary.json").read_text())
     assert [r["name"] for r in again["runs"]] == RUNS[:6]
     assert again["runs"][0]["time_s"] != before[0]["time_s"]  # recomputed, not taken over
+
+
+def test_atomic_writes_never_leave_half_a_file(tmp_path: Path) -> None:
+    """A writer that dies half-way (an exception, Ctrl-C) leaves the previous file as it was and no temp file."""
+    from adacal.atomic import atomic_write, atomic_write_json
+
+    path = tmp_path / "summary.json"
+    atomic_write_json(path, {"runs": [1, 2, 3]})
+    before = path.read_bytes()
+
+    def dies_half_way(f) -> None:  # noqa: ANN001 - a binary file
+        f.write(b'{"runs": [1, 2')
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, dies_half_way)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
+    atomic_write_json(path, {"runs": [4]})
+    assert json.loads(path.read_text()) == {"runs": [4]} and oct(path.stat().st_mode & 0o777) == "0o644"
