@@ -14,8 +14,6 @@ Public API (everything else is internal):
 """
 from __future__ import annotations
 
-import logging
-
 from adacal.calibrate import calibrate_thresholds, correct_bias
 from adacal.calibrate.weights import calibrate_weights
 from adacal.config import CalibrationConfig, ConversionConfig, NeuronConfig
@@ -37,6 +35,7 @@ from adacal.export import NIRExportError, NIRImportError, export_nir, import_nir
 from adacal.iat import ExitPolicy
 from adacal.iat.runtime import run_early_exit
 from adacal.knobs import KNOBS, Knob, register_knob
+from adacal.logs import install_fallback
 from adacal.neurons import IFNeuron
 from adacal.persist import load_snn, save_snn
 from adacal.pipeline import PipelineConfig, convert
@@ -46,7 +45,7 @@ from adacal.sensitivity import SensitivityTable, profile
 from adacal.spiking_model import SpikingModel
 from adacal.tasks import Task, get_task, register_task
 
-logging.getLogger("adacal").addHandler(logging.NullHandler())
+install_fallback()  # warnings reach users who configured no logging; steps aside once they do (adacal.logs)
 
 __version__ = "0.1.0"
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from adacal.config import JobConfig, load_config, read_yaml
-from adacal.errors import AdacalError, CheckpointError, ConfigError
+from adacal.errors import AdacalError, CheckpointError, ConfigError, plain_text
 from adacal.recipes import DEFAULT_METHOD
 
 __all__ = ["build_parser", "job_for", "main", "resolve_job"]
@@ -347,7 +347,7 @@ def job_for(argv: Sequence[str]) -> JobConfig:
 
 # --------------------------------------------------------------------------------------- runtime
 #: Loggers whose INFO lines are the job-level progress shown by default (``--verbose`` shows all).
-_PROGRESS_LOGGERS = ("adacal.jobs", "adacal.training", "adacal.report", "adacal.cli")
+_PROGRESS_LOGGERS = ("adacal.jobs", "adacal.training", "adacal.report", "adacal.cli", "adacal.progress")
 
 
 class _ProgressFilter(logging.Filter):
@@ -555,17 +555,42 @@ def _error_line(exc: BaseException) -> str:
         where = f" {str(exc.filename)!r}" if exc.filename else ""
         what = exc.strerror or " ".join(str(exc).split())
         return f"file system error at{where}: {what}; check the path and permissions, or choose another --out folder"
-    return " ".join(str(exc).split()) or type(exc).__name__
+    return " ".join(plain_text(str(exc)).split()) or type(exc).__name__
+
+
+def _show_progress(quiet: bool, cleanups: list[Callable[[], None]]) -> None:
+    """Progress of long work (:mod:`adacal.progress`): a bar on an interactive stderr (log lines are
+    routed around it), log lines every 30 s otherwise, nothing with ``--quiet``."""
+    import contextlib
+
+    from adacal import progress
+
+    if quiet:
+        return
+    stack = contextlib.ExitStack()
+    reporter = stack.enter_context(progress.reporting(progress.console(sys.stderr)))
+    if isinstance(reporter, progress.TqdmReporter):
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        stack.enter_context(logging_redirect_tqdm(loggers=[logging.getLogger("adacal")]))
+    cleanups.append(stack.close)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``adacal`` command line; returns the exit code (0 ok, 1 error, 2 usage, 130 interrupted)."""
+    """Run the ``adacal`` command line; returns the exit code (0 ok, 1 error, 2 usage, 130 interrupted).
+
+    Every error ends in one line on stderr: adacal's own errors (:class:`~adacal.errors.AdacalError`)
+    and file-system errors say what to fix; anything else is reported as an unexpected error (a
+    bug, here or in user code adacal called) with its type and first line. ``--verbose`` adds the
+    traceback.
+    """
     args_list = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(args_list)
     undo_logging = _setup_logging(bool(args.verbose), bool(args.quiet))
     cleanups: list[Callable[[], None]] = [undo_logging]
     log = logging.getLogger("adacal.cli")
     try:
+        _show_progress(bool(args.quiet), cleanups)
         job = resolve_job(args, _config_dict("demo") if args.command == "demo" else {})
         _check_device(job.device)
         _seed_everything(job.seed)
@@ -586,6 +611,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:  # the last resort: never a raw traceback (known failures are validated at their root)
+        if args.verbose:
+            traceback.print_exc(file=sys.stderr)
+        print(f"{PROG} {args.command}: error: unexpected {type(exc).__name__}: {_error_line(exc)[:300]} — a bug in "
+              "adacal or in code it called; rerun with --verbose for the traceback and report it", file=sys.stderr)
+        return EXIT_ERROR
     finally:
         for undo in reversed(cleanups):
             undo()

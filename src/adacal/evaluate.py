@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from adacal import inputs
+from adacal import inputs, progress
 from adacal.checks import check_timesteps
 from adacal.devices import model_device
 from adacal.errors import DataError
@@ -24,17 +24,23 @@ log = logging.getLogger(__name__)
 
 
 def task_batches(data: Any, task: Task, device: torch.device,
-                 max_batches: int | None = None) -> Iterator[tuple[Any, Any]]:
-    """``(inputs, target)`` of every batch, split by the task and moved to ``device``."""
+                 max_batches: int | None = None, *, what: str = "evaluate") -> Iterator[tuple[Any, Any]]:
+    """``(inputs, target)`` of every batch, split by the task and moved to ``device``; each batch is a
+    step of the progress task ``what`` (:mod:`adacal.progress`)."""
+    if isinstance(data, torch.Tensor) or not hasattr(data, "__iter__"):
+        raise DataError(f"{what}: data must be an iterable of (inputs, target) batches (a DataLoader), got "
+                        f"{type(data).__name__}")
     it = iter(data)
     if max_batches is not None:
         it = itertools.islice(it, max_batches)
     n = 0
-    for batch in it:
-        x, y = task.split_batch(batch)
-        n += 1
-        yield (inputs.map_tensors(lambda t: t.to(device), x),
-               inputs.map_tensors(lambda t: t.to(device), y))
+    with progress.task(what, progress.length_of(data, max_batches), "batch") as bar:
+        for batch in it:
+            x, y = task.split_batch(batch)
+            n += 1
+            yield (inputs.map_tensors(lambda t: t.to(device), x),
+                   inputs.map_tensors(lambda t: t.to(device), y))
+            bar.advance()
     if n == 0:
         raise DataError("evaluation data is empty: it yielded no batch")
 
@@ -57,7 +63,7 @@ def evaluate_ann(model: torch.nn.Module, data: Any, *, task: str | Task = "class
     model.eval()
     metrics = None
     try:
-        for x, y in task_batches(data, task, dev, max_batches):
+        for x, y in task_batches(data, task, dev, max_batches, what="evaluate ANN"):
             out = inputs.call(model, x)
             if metrics is None:
                 metrics = _infer_classes(task, out).metrics().to(dev)
@@ -85,7 +91,8 @@ def fit_exit_policy(
     T = check_timesteps(timesteps)
     dev = model_device(snn)
     task = get_task(task)
-    outputs = [(snn.run(x, T, sequence=sequence), y) for x, y in task_batches(data, task, dev, num_batches)]
+    outputs = [(snn.run(x, T, sequence=sequence), y)
+               for x, y in task_batches(data, task, dev, num_batches, what=f"fit IAT policy T={T}")]
     _infer_classes(task, inputs.map_tensors(lambda o: o[0], outputs[0][0]))
     return ExitPolicy.fit_batches(outputs, alpha_base=alpha_base, delta=delta, score=score,
                                   accumulate=task.exit_accumulate, scorer=task.exit_score, correct=task.correct)
@@ -124,7 +131,8 @@ def evaluate(
     probe: Any = None
     task = get_task(task)
     with snn.record_activity():
-        for i, (x, y) in enumerate(task_batches(data, task, dev, max_batches)):
+        name = f"evaluate T={T}" + (" IAT" if exit_policy is not None else "")
+        for i, (x, y) in enumerate(task_batches(data, task, dev, max_batches, what=name)):
             batch = inputs.batch_size(x, 1 if sequence else 0)
             first = inputs.map_tensors(lambda t: t[0, :1], x) if sequence else inputs.narrow(x, 0, 1)
             if metrics is None:

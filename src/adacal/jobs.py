@@ -30,20 +30,20 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from adacal import inputs
+from adacal import inputs, progress
 from adacal import results as res
 from adacal.atomic import atomic_write_json
 from adacal.config import DataSpec, JobConfig, ModelSpec, PipelineConfig, TrainSpec, config_to_dict
 from adacal.datasets import DatasetInfo, dataset_info, get_splits, labels_of, make_loader, sample_indices
 from adacal.datasets.registry import subset
-from adacal.errors import CheckpointError, ConfigError, DataError, ShapeError
+from adacal.errors import CheckpointError, ConfigError, DataError, ModelError, ShapeError
 from adacal.models import build_model, load_state_dict_file
 from adacal.tasks import Task, get_task
 
 __all__ = [
     "Data", "SOURCE_FILE", "convert_ann", "ensure_writable_dir", "evaluate_saved", "evaluate_snn", "load_ann",
-    "load_data", "load_saved", "publish", "read_source", "run_sweep", "save_converted", "sweep_to_folder", "train_ann",
-    "train_to_folder",
+    "load_data", "load_saved", "publish", "read_source", "run_sweep", "save_converted", "subset_facts",
+    "sweep_to_folder", "train_ann", "train_to_folder",
 ]
 
 log = logging.getLogger(__name__)
@@ -149,6 +149,9 @@ def load_ann(spec: ModelSpec, data: Data, *, device: torch.device | str = "cpu")
                          f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}; pick a model built "
                          "for this dataset") from exc
     data.task.check_outputs(out, what=f"model {spec.name!r}")
+    if any(t.is_floating_point() and not bool(torch.isfinite(t).all()) for t in inputs.leaves(out)):
+        raise ModelError(f"model {spec.name!r} outputs NaN or Inf on the first {data.spec.dataset} batch (its weights "
+                         "are finite: activations overflow); check the checkpoint and the data's scaling")
     return model
 
 
@@ -173,13 +176,8 @@ def convert_ann(ann: nn.Module, data: Data, config: PipelineConfig, *,
     """:func:`adacal.pipeline.convert` on the calibration data, profiling with the task's divergence."""
     from adacal.pipeline import convert
 
-    def progress(stage: str, i: int, n: int) -> None:
-        if i < n:
-            log.info("%s: layer %d/%d", stage, i + 1, n)
-
     snn, record = convert(ann, data.calib, config=config, input_fn=lambda b: data.task.split_batch(b)[0],
-                          progress=progress, workdir=None if workdir is None else str(workdir),
-                          divergence=data.task.divergence)
+                          workdir=None if workdir is None else str(workdir), divergence=data.task.divergence)
     return snn, dict(record)
 
 
@@ -219,9 +217,31 @@ def _model_facts(job: JobConfig, data: Data, ann: nn.Module | None = None) -> di
                              "weights_sha256": _sha256(job.model.weights)}
     if ann is not None:
         facts["parameters"] = sum(p.numel() for p in ann.parameters())
+    facts.update(subset_facts(data))
+    return facts
+
+
+def _class_counts(dataset: Any) -> dict[str, int] | None:
+    labels = labels_of(dataset)
+    if labels is None:
+        return None
+    values, counts = np.unique(np.asarray(labels), return_counts=True)
+    return {str(v): int(c) for v, c in zip(values.tolist(), counts.tolist())}
+
+
+def subset_facts(data: Data) -> dict[str, Any]:
+    """What the results say about the samples used: the calibration subset always, the test subset if one
+    was drawn — size, seed, how drawn and, where the data has labels, how many of each class (so a subset
+    that covers only some classes shows)."""
+    calib = data.calib.dataset
+    facts: dict[str, Any] = {"calib_subset": {
+        "size": len(calib), "seed": data.spec.seed,  # type: ignore[arg-type]
+        "sampling": "seeded random subset of the training split, stratified by class where the dataset has labels",
+        "class_counts": _class_counts(calib)}}
     if data.test_indices is not None:
-        facts["test_subset"] = {"size": len(data.test_indices), "seed": job.data.seed,
-                                "sampling": "seeded random, stratified by class where labels exist"}
+        facts["test_subset"] = {"size": len(data.test_indices), "seed": data.spec.seed,
+                                "sampling": "seeded random, stratified by class where labels exist",
+                                "class_counts": _class_counts(data.test.dataset)}
     return facts
 
 
@@ -251,7 +271,7 @@ def run_sweep(ann: nn.Module, data: Data, job: JobConfig, *, results: dict[str, 
     plan = [(m, t) for t in sweep.timesteps for m in sweep.methods]
     total = len(plan) + (len(sweep.timesteps) if iat else 0)
     n_examples = task.report_examples if save_examples else 0
-    for k, (method, T) in enumerate(plan, 1):
+    for k, (method, T) in enumerate(progress.track(plan, "sweep", len(plan), "conversion"), 1):
         names = [res.run_name(method, T)] + ([res.run_name(method, T, True)] if iat and method == sweep.iat_method
                                             else [])
         if all(n in done for n in names):
@@ -418,7 +438,8 @@ def evaluate_saved(folder: str | os.PathLike[str], job: JobConfig, *, command: s
     device = torch.device(job.device)
     snn, record, data, ann = load_saved(folder, job)
     saved_t = record.get("timesteps")
-    if job.evaluate.timesteps is None and not (isinstance(saved_t, int) and saved_t >= 1):
+    if job.evaluate.timesteps is None and not (isinstance(saved_t, int) and not isinstance(saved_t, bool)
+                                               and saved_t >= 1):
         raise CheckpointError(f"{folder}/record.json has no usable 'timesteps' ({saved_t!r}); pass --timesteps")
     T = job.evaluate.timesteps or int(saved_t)
     ev = job.evaluate

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,10 @@ from torch import Tensor, nn
 from adacal.atomic import atomic_write_bytes, atomic_write_json
 from adacal.config import ConversionConfig
 from adacal.convert import prepare
-from adacal.errors import CheckpointError
+from adacal.errors import CheckpointError, first_line
 from adacal.spiking_model import SpikingModel
 
-__all__ = ["save_snn", "load_snn"]
+__all__ = ["load_snn", "read_record", "save_snn"]
 
 WEIGHTS = "snn_state.pt"
 RECORD = "record.json"
@@ -35,6 +36,12 @@ def save_snn(
     with ``ExitPolicy.from_dict(record["exit_policy"])``.
     """
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise CheckpointError(f"cannot save the SNN into {str(folder)!r}: it is a file, and save_snn writes a folder "
+                              f"({WEIGHTS} + {RECORD}); choose another path")
+    if not isinstance(record, Mapping):
+        raise CheckpointError(f"save_snn: record must be a mapping (the record convert() returns), got "
+                              f"{type(record).__name__}")
     buf = io.BytesIO()
     state = {k: v.detach().cpu() for k, v in snn.graph_module.state_dict().items()}
     torch.save(state, buf)
@@ -46,6 +53,27 @@ def save_snn(
         meta["exit_policy"] = exit_policy.to_dict()
     atomic_write_json(folder / RECORD, meta)
     return folder
+
+
+def read_record(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """``folder/record.json``, checked: a JSON object whose ``neurons`` (if present) is a list of layer names;
+    anything else is a :class:`CheckpointError` (its ``timesteps`` are checked where they are used)."""
+    path = Path(folder) / RECORD
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{str(path)!r} not found: is {str(folder)!r} a folder written by save_snn()/adacal "
+                              "convert?") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{str(path)!r} is not readable JSON ({type(exc).__name__}: {exc}); convert again or "
+                              "restore the file") from exc
+    if not isinstance(record, dict):
+        raise CheckpointError(f"{str(path)!r} must hold a JSON object (the conversion record), got a "
+                              f"{type(record).__name__}; convert again or restore the file")
+    neurons = record.get("neurons")
+    if neurons is not None and (not isinstance(neurons, list) or not all(isinstance(n, str) for n in neurons)):
+        raise CheckpointError(f"{str(path)!r}: 'neurons' must be a list of layer names, got {neurons!r}")
+    return record
 
 
 def load_snn(
@@ -61,11 +89,17 @@ def load_snn(
     for p in (wpath, rpath):
         if not p.is_file():
             raise CheckpointError(f"{p} not found: is {folder} a folder written by save_snn()/adacal convert?")
+    record = read_record(folder)
     try:
-        record = json.loads(rpath.read_text())
         state = torch.load(wpath, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"cannot read the saved SNN in {folder}: {exc}") from exc
+        raise CheckpointError(f"cannot read the saved SNN state {str(wpath)!r} (damaged?): {type(exc).__name__}: "
+                              f"{first_line(exc)}") from exc
+    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise CheckpointError(f"{str(wpath)!r} does not hold a state_dict of tensors; write it with save_snn()")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"the saved SNN state {str(wpath)!r} holds NaN or Inf values in {bad[:8]}; convert again")
     snn = prepare(ann, example_input, config=config)
     names = list(snn.neurons())
     if record.get("neurons") and record["neurons"] != names:

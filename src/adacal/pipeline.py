@@ -181,9 +181,15 @@ def convert(
     snn = prepare(ann, batches[0], config=cfg.conversion)
     times["prepare"] = round(time.perf_counter() - t_prep, 4)
     record: dict[str, Any] = {"method": cfg.method, "timesteps": cfg.timesteps, "config": cfg.to_dict()}
+    if snn.analog_prefix_ops:  # not spiking and not priced by the energy model: say so in the record
+        record["analog_prefix_ops"] = list(snn.analog_prefix_ops)
     ctx = _Context(snn, cfg, batches, record, progress, workdir, divergence, times)
     for stage in recipe.stages:
         _RUNNERS[type(stage)](stage, ctx)
+    record["samples"] = {  # which calibration samples each stage saw (the first N of calib_data)
+        "thresholds": sum(inputs.batch_size(b) for b in ctx.threshold_batches),
+        "correction": sum(inputs.batch_size(b) for b in ctx.correction_batches),
+        "profile": inputs.batch_size(_profile_input(ctx)) if any(isinstance(s, Search) for s in recipe.stages) else 0}
     errors = analog_errors(snn, _profile_input(ctx), cfg.timesteps)
     if errors:
         record["analog_ops"] = errors

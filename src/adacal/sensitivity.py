@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, fx
 
 from adacal import inputs
+from adacal import progress as reporting
 from adacal.atomic import atomic_write_json
 from adacal.checks import check_timesteps
 from adacal.errors import ConfigError
@@ -247,7 +248,8 @@ def profile(
     spikes: dict[str, dict[float, float]] = {}
     with snn.mode("snn", timesteps=T):
         base = _CachedRun(snn, x, T) if reuse_prefix else None
-        for i, (name, neuron) in enumerate(neurons.items()):
+        steps = reporting.track(neurons.items(), f"profile {knob_.name}", len(neurons), "layer")
+        for i, (name, neuron) in enumerate(steps):
             if progress is not None:
                 progress(i, len(neurons), name)
             done = state["layers"].get(name)

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from adacal import inputs
+from adacal import inputs, progress
 from adacal.calibrate.capture import capture_outputs
 from adacal.checks import check_timesteps
 from adacal.data import InputFn, take_batches
@@ -101,7 +101,9 @@ def correct_bias(
     handles = [n.register_forward_pre_hook(correct) for n in neurons.values()]
     try:
         # all T steps in one call per neuron: the error is measured over the whole run, once
-        snn.run(x, timesteps, sequence=sequence, time_chunk=None)
+        with progress.task(f"{target} correction", len(neurons), "layer") as bar:
+            handles += [n.register_forward_hook(lambda *_: bar.advance()) for n in neurons.values()]
+            snn.run(x, timesteps, sequence=sequence, time_chunk=None)
     finally:
         for h in handles:
             h.remove()
