@@ -33,8 +33,8 @@ METHODS = ("plain", "calibration", "burstfire", "adafire", "adafire+ssc")
 #: option whose default changed since the committed grid of 2025 (so it reproduces that grid).
 DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "previous": {"pipeline": {"phi_profile_thresholds": "largest_phi", "sensitivity_budget": "excess",
-                              "sensitivity_ratio": 1.0},
-                 "sweep": {"alpha_base": 0.6}},
+                              "sensitivity_ratio": 1.0, "check": "none"},
+                 "sweep": {"alpha_base": 0.6, "exit_rule": "eq15"}},
     "current": {"pipeline": {}, "sweep": {}},
 }
 

@@ -201,8 +201,8 @@ def profile(
     Score: ``divergence`` between the ANN's and the SNN's time-averaged outputs on the calibration
     batch ``x`` (default: symmetric KL of the softmax), with only that neuron changed. Cost:
     ``cost_fn(name, spike_map)`` of that neuron's spikes per image (default: the spike count per
-    image). ``checkpoint`` is a JSON file written after every layer; a rerun with the same model, data and candidates picks
-    up from it and gives identical results. ``layers`` restricts profiling to those neurons.
+    image). ``checkpoint`` is a JSON file written after every layer; a rerun with the same model, data
+    and candidates picks up from it and gives identical results. ``layers`` restricts profiling to those neurons.
     ``thresholds[name][value]``: the threshold neuron ``name`` runs with at candidate ``value``
     (e.g. refit for that φ); by default a candidate keeps the neuron's current threshold.
     """

@@ -436,7 +436,8 @@ class ExitPolicy:
     An input exits at the first t with score(O_t) > α_t, and at T regardless. ``+inf`` thresholds
     never exit early, ``-inf`` always exit. ``alpha_base``, ``delta`` and ``mean_entropy`` (Ē_t)
     record how a fitted policy was made (``None`` for hand-built ones); keeping Ē_t lets
-    :meth:`with_alpha_base` re-derive thresholds without touching data again.
+    :meth:`with_alpha_base` re-derive thresholds without touching data again. ``certificate``: how
+    a risk-controlled rule was certified (:class:`adacal.iat.risk.RiskCalibration` as a dict).
     """
 
     thresholds: tuple[float, ...]
@@ -446,6 +447,7 @@ class ExitPolicy:
     alpha_base: float | None = None
     delta: float | None = None
     mean_entropy: tuple[float, ...] | None = field(default=None)
+    certificate: Mapping[str, Any] | None = field(default=None, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "thresholds", _check_thresholds(self.thresholds))
@@ -625,6 +627,7 @@ class ExitPolicy:
             "alpha_base": self.alpha_base,
             "delta": self.delta,
             "mean_entropy": None if self.mean_entropy is None else list(self.mean_entropy),
+            **({} if self.certificate is None else {"certificate": dict(self.certificate)}),
         }
 
     @classmethod
@@ -633,7 +636,7 @@ class ExitPolicy:
         if not isinstance(data, Mapping):
             raise ConfigError(f"an ExitPolicy dict is required, got {type(data).__name__}")
         allowed = {"format", "version", "thresholds", "score", "accumulate", "reduction",
-                   "alpha_base", "delta", "mean_entropy"}
+                   "alpha_base", "delta", "mean_entropy", "certificate"}
         unknown = sorted(set(data) - allowed)
         if unknown:
             raise ConfigError(f"unknown ExitPolicy keys {unknown}; expected a subset of {sorted(allowed)}")
@@ -657,6 +660,7 @@ class ExitPolicy:
             alpha_base=data.get("alpha_base"),
             delta=data.get("delta"),
             mean_entropy=None if me is None else tuple(me),
+            certificate=data.get("certificate"),
         )
 
 
