@@ -166,9 +166,9 @@ def _checked_pick(stage: Search, ctx: _Context, knob: Knob, table: dict[str, dic
     Each configuration is set on the network as it was before the search, then ``stage.then``
     (threshold refit, correction) turns it into the network as it runs, and the held-out check
     measures it. Uniform settings are measured when the additive model says they could beat the
-    uniform reference within the widest budget. A φ-like knob (objective ``"score"``) re-searches with a smaller budget while a
-    pick's measured energy exceeds the measured bound; a ρ-like knob measures the picks of every
-    budget of its ladder. Returns the record: what was compared, and why the pick won.
+    uniform reference within the widest budget. A φ-like knob (objective ``"score"``) re-searches
+    with a smaller budget while a pick's measured energy exceeds the measured bound; a ρ-like knob
+    measures the picks of every budget of its ladder. Returns the record: what was compared, and why the pick won.
     """
     from adacal.search import SearchTable, minimise_cost, minimise_score
 
