@@ -9,7 +9,7 @@ from scipy import stats
 
 from adacal.errors import ConfigError, DataError
 from adacal.iat import ExitPolicy, evaluate_exits
-from adacal.iat.risk import binomial_pvalue, calibrate_exit, default_grid, oracle_exit_steps
+from adacal.iat.risk import binomial_pvalue, calibrate_exit, default_grid, oracle_exit_steps, schedule_thresholds
 
 
 def outputs(T: int, B: int, C: int = 5, seed: int = 0, drift: float = 0.6) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,7 +56,8 @@ def test_binomial_pvalue_is_the_binomial_tail() -> None:
 def test_calibrated_rule_is_the_most_eager_certified_one() -> None:
     x, y = outputs(8, 2000, seed=1)
     policy, rec = calibrate_exit(x, y, epsilon=0.02, delta=0.1)
-    assert rec.certified and policy.accumulate == "mean" and set(policy.thresholds) == {rec.chosen}
+    assert rec.certified and policy.accumulate == "sum" and policy.score == "margin"
+    assert policy.thresholds == tuple(rec.chosen * (8 - t) for t in range(8))  # λ per remaining step
     i = rec.grid.index(rec.chosen)
     assert all(p <= 0.1 for p in rec.pvalues[: i + 1])  # every λ up to the chosen one was rejected in order
     assert rec.pvalues[i + 1] > 0.1 if i + 1 < len(rec.grid) else True
@@ -102,6 +103,20 @@ def test_flip_loss_needs_no_labels_and_is_more_cautious() -> None:
 
 
 def test_default_grid_runs_from_cautious_to_eager() -> None:
-    grid = default_grid()
-    assert grid[0] == math.inf and grid[-1] == -math.inf
-    assert all(a > b for a, b in zip(grid, grid[1:]))
+    for score in ("margin", "confidence"):
+        grid = default_grid(score)
+        assert grid[0] == math.inf and grid[-1] == -math.inf
+        assert all(a > b for a, b in zip(grid, grid[1:]))
+
+
+def test_schedules_and_the_constant_family_replay_exactly() -> None:
+    assert schedule_thresholds(0.5, 4) == (2.0, 1.5, 1.0, 0.5)
+    assert schedule_thresholds(0.5, 3, "constant") == (0.5, 0.5, 0.5)
+    assert schedule_thresholds(math.inf, 2) == (math.inf, math.inf)
+    x, y = outputs(6, 800, seed=4)
+    policy, rec = calibrate_exit(x, y, epsilon=0.03, score="confidence", schedule="constant", accumulate="mean")
+    i = rec.grid.index(rec.chosen)
+    res = evaluate_exits(x, policy, y)
+    assert rec.mean_steps[i] == pytest.approx(res.mean_exit_step)
+    with pytest.raises(ConfigError, match="schedule"):
+        calibrate_exit(x, y, epsilon=0.03, schedule="linear")

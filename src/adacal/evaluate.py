@@ -101,7 +101,6 @@ def fit_risk_exit(
     epsilon: float,
     confidence: float = 0.9,
     loss: str = "error",
-    score: str = "confidence",
     max_batches: int | None = None,
 ) -> ExitPolicy:
     """The risk-controlled exit rule (:func:`adacal.iat.calibrate_exit`) on held-out training ``data``.
@@ -124,7 +123,7 @@ def fit_risk_exit(
         outs.append(out)
         ys.append(y)
     policy, _ = calibrate_exit(torch.cat(outs, 1), torch.cat(ys), epsilon=epsilon, delta=1.0 - confidence,
-                               loss=loss, score=score)
+                               loss=loss)
     return policy
 
 

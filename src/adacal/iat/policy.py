@@ -45,8 +45,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SCORE_KINDS: tuple[str, ...] = ("entropy", "confidence")
-"""``entropy``: 1 − H(softmax(O))/log C (the paper's score); ``confidence``: max softmax probability."""
+SCORE_KINDS: tuple[str, ...] = ("entropy", "confidence", "margin")
+"""``entropy``: 1 − H(softmax(O))/log C (the paper's score); ``confidence``: max softmax probability;
+``margin``: the largest output minus the second largest (in output units, not bounded; it does not
+saturate as probabilities do when outputs are summed over many steps)."""
 
 ACCUMULATE_MODES: tuple[str, ...] = ("sum", "mean")
 """``sum``: score O_t itself (method.md); ``mean``: score O_t / t (a softmax temperature of t)."""
@@ -203,11 +205,12 @@ def _reduce(per_pixel: Tensor, reduction: str) -> Tensor:
 
 
 def scores(cum_output: Tensor, kind: str = "entropy", reduction: str = "mean") -> Tensor:
-    """Confidence of each sample's (already accumulated) output, shape [B], in [0, 1].
+    """Confidence of each sample's (already accumulated) output, shape [B].
 
-    ``kind="entropy"``: 1 − H(softmax)/log C (seed eq. 15's score); ``"confidence"``: max softmax
-    probability. Dense outputs ``[B, C, *spatial]`` are scored per pixel and reduced per image by
-    ``reduction`` (``"mean"`` over pixels, or ``"min"``: the least confident pixel decides).
+    ``kind="entropy"``: 1 − H(softmax)/log C (seed eq. 15's score) and ``"confidence"``: max softmax
+    probability, both in [0, 1]; ``"margin"``: top-1 minus top-2 output (≥ 0). Dense outputs
+    ``[B, C, *spatial]`` are scored per pixel and reduced per image by ``reduction`` (``"mean"`` over
+    pixels, or ``"min"``: the least confident pixel decides).
     The dtype is the input's, promoted to at least float32; the device is the input's.
     """
     _check_choice("kind", kind, SCORE_KINDS)
@@ -217,6 +220,10 @@ def scores(cum_output: Tensor, kind: str = "entropy", reduction: str = "mean") -
         return torch.empty(0, dtype=_acc_dtype(x.dtype), device=x.device)
     if kind == "entropy":
         per_pixel = 1.0 - normalized_entropy(x)
+    elif kind == "margin":
+        xf = x.to(_acc_dtype(x.dtype))
+        top = xf.topk(2, dim=1).values if x.shape[1] > 1 else torch.cat([xf, torch.full_like(xf, -math.inf)], 1)
+        per_pixel = top.select(1, 0) - top.select(1, 1)
     else:
         per_pixel = torch.softmax(x.to(_acc_dtype(x.dtype)), dim=1).amax(dim=1)
     return _reduce(per_pixel, reduction)

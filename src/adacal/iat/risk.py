@@ -1,9 +1,11 @@
 """Early exit with a guarantee: an exit rule calibrated for a tolerated accuracy drop (risk control).
 
 The paper's schedule (eq. 15) sets α_t from entropy statistics; nothing bounds what it costs. Here
-the exit rule is one member of a family ordered from cautious to eager — ``score(O_t/t) > λ`` at every
-step, on the running *mean* output, so the same λ means the same certainty at any t and any T — and
-λ is calibrated on held-out training inputs with Learn-then-Test (Angelopoulos et al., 2021):
+the exit rule is one member of a family ordered from cautious to eager — by default, exit after step
+t when the running output's lead (top-1 minus top-2 of O_t = Σ_{k≤t} out_k) exceeds λ·(T − t + 1):
+λ per step still to come, so the schedule scales with T and tightens as the remaining steps (what
+could still overturn the lead) grow — and λ is calibrated on held-out training inputs with
+Learn-then-Test (Angelopoulos et al., 2021):
 
 * the loss of an input under λ is 1 when exiting changes its outcome against running all T steps
   (``loss="error"``: right at T, wrong at its exit; ``loss="flip"``: any other prediction than at T,
@@ -33,13 +35,16 @@ from torch import Tensor
 from adacal.errors import ConfigError, DataError
 from adacal.iat.policy import ExitPolicy, _acc_dtype, _check_choice, _check_labels, _check_per_step, scores
 
-__all__ = ["LOSSES", "RiskCalibration", "binomial_pvalue", "calibrate_exit", "default_grid", "oracle_exit_steps"]
+__all__ = ["LOSSES", "SCHEDULES", "RiskCalibration", "binomial_pvalue", "calibrate_exit", "default_grid",
+           "oracle_exit_steps", "schedule_thresholds"]
 
 log = logging.getLogger(__name__)
 
 #: ``error``: right after all T steps, wrong at the exit (labels needed); ``flip``: a prediction other
 #: than the one after all T steps (no labels). Either upper-bounds the accuracy drop against full T.
 LOSSES = ("error", "flip")
+#: How λ becomes the thresholds α_1..α_T: ``remaining`` — λ·(T − t + 1); ``constant`` — λ at every step.
+SCHEDULES = ("remaining", "constant")
 
 
 def binomial_pvalue(losses: int, n: int, epsilon: float) -> float:
@@ -67,11 +72,25 @@ def oracle_exit_steps(per_step_outputs: Tensor) -> Tensor:
     return last_diff + 1
 
 
-def default_grid(score: str = "confidence") -> tuple[float, ...]:
-    """λ from cautious to eager: confidences 1 − 10^(−k/8) down to 0 (dense near 1, where it matters)."""
-    _check_choice("score", score, ("confidence", "entropy"))
+def default_grid(score: str = "margin") -> tuple[float, ...]:
+    """λ from cautious to eager, fixed before any data is seen (as Learn-then-Test requires).
+
+    ``margin``: +∞, then 10^(3 − k/16) for k = 0..112 (1000 down to 1e-4, 16 per decade), 0, −∞;
+    ``confidence``/``entropy``: +∞, 1 − 10^(−k/8) for k = 48..1, then 0.2 down to 0.02, −∞.
+    """
+    _check_choice("score", score, ("margin", "confidence", "entropy"))
+    if score == "margin":
+        return (math.inf, *[10 ** (3 - k / 16) for k in range(113)], 0.0, -math.inf)
     eager = [1.0 - 10 ** (-k / 8) for k in range(48, 0, -1)]  # 1 − 1e-6 ... 1 − 10^(−1/8)
     return (math.inf, *eager, *[0.2 - 0.02 * i for i in range(10)], -math.inf)
+
+
+def schedule_thresholds(lam: float, T: int, schedule: str = "remaining") -> tuple[float, ...]:
+    """α_1..α_T of the family member λ: λ·(T − t + 1) (``remaining``) or λ (``constant``)."""
+    _check_choice("schedule", schedule, SCHEDULES)
+    if schedule == "constant" or not math.isfinite(lam) or lam == 0:
+        return (float(lam),) * T
+    return tuple(float(lam * (T - t + 1)) for t in range(1, T + 1))
 
 
 @dataclass(frozen=True)
@@ -87,6 +106,9 @@ class RiskCalibration:
     losses: tuple[int, ...]
     pvalues: tuple[float, ...]
     mean_steps: tuple[float, ...]
+    score: str = "margin"
+    schedule: str = "remaining"
+    accumulate: str = "sum"
 
     @property
     def certified(self) -> bool:
@@ -97,7 +119,8 @@ class RiskCalibration:
         def enc(v: float) -> float | str:
             return v if math.isfinite(v) else ("inf" if v > 0 else "-inf")
 
-        return {"epsilon": self.epsilon, "delta": self.delta, "loss": self.loss, "n": self.n,
+        return {"epsilon": self.epsilon, "delta": self.delta, "loss": self.loss, "n": self.n, "score": self.score,
+                "schedule": self.schedule, "accumulate": self.accumulate,
                 "chosen": enc(self.chosen), "certified": self.certified, "grid": [enc(v) for v in self.grid],
                 "losses": list(self.losses), "pvalues": list(self.pvalues), "mean_steps": list(self.mean_steps)}
 
@@ -112,14 +135,14 @@ def _outcome_loss(pred_exit: Tensor, pred_full: Tensor, labels: Tensor | None, l
     return right_full & ~right_exit
 
 
-def _trajectory(x: Tensor, score: str) -> tuple[Tensor, Tensor]:
-    """Score of the running mean O_t/t and argmax of O_t after every step, exactly as the exit rule
-    (:func:`adacal.iat.exit_mask` with ``accumulate="mean"``) computes them."""
+def _trajectory(x: Tensor, score: str, accumulate: str) -> tuple[Tensor, Tensor]:
+    """Score and argmax of the running output after every step, exactly as the exit rule
+    (:func:`adacal.iat.exit_mask`) computes them."""
     running = torch.zeros(x.shape[1:], dtype=_acc_dtype(x.dtype), device=x.device)
     conf, pred = [], []
     for t in range(1, x.shape[0] + 1):
         running += x[t - 1]
-        conf.append(scores(running / t, score))
+        conf.append(scores(running / t if accumulate == "mean" else running, score))
         pred.append(running.argmax(dim=1))
     return torch.stack(conf), torch.stack(pred)
 
@@ -131,17 +154,23 @@ def calibrate_exit(
     epsilon: float,
     delta: float = 0.1,
     loss: str = "error",
-    score: str = "confidence",
+    score: str = "margin",
+    schedule: str = "remaining",
+    accumulate: str = "sum",
     grid: Sequence[float] | None = None,
 ) -> tuple[ExitPolicy, RiskCalibration]:
-    """The most eager exit rule ``score(O_t/t) > λ`` whose accuracy drop against full T is certified ≤ ε.
+    """The most eager exit rule of the family whose accuracy drop against full T is certified ≤ ε.
 
-    ``per_step_outputs``: ``[T, B, C, ...]`` of held-out training inputs (never the inputs the SNN was
-    calibrated on, never test inputs); ``labels`` for ``loss="error"``. ``epsilon``: the tolerated
-    drop as a fraction (0.001 = 0.1 points); ``delta``: 1 − the confidence of the guarantee.
-    Returns the policy and its :class:`RiskCalibration` record.
+    The family: exit after step t when ``score(O_t) > α_t(λ)`` (:func:`schedule_thresholds`; ``O_t``
+    the running sum, or mean with ``accumulate="mean"``), λ over ``grid`` (default
+    :func:`default_grid`). ``per_step_outputs``: ``[T, B, C, ...]`` of held-out training inputs
+    (never the inputs the SNN was calibrated on, never test inputs); ``labels`` for
+    ``loss="error"``. ``epsilon``: the tolerated drop as a fraction (0.001 = 0.1 points);
+    ``delta``: 1 − the confidence of the guarantee. Returns the policy and its
+    :class:`RiskCalibration` record (also in ``policy.certificate``).
     """
     _check_choice("loss", loss, LOSSES)
+    _check_choice("schedule", schedule, SCHEDULES)
     x = _check_per_step(per_step_outputs)
     if loss == "error":
         if labels is None:
@@ -153,15 +182,16 @@ def calibrate_exit(
     lambdas = tuple(float(v) for v in (grid if grid is not None else default_grid(score)))
     if not lambdas:
         raise ConfigError("the λ grid is empty")
-    conf, pred = _trajectory(x, score)  # [T, B] each: the exit score and prediction after every step
+    conf, pred = _trajectory(x, score, accumulate)  # [T, B] each: the exit score and prediction after every step
     full = pred[-1]
     rows = torch.arange(n, device=x.device)
     chosen, losses, pvalues, steps = math.inf, [], [], []
     testing = True
     for lam in lambdas:
-        leave = conf > lam
+        alphas = schedule_thresholds(lam, T, schedule)
+        leave = torch.stack([conf[t] > alphas[t] for t in range(T)])  # as exit_mask compares, step by step
         leave[-1] = True  # every input stops at T
-        first = leave.int().argmax(0)  # the first step whose score passes λ (0-based)
+        first = leave.int().argmax(0)  # the first step whose score passes its threshold (0-based)
         k = int(_outcome_loss(pred[first, rows], full, labels, loss).sum())
         p = binomial_pvalue(k, n, epsilon)
         losses.append(k)
@@ -172,8 +202,10 @@ def calibrate_exit(
         else:
             testing = False  # fixed-sequence testing stops at the first hypothesis it cannot reject
     record = RiskCalibration(epsilon=float(epsilon), delta=float(delta), loss=loss, n=n, chosen=chosen,
-                             grid=lambdas, losses=tuple(losses), pvalues=tuple(pvalues), mean_steps=tuple(steps))
-    policy = ExitPolicy(thresholds=(chosen,) * T, score=score, accumulate="mean", certificate=record.to_dict())
+                             grid=lambdas, losses=tuple(losses), pvalues=tuple(pvalues), mean_steps=tuple(steps),
+                             score=score, schedule=schedule, accumulate=accumulate)
+    policy = ExitPolicy(thresholds=schedule_thresholds(chosen, T, schedule), score=score, accumulate=accumulate,
+                        certificate=record.to_dict())
     log.info("risk-controlled exit (ε=%g, δ=%g, %s loss, n=%d): λ=%s, %.2f mean steps on the calibration inputs",
              epsilon, delta, loss, n, chosen, steps[lambdas.index(chosen)] if chosen in lambdas else T)
     return policy, record
