@@ -9,8 +9,10 @@ interruption; at the end (or with ``--collect``, from the runs finished so far) 
 with a table in ``<out>.md`` and the two plots.
 
 ``--defaults`` picks a named set of settings (:data:`DEFAULTS`): ``previous`` is what the library
-defaulted to before the validated search and the risk-controlled exit (issue 16), ``current`` the
-library's own defaults. Timesteps run in the order given (the most informative first).
+defaulted to before the held-out checks and the risk-controlled exit (issue 16), ``current`` the
+library's own defaults, with 4096 held-out training images (the checks use ``8192 // T`` of them, the
+exit rule all) besides the 256 calibration images, which stay the same images. Timesteps run in the
+order given (the most informative first).
 
     python benchmarks/cifar10_methods.py --defaults previous --timesteps 4 8 2 1 16 32 --threads 1
     python benchmarks/cifar10_methods.py --defaults previous --collect        # results so far
@@ -34,8 +36,8 @@ METHODS = ("plain", "calibration", "burstfire", "adafire", "adafire+ssc")
 DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "previous": {"pipeline": {"phi_profile_thresholds": "largest_phi", "sensitivity_budget": "excess",
                               "sensitivity_ratio": 1.0, "check": "none"},
-                 "sweep": {"alpha_base": 0.6, "exit_rule": "eq15"}},
-    "current": {"pipeline": {}, "sweep": {}},
+                 "sweep": {"alpha_base": 0.6, "exit_rule": "eq15"}, "data": {}},
+    "current": {"pipeline": {}, "sweep": {"check_rows": 8192}, "data": {"holdout_size": 4096}},
 }
 
 
@@ -44,7 +46,7 @@ def job_for(args: argparse.Namespace) -> JobConfig:
     pipeline = load_config(PipelineConfig, {"phi_target": 4, **preset["pipeline"]}, "pipeline")
     sweep = load_config(SweepConfig, {"methods": list(args.methods), "timesteps": list(args.timesteps),
                                       "profile_rows": args.profile_rows, **preset["sweep"]}, "sweep")
-    extra = {} if args.holdout_size is None else {"holdout_size": args.holdout_size}
+    extra = {**preset["data"], **({} if args.holdout_size is None else {"holdout_size": args.holdout_size})}
     data = DataSpec(dataset="cifar10", data_dir=args.data_dir, calib_size=args.calib_size, calib_batch_size=128,
                     batch_size=250, test_size=args.test_size, **extra)
     weights = args.weights or str(REPO / "zoo" / f"{args.model}_cifar10.pt")
@@ -64,7 +66,7 @@ def main() -> None:
     ap.add_argument("--calib-size", type=int, default=256)
     ap.add_argument("--holdout-size", type=int, default=None,
                     help="held-out training images for the searches' checks and the exit rule (default: the "
-                         "library's)")
+                         "preset's)")
     ap.add_argument("--profile-rows", type=int, default=512,
                     help="sensitivity profiling uses max(16, rows // T) calibration images")
     ap.add_argument("--threads", type=int, default=1)

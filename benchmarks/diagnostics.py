@@ -48,7 +48,7 @@ from adacal.models import build_model
 from adacal.pipeline import PipelineConfig, convert
 from adacal.report.diagnostics_plots import plot_error_decomposition, plot_sensitivity_correlation
 from adacal.sensitivity import profile
-from adacal.training import train_classifier
+from adacal.training import train_model
 
 SCORES = ("paper", "per_candidate", "burstfire_context", "holdout_kl", "holdout_disagreement")
 
@@ -78,7 +78,7 @@ def digits(args: argparse.Namespace) -> None:
     name = "digits_cnn"
     sp = get_splits("digits")
     ann = build_model("digits_cnn", 10)
-    train_classifier(ann, make_loader(sp.train, 64, shuffle=True, seed=0), epochs=8, lr=0.05)
+    train_model(ann, make_loader(sp.train, 64, shuffle=True, seed=0), epochs=8, lr=0.05, log_every=0)
     ann.eval()
     calib = make_loader(sp.calib, 128)
     snn, _ = convert(ann, calib, config=PipelineConfig(method="calibration", timesteps=args.T))

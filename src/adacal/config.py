@@ -292,9 +292,11 @@ class SweepConfig:
     ``exit_rule="risk"`` — certified to lose at most ``exit_epsilon`` accuracy points against full T
     with probability ``exit_confidence``, calibrated on held-out training data
     (:func:`adacal.iat.calibrate_exit`) — or ``"eq15"``, the paper's α schedule with ``alpha_base``;
-    ``iat_curve``: α_base values for the eq. 15 accuracy-versus-mean-timesteps curve at the largest T.
-    ``profile_rows``: if set, profiling uses ``max(16, profile_rows // T)`` calibration samples at
-    each T (constant profiling cost).
+    ``iat_curve``: α_base values for the eq. 15 accuracy-versus-mean-timesteps curve at the largest T;
+    ``exit_curve``: the tolerated drops ε (points) of the risk rule's curve. ``profile_rows``: if
+    set, profiling uses ``max(16, profile_rows // T)`` calibration samples at each T (constant
+    profiling cost); ``check_rows`` likewise sets the held-out check's images to
+    ``max(128, check_rows // T)``.
     """
 
     methods: tuple[str, ...] = ("all",)
@@ -304,10 +306,12 @@ class SweepConfig:
     alpha_base: float = 0.6
     iat_curve: tuple[float, ...] = DEFAULT_IAT_CURVE
     profile_rows: int | None = None
+    check_rows: int | None = None
     exit_rule: str = "risk"
     exit_epsilon: float = 0.1
     exit_confidence: float = 0.9
     exit_loss: str = "error"
+    exit_curve: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0)
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -330,7 +334,10 @@ class SweepConfig:
         object.__setattr__(self, "iat_curve", tuple(check_number("sweep.iat_curve", a) for a in self.iat_curve))
         check_number("sweep.alpha_base", self.alpha_base)
         check_int("sweep.profile_rows", self.profile_rows, minimum=1, allow_none=True)
+        check_int("sweep.check_rows", self.check_rows, minimum=1, allow_none=True)
         check_exit("sweep", self)
+        object.__setattr__(self, "exit_curve", tuple(check_number("sweep.exit_curve", e, above=0.0, below=100.0)
+                                                     for e in self.exit_curve))
         if self.iat_method is None:  # the default method when swept; otherwise no IAT runs
             object.__setattr__(self, "iat", self.iat and DEFAULT_METHOD in methods)
             object.__setattr__(self, "iat_method", DEFAULT_METHOD)
@@ -363,6 +370,7 @@ class EvaluateConfig:
     exit_epsilon: float = 0.1
     exit_confidence: float = 0.9
     exit_loss: str = "error"
+    exit_curve: tuple[float, ...] = ()
     version: int = 1
 
     def __post_init__(self) -> None:

@@ -18,7 +18,7 @@ from adacal.iat.runtime import run_early_exit
 from adacal.spiking_model import SpikingModel
 from adacal.tasks import Task, get_task
 
-__all__ = ["evaluate", "evaluate_ann", "fit_exit_policy", "fit_risk_exit", "task_batches"]
+__all__ = ["evaluate", "evaluate_ann", "fit_exit_policy", "fit_risk_exit", "held_out_outputs", "task_batches"]
 
 log = logging.getLogger(__name__)
 
@@ -92,25 +92,9 @@ def fit_exit_policy(
 
 
 @torch.no_grad()
-def fit_risk_exit(
-    snn: SpikingModel,
-    data: Any,
-    *,
-    timesteps: int,
-    task: str | Task = "classification",
-    epsilon: float,
-    confidence: float = 0.9,
-    loss: str = "error",
-    max_batches: int | None = None,
-) -> ExitPolicy:
-    """The risk-controlled exit rule (:func:`adacal.iat.calibrate_exit`) on held-out training ``data``.
-
-    ``epsilon``: the tolerated accuracy drop against full T, a fraction (0.001 = 0.1 points), held
-    with probability ``confidence`` over the draw of ``data`` — which must be training inputs the
-    SNN was not calibrated on (and never test inputs). Needs tensor outputs ``[B, C, ...]``.
-    """
-    from adacal.iat.risk import calibrate_exit
-
+def held_out_outputs(snn: SpikingModel, data: Any, *, timesteps: int, task: str | Task = "classification",
+                     max_batches: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every step's output ``[T, B, C, ...]`` and the targets on ``data`` (what an exit rule is calibrated on)."""
     T = check_timesteps(timesteps)
     dev = model_device(snn)
     task = get_task(task)
@@ -122,8 +106,33 @@ def fit_risk_exit(
                               "use exit_rule='eq15' for this task")
         outs.append(out)
         ys.append(y)
-    policy, _ = calibrate_exit(torch.cat(outs, 1), torch.cat(ys), epsilon=epsilon, delta=1.0 - confidence,
-                               loss=loss)
+    return torch.cat(outs, 1), torch.cat(ys)
+
+
+def fit_risk_exit(
+    snn: SpikingModel,
+    data: Any,
+    *,
+    timesteps: int,
+    task: str | Task = "classification",
+    epsilon: float,
+    confidence: float = 0.9,
+    loss: str = "error",
+    max_batches: int | None = None,
+    outputs: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> ExitPolicy:
+    """The risk-controlled exit rule (:func:`adacal.iat.calibrate_exit`) on held-out training ``data``.
+
+    ``epsilon``: the tolerated accuracy drop against full T, a fraction (0.001 = 0.1 points), held
+    with probability ``confidence`` over the draw of ``data`` — which must be training inputs the
+    SNN was not calibrated on (and never test inputs). Needs tensor outputs ``[B, C, ...]``.
+    ``outputs``: :func:`held_out_outputs` already recorded (then ``data`` is not read).
+    """
+    from adacal.iat.risk import calibrate_exit
+
+    out, y = outputs if outputs is not None else held_out_outputs(snn, data, timesteps=timesteps, task=task,
+                                                                  max_batches=max_batches)
+    policy, _ = calibrate_exit(out, y, epsilon=epsilon, delta=1.0 - confidence, loss=loss)
     return policy
 
 

@@ -239,10 +239,11 @@ def evaluate_snn(snn: Any, data: Data, *, timesteps: int, iat: bool = False, alp
     :class:`~adacal.config.EvaluateConfig`; None: the eq. 15 rule with ``alpha_base``). The eq. 15
     policy is fitted on the calibration data; the risk-controlled rule on ``held_out`` (training
     inputs the SNN was not calibrated on; default: :func:`held_out_data`). Returns ``(evaluation,
-    policy or None, curve or None)``; the curve re-derives the eq. 15 policy for each α_base in
-    ``curve_alphas`` (no refit) and evaluates it.
+    policy or None, curve or None)``; the curve re-derives the policy for each value of
+    ``curve_alphas`` — α_base (eq. 15, no refit) or ε in points (the risk rule, recertified on the
+    same held-out outputs) — and evaluates it.
     """
-    from adacal.evaluate import evaluate, fit_exit_policy, fit_risk_exit
+    from adacal.evaluate import evaluate, fit_exit_policy, fit_risk_exit, held_out_outputs
 
     task = data.task
     if not iat:
@@ -250,12 +251,24 @@ def evaluate_snn(snn: Any, data: Data, *, timesteps: int, iat: bool = False, alp
     if not task.supports_exit:
         raise ConfigError(f"task {task.name!r} defines no early exit; turn IAT off (--no-iat)")
     if exit is not None and exit.exit_rule == "risk":
-        policy = fit_risk_exit(snn, held_out if held_out is not None else held_out_data(data), timesteps=timesteps,
-                               task=task, epsilon=exit.exit_epsilon / 100.0, confidence=exit.exit_confidence,
-                               loss=exit.exit_loss)
-        curve_alphas = ()
-    else:
-        policy = fit_exit_policy(snn, data.calib, timesteps=timesteps, task=task, alpha_base=alpha_base)
+        recorded = held_out_outputs(snn, held_out if held_out is not None else held_out_data(data),
+                                    timesteps=timesteps, task=task)
+
+        def risk_policy(eps: float) -> Any:
+            return fit_risk_exit(snn, None, timesteps=timesteps, task=task, epsilon=eps / 100.0,
+                                 confidence=exit.exit_confidence, loss=exit.exit_loss, outputs=recorded)
+
+        policy = risk_policy(exit.exit_epsilon)
+        evaluation = evaluate(snn, data.test, timesteps=timesteps, task=task, exit_policy=policy, examples=examples)
+        curve = None
+        if curve_alphas:  # for this rule: the tolerated drops ε (points) of the curve
+            curve = []
+            for e in curve_alphas:
+                m = evaluate(snn, data.test, timesteps=timesteps, task=task, exit_policy=risk_policy(e))
+                curve.append({"epsilon": float(e), "mean_timesteps": float(m["mean_timesteps"]),
+                              "value": m["metrics"].get(task.headline), "energy_mj": m.get("energy_mj")})
+        return evaluation, policy, curve
+    policy = fit_exit_policy(snn, data.calib, timesteps=timesteps, task=task, alpha_base=alpha_base)
     evaluation = evaluate(snn, data.test, timesteps=timesteps, task=task, exit_policy=policy, examples=examples)
     curve = None
     if curve_alphas:
@@ -339,6 +352,8 @@ def run_sweep(ann: nn.Module, data: Data, job: JobConfig, *, results: dict[str, 
         cfg = replace(job.pipeline, method=method, timesteps=T)
         if sweep.profile_rows is not None:
             cfg = replace(cfg, profile_batch=max(16, sweep.profile_rows // T))
+        if sweep.check_rows is not None:
+            cfg = replace(cfg, check_images=max(128, sweep.check_rows // T))
         t0 = time.perf_counter()
         snn, record = convert_ann(ann, data, cfg)
         t1 = time.perf_counter()
@@ -346,7 +361,8 @@ def run_sweep(ann: nn.Module, data: Data, job: JobConfig, *, results: dict[str, 
             if name in done:
                 continue
             with_iat = name != names[0]
-            curve = sweep.iat_curve if with_iat and T == max(sweep.timesteps) else ()
+            curve = (sweep.iat_curve if sweep.exit_rule == "eq15" else sweep.exit_curve) \
+                if with_iat and T == max(sweep.timesteps) else ()
             t2 = time.perf_counter()
             evaluation, policy, points = evaluate_snn(snn, data, timesteps=T, iat=with_iat,
                                                       alpha_base=sweep.alpha_base, curve_alphas=curve,
@@ -507,7 +523,8 @@ def evaluate_saved(folder: str | os.PathLike[str], job: JobConfig, *, command: s
     t0 = time.perf_counter()
     results["ann"]["metrics"] = evaluate_ann(ann, data.test, task=data.task)
     evaluation, policy, curve = evaluate_snn(snn, data, timesteps=T, iat=ev.iat, alpha_base=ev.alpha_base,
-                                             curve_alphas=ev.iat_curve, exit=ev,
+                                             curve_alphas=ev.iat_curve if ev.exit_rule == "eq15" else ev.exit_curve,
+                                             exit=ev,
                                              held_out=held_out_data(data, job.pipeline))
     results["ann"]["energy_mj"] = evaluation.get("ann_energy_mj")
     results["runs"].append(res.make_run(str(record.get("method", "?")), T, evaluation, iat=ev.iat, record=record,
