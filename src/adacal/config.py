@@ -308,7 +308,7 @@ class SweepConfig:
     profile_rows: int | None = None
     check_rows: int | None = None
     exit_rule: str = "risk"
-    exit_epsilon: float = 0.1
+    exit_epsilon: float = 0.3
     exit_confidence: float = 0.9
     exit_loss: str = "error"
     exit_curve: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0)
@@ -367,7 +367,7 @@ class EvaluateConfig:
     alpha_base: float = 0.6
     iat_curve: tuple[float, ...] = ()
     exit_rule: str = "risk"
-    exit_epsilon: float = 0.1
+    exit_epsilon: float = 0.3
     exit_confidence: float = 0.9
     exit_loss: str = "error"
     exit_curve: tuple[float, ...] = ()
