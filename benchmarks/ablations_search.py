@@ -39,6 +39,8 @@ def main() -> None:
     ap.add_argument("--test-size", type=int, default=2000)
     ap.add_argument("--holdout", type=int, default=4096)
     ap.add_argument("--check-rows", type=int, default=8192)
+    ap.add_argument("--sensitivity-ratio", type=float, default=5.0,
+                    help="the largest r of the ρ ladder the check measures (all of it is tested here)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     start(args.threads)
@@ -74,7 +76,7 @@ def main() -> None:
                                                                         profile_batch=max(16, 512 // T), **over))
                 test(snn, T, name, {})
         cfg = PipelineConfig(method="adafire+ssc", timesteps=T, phi_target=4, profile_batch=max(16, 512 // T),
-                             check_images=max(128, args.check_rows // T))
+                             check_images=max(128, args.check_rows // T), sensitivity_ratio=args.sensitivity_ratio)
         snn, rec = convert(ann, data.calib, config=cfg, holdout_data=data.holdout)
         held = take_split(data.holdout, 0, cfg.check_images, input_fn=lambda b: b[0])[1]  # as the pipeline took them
         check = HoldoutCheck(snn, held, timesteps=T)
