@@ -120,3 +120,14 @@ def test_schedules_and_the_constant_family_replay_exactly() -> None:
     assert rec.mean_steps[i] == pytest.approx(res.mean_exit_step)
     with pytest.raises(ConfigError, match="schedule"):
         calibrate_exit(x, y, epsilon=0.03, schedule="linear")
+
+
+def test_margin_score_is_the_lead_of_the_top_output() -> None:
+    from adacal.iat import scores
+
+    out = torch.tensor([[3.0, 1.0, 2.5], [0.0, 4.0, -1.0]])
+    assert scores(out, "margin").tolist() == pytest.approx([0.5, 4.0])
+    dense = torch.zeros(1, 2, 2, 2)
+    dense[0, 0] = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    assert scores(dense, "margin").tolist() == pytest.approx([2.5])  # per pixel, mean over pixels
+    assert scores(torch.ones(2, 1), "margin").tolist() == [math.inf, math.inf]  # one class: certain
