@@ -69,6 +69,24 @@ def grid() -> dict[str, dict[int, dict[str, Any]]]:
     return rows
 
 
+def current_view() -> list[dict[str, Any]]:
+    """One record per (method, T) as the library now stands: current defaults where run, else previous."""
+    g = grid()
+    names = {m: [m] for m in PLAIN}
+    names.update({"adafire": ["adafire, current defaults", "adafire, previous defaults"],
+                  "adafire+ssc": ["adafire+ssc, current defaults", "adafire+ssc, previous defaults"],
+                  "adafire+ssc+iat": ["adafire+ssc + IAT, certified ε = 0.3 pt (current)",
+                                      "adafire+ssc + IAT, eq. 15 α_base 0.6 (previous)"]})
+    out = []
+    Ts = sorted({T for r in g.values() for T in r})
+    for m, rows in names.items():
+        for T in Ts:
+            x = next((g[r][T] for r in rows if T in g.get(r, {})), None)
+            if x is not None:
+                out.append({**x, "method": m})
+    return out
+
+
 def grid_section() -> list[str]:
     rows = grid()
     if not rows:
