@@ -140,10 +140,10 @@ class PipelineConfig:
     ``r·Σ_i E_i(φ_target)``; ``sensitivity_ratio`` (r of the ρ search). ``search_cost``: ``"sops"`` —
     the energy model's synaptic operations, consistent with reported energy — or ``"spikes"``, the
     paper code's raw spike count. ``profile_batch``: calibration samples used for profiling.
-    ``phi_profile_thresholds``: ``"largest_phi"`` (the paper: every φ profiled at the thresholds
-    fitted for 2·φ_target; the searched network then spends ≈1.3× BurstFire's energy on CIFAR-10)
-    or ``"per_candidate"`` (each φ at its own refit threshold: BurstFire's energy, see
-    benchmarks/results/ablations.md). ``sensitivity_budget``: ``"excess"`` — only increases of
+    ``phi_profile_thresholds``: ``"per_candidate"`` (each φ at its own refit threshold, so the profiled
+    costs are those of the network as it runs: BurstFire's energy) or ``"largest_phi"`` (the paper:
+    every φ profiled at the thresholds fitted for 2·φ_target; unchecked, the searched network then
+    spends ≈1.3× BurstFire's energy on CIFAR-10, benchmarks/results/ablations.md). ``sensitivity_budget``: ``"excess"`` — only increases of
     sensitivity count, Σ max(0, S_i(ρ_i) − S_i(1)) ≤ (r − 1)·S — or ``"sum"``, the paper's
     Σ S_i(ρ_i) ≤ r·Σ S_i(1).
 
@@ -154,7 +154,8 @@ class PipelineConfig:
     (``"kl"``: the task's divergence to the ANN; ``"agreement"``: top-1 disagreement with the ANN):
     φ — the lowest score within ``energy_ratio`` × the measured energy of uniform φ_target; ρ — the
     lowest measured energy whose score is at most (1 + ``check_tolerance``) × the unsearched
-    network's, exploring sensitivity ratios up to ``sensitivity_ratio``.
+    network's, among the picks of sensitivity ratios from 1 up to ``check_ratio`` (and
+    ``sensitivity_ratio``).
     """
 
     method: str = DEFAULT_METHOD
@@ -165,13 +166,14 @@ class PipelineConfig:
     sensitivity_ratio: float = 1.0
     rho_candidates: tuple[float, ...] = field(default_factory=default_rho_candidates)
     search_cost: str = "sops"
-    phi_profile_thresholds: str = "largest_phi"
+    phi_profile_thresholds: str = "per_candidate"
     sensitivity_budget: str = "excess"
     profile_batch: int = 128
     check: str = "holdout"
     check_metric: str = "kl"
     check_images: int = 1024
     check_tolerance: float = 0.0
+    check_ratio: float = 3.0
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     conversion: ConversionConfig = field(default_factory=ConversionConfig)
     version: int = 1
@@ -182,6 +184,7 @@ class PipelineConfig:
         check_choice("PipelineConfig.check", self.check, ("holdout", "none"))
         check_choice("PipelineConfig.check_metric", self.check_metric, ("kl", "agreement"))
         check_number("PipelineConfig.check_tolerance", self.check_tolerance, minimum=0.0)
+        check_number("PipelineConfig.check_ratio", self.check_ratio, minimum=1.0)
         for name in ("phi_target", "phi_min", "profile_batch", "check_images"):
             check_int(f"PipelineConfig.{name}", getattr(self, name), minimum=1)
         if self.phi_min > 2 * self.phi_target:

@@ -214,11 +214,11 @@ class Rho(Knob):
         return excess_over(table, self._base(table))
 
     def budget_ladder(self, table: Mapping[str, Mapping[Any, tuple[float, float]]], config: Any) -> list[float]:
-        """Sensitivity budgets from r = 1 (only compression predicted free) up to the configured r."""
+        """Sensitivity budgets from r = 1 (only compression predicted free) up to ``check_ratio``."""
         import dataclasses
 
-        top = float(config.sensitivity_ratio)
-        rs = sorted({r for r in RHO_LADDER if r < top} | {top})
+        top = max(float(config.sensitivity_ratio), float(getattr(config, "check_ratio", 1.0)))
+        rs = sorted({r for r in RHO_LADDER if r < top} | {top, float(config.sensitivity_ratio)})
         return [self.budget(table, dataclasses.replace(config, sensitivity_ratio=r)) for r in rs]
 
     def budget(self, table: Mapping[str, Mapping[Any, tuple[float, float]]], config: Any) -> float:
@@ -230,7 +230,7 @@ class Rho(Knob):
         return (config.sensitivity_ratio - 1.0) * network
 
 
-#: The sensitivity ratios r whose ρ picks the held-out check measures (up to ``sensitivity_ratio``).
+#: The sensitivity ratios r whose ρ picks the held-out check measures (up to ``check_ratio``).
 RHO_LADDER = (1.0, 1.25, 1.5, 2.0, 3.0, 5.0)
 
 
