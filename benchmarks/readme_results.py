@@ -109,14 +109,13 @@ def section() -> str:
 
     out += search_readme.grid_section()
     out += targets()
-    out += search_readme.ablations_section()
-    out += search_readme.diagnostics_section()
-    out += search_readme.iat_section()
+    out += ["The held-out checks and the certified early exit in detail: see *Held-out checks and certified "
+            "early exit* above.", ""]
     r = load("ablations")
     if r:
         out += [f"**Search design choices, 2025 (before the held-out checks)** ({r['test_images']} random test "
-                f"images, `{r['command']}`): accuracy % / energy relative to BurstFire (φ=4) at the same T; the SSC rows start from the "
-                "per-candidate AdaFire network:", ""]
+                f"images, `{r['command']}`): accuracy % / energy relative to BurstFire (φ=4) at the same T; the SSC "
+                "rows start from the per-candidate AdaFire network:", ""]
         Ts = sorted({x["T"] for x in r["records"]})
         burst = {x["T"]: x["energy_mj"] for x in r["records"] if x["variant"] == "burstfire"}
         out += ["| variant | " + " | ".join(f"T={T}" for T in Ts) + " |", "|---|" + "---|" * len(Ts)]
@@ -184,14 +183,21 @@ def section() -> str:
     return "\n".join(out)
 
 
+def replace_block(text: str, begin: str, end: str, body: str, heading: str) -> str:
+    block = f"{begin}\n{body}\n{end}"
+    if begin in text:
+        return re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _m: block, text, flags=re.S)
+    return text + f"\n{heading}\n\n{block}\n"
+
+
 def main() -> None:
+    import search_readme
+
     readme = REPO / "README.md"
     text = readme.read_text()
-    block = f"{BEGIN}\n{section()}\n{END}"
-    if BEGIN in text:
-        text = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END), lambda _m: block, text, flags=re.S)
-    else:
-        text += f"\n## Results\n\n{block}\n"
+    text = replace_block(text, BEGIN, END, section(), "## Results")
+    text = replace_block(text, search_readme.BEGIN, search_readme.END, search_readme.section(),
+                         "## Held-out checks and certified early exit")
     readme.write_text(text)
 
 
