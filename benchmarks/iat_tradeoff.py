@@ -76,11 +76,12 @@ def analyse(T: int, rec: dict[str, torch.Tensor], delta: float) -> dict[str, Any
     test, y = rec["test_out"], rec["test_y"]
     fixed = [100 * a for a in fixed_T_accuracy(test, y)]
     full = fixed[-1]
-    oracle = oracle_exit_steps(test).double()
+    steps = oracle_exit_steps(test)
+    oracle = steps.double()
     run: dict[str, Any] = {"T": T, "test_images": int(y.numel()), "holdout_images": int(rec["holdout_y"].numel()),
                            "fixed_t_accuracy": fixed, "full_accuracy": full,
                            "oracle": {"mean_timesteps": float(oracle.mean()), "accuracy": full,
-                                      "histogram": torch.bincount(oracle - 1, minlength=T).tolist()}}
+                                      "histogram": torch.bincount(steps - 1, minlength=T).tolist()}}
     risk = []
     for eps in EPSILONS:
         for loss in ("error", "flip"):
