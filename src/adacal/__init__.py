@@ -7,7 +7,7 @@ Public API (everything else is internal):
   pipeline     convert, PipelineConfig, RECIPES (methods), Recipe, register_recipe
   knobs        KNOBS, Knob, register_knob
   tasks        Task, get_task, register_task
-  evaluation   evaluate, evaluate_ann, fit_exit_policy, ExitPolicy, run_early_exit
+  evaluation   evaluate, evaluate_ann, fit_exit_policy, fit_risk_exit, ExitPolicy, run_early_exit
   energy       EnergyModel, CostTable
   persistence  save_snn, load_snn
   interchange  export_nir, import_nir (extra adacal[nir])
@@ -30,7 +30,7 @@ from adacal.errors import (
     TraceError,
     UnsupportedLayerError,
 )
-from adacal.evaluate import evaluate, evaluate_ann, fit_exit_policy
+from adacal.evaluate import evaluate, evaluate_ann, fit_exit_policy, fit_risk_exit
 from adacal.export import NIRExportError, NIRImportError, export_nir, import_nir
 from adacal.iat import ExitPolicy
 from adacal.iat.runtime import run_early_exit
@@ -86,6 +86,7 @@ __all__ = [
     "evaluate_ann",
     "export_nir",
     "fit_exit_policy",
+    "fit_risk_exit",
     "get_task",
     "import_nir",
     "load_snn",

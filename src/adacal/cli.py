@@ -196,6 +196,11 @@ def _add_pipeline(g: Any) -> None:
 
 def _add_iat(g: Any, section: str, *, flag_help: str) -> None:
     _flag(g, "--iat", key=f"{section}.iat", action=argparse.BooleanOptionalAction, help=flag_help)
+    _flag(g, "--exit-rule", key=f"{section}.exit_rule", choices=("risk", "eq15"),
+          help="early-exit rule: risk (default: certified accuracy drop ≤ --exit-epsilon against full T) or "
+               "eq15 (the paper's α schedule)")
+    _flag(g, "--exit-epsilon", key=f"{section}.exit_epsilon", metavar="POINTS", type=_float,
+          help="tolerated accuracy drop of the risk rule against full T, in points (default 0.3)")
     _flag(g, "--alpha-base", key=f"{section}.alpha_base", metavar="A", type=_float,
           help="IAT α_base of eq. 15 (default 0.6; ImageNet: 0.995)")
     _flag(g, "--iat-curve", key=f"{section}.iat_curve", type=_float_list, metavar="A,B,...",
@@ -424,7 +429,7 @@ def _cmd_demo(job: JobConfig, args: argparse.Namespace, command: str) -> int:
     if args.fast:
         job = replace(job, data=replace(job.data, calib_size=128, test_size=job.data.test_size or 128),
                       train=replace(job.train, epochs=3),
-                      sweep=replace(job.sweep, timesteps=(2,), iat_curve=(0.5, 0.9)))
+                      sweep=replace(job.sweep, timesteps=(2,), iat_curve=(0.5, 0.9), exit_curve=(1.0, 3.0)))
     out = args.out or "runs/demo"
     results = sweep_to_folder(job, out, kind="demo", command=command, train=True, restart=True)
     _print_table(results)

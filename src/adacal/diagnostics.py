@@ -29,9 +29,18 @@ from adacal.neurons.functional import surrogate_rate
 from adacal.sensitivity import SensitivityTable
 from adacal.spiking_model import SpikingModel
 
-__all__ = ["sensitivity_correlation", "error_decomposition"]
+__all__ = ["correlations", "error_decomposition", "sensitivity_correlation"]
 
 log = logging.getLogger(__name__)
+
+
+def correlations(scores: Sequence[float], accuracies: Sequence[float]) -> dict[str, float]:
+    """Pearson, Spearman and Kendall correlation of a score with accuracy (seed Fig. 1's three numbers)."""
+    if len(scores) != len(accuracies) or len(scores) < 3:
+        raise ConfigError(f"correlations need >= 3 (score, accuracy) pairs, got {len(scores)} and {len(accuracies)}")
+    return {"pearson": float(stats.pearsonr(scores, accuracies)[0]),
+            "spearman": float(stats.spearmanr(scores, accuracies)[0]),
+            "kendall": float(stats.kendalltau(scores, accuracies)[0])}
 
 
 @torch.no_grad()
@@ -71,15 +80,8 @@ def sensitivity_correlation(
     finally:
         for k, v in saved.items():
             knob.set(neurons[k], v)
-    s = [p["sensitivity"] for p in points]
-    a = [p["accuracy"] for p in points]
-    result = {
-        "knob": table.knob,
-        "points": points,
-        "pearson": float(stats.pearsonr(s, a)[0]),
-        "spearman": float(stats.spearmanr(s, a)[0]),
-        "kendall": float(stats.kendalltau(s, a)[0]),
-    }
+    result = {"knob": table.knob, "points": points,
+              **correlations([p["sensitivity"] for p in points], [p["accuracy"] for p in points])}
     log.info("sensitivity vs accuracy over %d settings: Pearson %.3f, Spearman %.3f, Kendall %.3f",
              num_settings, result["pearson"], result["spearman"], result["kendall"])
     return result

@@ -12,13 +12,13 @@ import torch
 from adacal import inputs, progress
 from adacal.checks import check_timesteps
 from adacal.devices import model_device
-from adacal.errors import DataError
+from adacal.errors import ConfigError, DataError
 from adacal.iat.policy import ExitPolicy
 from adacal.iat.runtime import run_early_exit
 from adacal.spiking_model import SpikingModel
 from adacal.tasks import Task, get_task
 
-__all__ = ["evaluate", "evaluate_ann", "fit_exit_policy", "task_batches"]
+__all__ = ["evaluate", "evaluate_ann", "fit_exit_policy", "fit_risk_exit", "held_out_outputs", "task_batches"]
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,51 @@ def fit_exit_policy(
     _infer_classes(task, inputs.map_tensors(lambda o: o[0], outputs[0][0]))
     return ExitPolicy.fit_batches(outputs, alpha_base=alpha_base, delta=delta, score=score,
                                   accumulate=task.exit_accumulate, scorer=task.exit_score, correct=task.correct)
+
+
+@torch.no_grad()
+def held_out_outputs(snn: SpikingModel, data: Any, *, timesteps: int, task: str | Task = "classification",
+                     max_batches: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every step's output ``[T, B, C, ...]`` and the targets on ``data`` (what an exit rule is calibrated on)."""
+    T = check_timesteps(timesteps)
+    dev = model_device(snn)
+    task = get_task(task)
+    outs, ys = [], []
+    for x, y in task_batches(data, task, dev, max_batches):
+        out = snn.run(x, T)
+        if not isinstance(out, torch.Tensor) or not isinstance(y, torch.Tensor):
+            raise ConfigError("the risk-controlled exit rule needs one output tensor and tensor targets; "
+                              "use exit_rule='eq15' for this task")
+        outs.append(out)
+        ys.append(y)
+    return torch.cat(outs, 1), torch.cat(ys)
+
+
+def fit_risk_exit(
+    snn: SpikingModel,
+    data: Any,
+    *,
+    timesteps: int,
+    task: str | Task = "classification",
+    epsilon: float,
+    confidence: float = 0.9,
+    loss: str = "error",
+    max_batches: int | None = None,
+    outputs: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> ExitPolicy:
+    """The risk-controlled exit rule (:func:`adacal.iat.calibrate_exit`) on held-out training ``data``.
+
+    ``epsilon``: the tolerated accuracy drop against full T, a fraction (0.001 = 0.1 points), held
+    with probability ``confidence`` over the draw of ``data`` — which must be training inputs the
+    SNN was not calibrated on (and never test inputs). Needs tensor outputs ``[B, C, ...]``.
+    ``outputs``: :func:`held_out_outputs` already recorded (then ``data`` is not read).
+    """
+    from adacal.iat.risk import calibrate_exit
+
+    out, y = outputs if outputs is not None else held_out_outputs(snn, data, timesteps=timesteps, task=task,
+                                                                  max_batches=max_batches)
+    policy, _ = calibrate_exit(out, y, epsilon=epsilon, delta=1.0 - confidence, loss=loss)
+    return policy
 
 
 @torch.no_grad()

@@ -41,8 +41,9 @@ from adacal.models import build_model, load_state_dict_file
 from adacal.tasks import Task, get_task
 
 __all__ = [
-    "Data", "SOURCE_FILE", "convert_ann", "ensure_writable_dir", "evaluate_saved", "evaluate_snn", "load_ann",
-    "load_data", "load_saved", "publish", "read_source", "run_sweep", "save_converted", "subset_facts",
+    "Data", "SOURCE_FILE", "convert_ann", "ensure_writable_dir", "evaluate_saved", "evaluate_snn", "held_out_data",
+    "load_ann", "load_data", "load_saved", "publish", "read_source", "run_sweep", "save_converted", "split_holdout",
+    "subset_facts",
     "sweep_to_folder", "train_ann", "train_to_folder",
 ]
 
@@ -78,7 +79,8 @@ def _sha256(path: str | None) -> str | None:
 # --------------------------------------------------------------------------------------- data
 @dataclass(frozen=True)
 class Data:
-    """A dataset ready for a job: its task, ``calib`` and ``test`` loaders (fixed order), the train set."""
+    """A dataset ready for a job: its task, ``calib`` and ``test`` loaders (fixed order), the train set,
+    and ``holdout``: other training samples for the held-out checks (None unless ``holdout_size``)."""
 
     spec: DataSpec
     info: DatasetInfo
@@ -87,6 +89,7 @@ class Data:
     calib: DataLoader[Any]
     test: DataLoader[Any]
     test_indices: tuple[int, ...] | None = None
+    holdout: DataLoader[Any] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -112,6 +115,15 @@ def load_data(spec: DataSpec, task: str | Task | None = None, *, num_classes: in
                         f"{spec.dataset} files")
     splits = get_splits(spec.dataset, spec.data_dir, calib_size=spec.calib_size, seed=spec.seed,
                         options=spec.options)
+    calib_set, holdout_set = splits.calib, None
+    if spec.holdout_size:
+        try:
+            pool = get_splits(spec.dataset, spec.data_dir, calib_size=spec.calib_size + spec.holdout_size,
+                              seed=spec.seed, options=spec.options).calib
+        except ConfigError as exc:
+            raise ConfigError(f"{exc}: data.calib_size ({spec.calib_size}) + data.holdout_size "
+                              f"({spec.holdout_size}) training samples are needed; lower data.holdout_size") from exc
+        holdout_set = split_holdout(calib_set, pool, spec.holdout_size)
     test_set: Dataset[Any] = splits.test
     picked = None
     if spec.test_size is not None and spec.test_size < len(test_set):  # type: ignore[arg-type]
@@ -119,12 +131,49 @@ def load_data(spec: DataSpec, task: str | Task | None = None, *, num_classes: in
         test_set, picked = subset(test_set, idx), tuple(int(i) for i in idx)
     facts = {"num_classes": num_classes or info.num_classes, "classes": list(info.classes), **info.extra}
     task_obj = get_task(task or info.task, **facts)
-    calib = make_loader(splits.calib, spec.calib_batch_size or spec.batch_size, num_workers=spec.num_workers)
+    calib = make_loader(calib_set, spec.calib_batch_size or spec.batch_size, num_workers=spec.num_workers)
     test = make_loader(test_set, spec.batch_size, num_workers=spec.num_workers)
-    log.info("data %s (%s): %d train, %d calibration, %d test samples%s", spec.dataset, task_obj.name,
-             len(splits.train), len(splits.calib), len(test_set),  # type: ignore[arg-type]
+    holdout = None if holdout_set is None else make_loader(holdout_set, spec.batch_size, num_workers=spec.num_workers)
+    log.info("data %s (%s): %d train, %d calibration, %d held-out, %d test samples%s", spec.dataset, task_obj.name,
+             len(splits.train), len(calib_set), spec.holdout_size, len(test_set),  # type: ignore[arg-type]
              " (seeded random subset)" if picked else "")
-    return Data(spec, info, task_obj, splits.train, calib, test, picked)
+    return Data(spec, info, task_obj, splits.train, calib, test, picked, holdout)
+
+
+def split_holdout(calib: Dataset[Any], pool: Dataset[Any], holdout_size: int) -> Dataset[Any]:
+    """``holdout_size`` samples of ``pool`` (training samples, in its order) that are not in ``calib``.
+
+    Samples are told apart by content, so the calibration samples stay exactly those of a job
+    without a holdout whatever the dataset family, and no held-out sample is a calibration sample.
+    """
+    seen = {_digest(calib[i]) for i in range(len(calib))}  # type: ignore[arg-type]
+    keep = [i for i in range(len(pool)) if _digest(pool[i]) not in seen][:holdout_size]  # type: ignore[arg-type]
+    if len(keep) < holdout_size:
+        raise DataError(f"only {len(keep)} training samples are left for data.holdout_size={holdout_size} besides "
+                        "the calibration samples; lower data.holdout_size")
+    return subset(pool, np.asarray(keep))
+
+
+def _digest(sample: Any) -> str:
+    h = hashlib.sha1()
+
+    def feed(v: Any) -> None:
+        if isinstance(v, torch.Tensor):
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+        elif isinstance(v, np.ndarray):
+            h.update(np.ascontiguousarray(v).tobytes())
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                feed(x)
+        elif isinstance(v, Mapping):
+            for k in sorted(v, key=str):
+                h.update(str(k).encode())
+                feed(v[k])
+        else:
+            h.update(repr(v).encode())
+
+    feed(sample)
+    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------------------- models
@@ -177,25 +226,49 @@ def convert_ann(ann: nn.Module, data: Data, config: PipelineConfig, *,
     from adacal.pipeline import convert
 
     snn, record = convert(ann, data.calib, config=config, input_fn=lambda b: data.task.split_batch(b)[0],
-                          workdir=None if workdir is None else str(workdir), divergence=data.task.divergence)
+                          workdir=None if workdir is None else str(workdir),
+                          divergence=data.task.divergence, holdout_data=data.holdout)
     return snn, dict(record)
 
 
 def evaluate_snn(snn: Any, data: Data, *, timesteps: int, iat: bool = False, alpha_base: float = 0.6,
-                 curve_alphas: tuple[float, ...] = (), examples: int = 0,
-                 ) -> tuple[dict[str, Any], Any, list[dict[str, Any]] | None]:
-    """Test metrics at ``timesteps`` (with an IAT policy fitted on the calibration data if ``iat``).
+                 curve_alphas: tuple[float, ...] = (), examples: int = 0, exit: Any = None,
+                 held_out: Any = None) -> tuple[dict[str, Any], Any, list[dict[str, Any]] | None]:
+    """Test metrics at ``timesteps``, with early exit if ``iat``.
 
-    Returns ``(evaluation, policy or None, curve or None)``; the curve re-derives the policy for
-    each α_base in ``curve_alphas`` (no refit) and evaluates it.
+    ``exit``: the exit settings (a :class:`~adacal.config.SweepConfig` or
+    :class:`~adacal.config.EvaluateConfig`; None: the eq. 15 rule with ``alpha_base``). The eq. 15
+    policy is fitted on the calibration data; the risk-controlled rule on ``held_out`` (training
+    inputs the SNN was not calibrated on; default: :func:`held_out_data`). Returns ``(evaluation,
+    policy or None, curve or None)``; the curve re-derives the policy for each value of
+    ``curve_alphas`` — α_base (eq. 15, no refit) or ε in points (the risk rule, recertified on the
+    same held-out outputs) — and evaluates it.
     """
-    from adacal.evaluate import evaluate, fit_exit_policy
+    from adacal.evaluate import evaluate, fit_exit_policy, fit_risk_exit, held_out_outputs
 
     task = data.task
     if not iat:
         return evaluate(snn, data.test, timesteps=timesteps, task=task, examples=examples), None, None
     if not task.supports_exit:
         raise ConfigError(f"task {task.name!r} defines no early exit; turn IAT off (--no-iat)")
+    if exit is not None and exit.exit_rule == "risk":
+        recorded = held_out_outputs(snn, held_out if held_out is not None else held_out_data(data),
+                                    timesteps=timesteps, task=task)
+
+        def risk_policy(eps: float) -> Any:
+            return fit_risk_exit(snn, None, timesteps=timesteps, task=task, epsilon=eps / 100.0,
+                                 confidence=exit.exit_confidence, loss=exit.exit_loss, outputs=recorded)
+
+        policy = risk_policy(exit.exit_epsilon)
+        evaluation = evaluate(snn, data.test, timesteps=timesteps, task=task, exit_policy=policy, examples=examples)
+        curve = None
+        if curve_alphas:  # for this rule: the tolerated drops ε (points) of the curve
+            curve = []
+            for e in curve_alphas:
+                m = evaluate(snn, data.test, timesteps=timesteps, task=task, exit_policy=risk_policy(e))
+                curve.append({"epsilon": float(e), "mean_timesteps": float(m["mean_timesteps"]),
+                              "value": m["metrics"].get(task.headline), "energy_mj": m.get("energy_mj")})
+        return evaluation, policy, curve
     policy = fit_exit_policy(snn, data.calib, timesteps=timesteps, task=task, alpha_base=alpha_base)
     evaluation = evaluate(snn, data.test, timesteps=timesteps, task=task, exit_policy=policy, examples=examples)
     curve = None
@@ -206,6 +279,27 @@ def evaluate_snn(snn: Any, data: Data, *, timesteps: int, iat: bool = False, alp
             curve.append({"alpha_base": float(a), "mean_timesteps": float(m["mean_timesteps"]),
                           "value": m["metrics"].get(task.headline), "energy_mj": m.get("energy_mj")})
     return evaluation, policy, curve
+
+
+class _Skip:
+    """An iterable over ``loader`` without its first ``skip`` batches (a fresh pass each time)."""
+
+    def __init__(self, loader: Any, skip: int) -> None:
+        self.loader, self.skip = loader, skip
+
+    def __iter__(self) -> Any:
+        import itertools
+
+        return itertools.islice(iter(self.loader), self.skip, None)
+
+
+def held_out_data(data: Data, pipeline: PipelineConfig | None = None) -> Any:
+    """Training data the SNN was not calibrated on: ``data.holdout``, else the calibration batches
+    beyond those the thresholds and corrections use (``pipeline.calibration``)."""
+    if data.holdout is not None:
+        return data.holdout
+    calib = (pipeline or PipelineConfig()).calibration
+    return _Skip(data.calib, max(calib.num_batches, calib.correction_batches))
 
 
 def _environment(device: torch.device | str) -> dict[str, Any]:
@@ -281,6 +375,8 @@ def run_sweep(ann: nn.Module, data: Data, job: JobConfig, *, results: dict[str, 
         cfg = replace(job.pipeline, method=method, timesteps=T)
         if sweep.profile_rows is not None:
             cfg = replace(cfg, profile_batch=max(16, sweep.profile_rows // T))
+        if sweep.check_rows is not None:
+            cfg = replace(cfg, check_images=max(128, sweep.check_rows // T))
         t0 = time.perf_counter()
         snn, record = convert_ann(ann, data, cfg)
         t1 = time.perf_counter()
@@ -288,11 +384,13 @@ def run_sweep(ann: nn.Module, data: Data, job: JobConfig, *, results: dict[str, 
             if name in done:
                 continue
             with_iat = name != names[0]
-            curve = sweep.iat_curve if with_iat and T == max(sweep.timesteps) else ()
+            curve = (sweep.iat_curve if sweep.exit_rule == "eq15" else sweep.exit_curve) \
+                if with_iat and T == max(sweep.timesteps) else ()
             t2 = time.perf_counter()
             evaluation, policy, points = evaluate_snn(snn, data, timesteps=T, iat=with_iat,
                                                       alpha_base=sweep.alpha_base, curve_alphas=curve,
-                                                      examples=n_examples)
+                                                      examples=n_examples, exit=sweep,
+                                                      held_out=held_out_data(data, job.pipeline))
             run = res.make_run(method, T, evaluation, iat=with_iat, record=record, policy=policy, curve=points,
                                times={"convert": t1 - t0, "evaluate": time.perf_counter() - t2})
             if evaluation.get("examples") and save_examples is not None:
@@ -449,7 +547,9 @@ def evaluate_saved(folder: str | os.PathLike[str], job: JobConfig, *, command: s
     t0 = time.perf_counter()
     results["ann"]["metrics"] = evaluate_ann(ann, data.test, task=data.task)
     evaluation, policy, curve = evaluate_snn(snn, data, timesteps=T, iat=ev.iat, alpha_base=ev.alpha_base,
-                                             curve_alphas=ev.iat_curve)
+                                             curve_alphas=ev.iat_curve if ev.exit_rule == "eq15" else ev.exit_curve,
+                                             exit=ev,
+                                             held_out=held_out_data(data, job.pipeline))
     results["ann"]["energy_mj"] = evaluation.get("ann_energy_mj")
     results["runs"].append(res.make_run(str(record.get("method", "?")), T, evaluation, iat=ev.iat, record=record,
                                         policy=policy, curve=curve, times={"evaluate": time.perf_counter() - t0}))
