@@ -149,8 +149,8 @@ class PipelineConfig:
     ``phi_profile_thresholds``: ``"per_candidate"`` (each φ at its own refit threshold, so the profiled
     costs are those of the network as it runs: BurstFire's energy) or ``"largest_phi"`` (the paper:
     every φ profiled at the thresholds fitted for 2·φ_target; unchecked, the searched network then
-    spends ≈1.3× BurstFire's energy on CIFAR-10, benchmarks/results/ablations.md). ``sensitivity_budget``: ``"excess"`` — only increases of
-    sensitivity count, Σ max(0, S_i(ρ_i) − S_i(1)) ≤ (r − 1)·S — or ``"sum"``, the paper's
+    spends ≈1.3× BurstFire's energy on CIFAR-10, benchmarks/results/ablations.md).
+    ``sensitivity_budget``: ``"excess"`` — only increases of sensitivity count, Σ max(0, S_i(ρ_i) − S_i(1)) ≤ (r − 1)·S — or ``"sum"``, the paper's
     Σ S_i(ρ_i) ≤ r·Σ S_i(1).
 
     The held-out check (``check="holdout"``; ``"none"``: the paper's searches, unchecked): every
