@@ -231,12 +231,16 @@ def _sweep_fingerprint(job: JobConfig, data: Data) -> str:
 
 def run_sweep(ann: nn.Module, data: Data, job: JobConfig, *, results: dict[str, Any],
               on_run: Callable[[dict[str, Any]], None] | None = None,
-              save_examples: Callable[[str, list[dict[str, Any]]], str] | None = None) -> dict[str, Any]:
+              save_examples: Callable[[str, list[dict[str, Any]]], str] | None = None,
+              workdir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Convert ``ann`` with every method at every T of ``job.sweep`` and evaluate each (and the IAT
     runs); fill ``results``. Runs already in ``results["runs"]`` (a resumed sweep) are skipped.
 
     ``on_run(results)`` is called after every finished run (e.g. to save partial results);
     ``save_examples(run_name, examples)`` stores the task's picture data and returns its path.
+    ``workdir``: sensitivity profiles are checkpointed in ``workdir/T<T>``, so methods that profile
+    the same network state at the same T (adafire's φ profile is adafire+ssc's) share one, and an
+    interrupted conversion resumes.
     """
     sweep, task = job.sweep, data.task
     t_start = time.perf_counter()
@@ -249,7 +253,13 @@ def run_sweep(ann: nn.Module, data: Data, job: JobConfig, *, results: dict[str, 
     iat = sweep.iat and task.supports_exit
     plan = [(m, t) for t in sweep.timesteps for m in sweep.methods]
     total = len(plan) + (len(sweep.timesteps) if iat else 0)
-    n_examples = task.report_examples if save_examples else 0
+    n_examples = _example_plan(task.report_examples, len(data.test.dataset)) if save_examples else 0  # type: ignore[arg-type]
+    if n_examples and save_examples is not None and not results["ann"].get("examples"):
+        from adacal.evaluate import collect_examples  # the ANN's pictures, next to every run's
+
+        kept = collect_examples(ann, data.test, task=task, examples=n_examples)
+        if kept:
+            results["ann"]["examples"] = save_examples("ann", kept)
     for k, (method, T) in enumerate(plan, 1):
         names = [res.run_name(method, T)] + ([res.run_name(method, T, True)] if iat and method == sweep.iat_method
                                             else [])
@@ -261,7 +271,7 @@ def run_sweep(ann: nn.Module, data: Data, job: JobConfig, *, results: dict[str, 
         if sweep.profile_rows is not None:
             cfg = replace(cfg, profile_batch=max(16, sweep.profile_rows // T))
         t0 = time.perf_counter()
-        snn, record = convert_ann(ann, data, cfg)
+        snn, record = convert_ann(ann, data, cfg, workdir=None if workdir is None else _profile_dir(workdir, T))
         t1 = time.perf_counter()
         for name in names:
             if name in done:
@@ -287,6 +297,21 @@ def run_sweep(ann: nn.Module, data: Data, job: JobConfig, *, results: dict[str, 
             on_run(results)
     results["timing"]["sweep_s"] = results["timing"].get("sweep_s", 0.0) + time.perf_counter() - t_start
     return results
+
+
+def _profile_dir(workdir: str | os.PathLike[str], timesteps: int) -> Path:
+    folder = Path(workdir) / f"T{timesteps}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _example_plan(wanted: int | tuple[int, ...], n_test: int) -> int | tuple[int, ...]:
+    """The task's picture samples that exist in this test set; if none of the indices it names do
+    (a small ``--test-size``), as many of the first samples."""
+    if isinstance(wanted, int):
+        return min(wanted, n_test)
+    present = tuple(i for i in wanted if 0 <= i < n_test)
+    return present or min(len(wanted), n_test)
 
 
 def publish(results: Mapping[str, Any], folder: str | os.PathLike[str], *, report: bool = True) -> dict[str, Path]:
@@ -351,7 +376,7 @@ def sweep_to_folder(job: JobConfig, out: str | os.PathLike[str], *, kind: str = 
         return rel
 
     run_sweep(ann, data, job, results=results, on_run=lambda r: res.save_partial(r, folder),
-              save_examples=save_examples)
+              save_examples=save_examples, workdir=folder / "profiles")
     results["timing"]["total_s"] = time.perf_counter() - t0
     publish(results, folder, report=job.report)
     return results
