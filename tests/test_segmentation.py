@@ -16,13 +16,14 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from adacal import convert, evaluate
 from adacal.calibrate import calibrate_thresholds
+from adacal.cli import job_for
 from adacal.config import CalibrationConfig, DataSpec, JobConfig, ModelSpec, PipelineConfig, SweepConfig
 from adacal.convert import prepare
-from adacal.datasets import get_splits
+from adacal.datasets import DatasetInfo, get_splits
 from adacal.datasets.segmentation import CAMVID_PALETTE, class_frequencies, voc_palette
 from adacal.errors import ConfigError, DataError, ShapeError
 from adacal.evaluate import _time_mean, collect_examples, fit_exit_policy
-from adacal.jobs import sweep_to_folder
+from adacal.jobs import Data, evaluate_snn, sweep_to_folder
 from adacal.models import build_model
 from adacal.tasks import get_task
 
@@ -349,6 +350,18 @@ def test_iat_fits_and_exits_per_image(images: Any) -> None:
     assert sum(res["exit_histogram"]) == 8 and 1 <= res["mean_timesteps"] <= 4
     never = evaluate(snn, _seg_loader(), timesteps=4, task=task, exit_policy=policy.with_alpha_base(2.0))
     assert never["mean_timesteps"] == 4 and never["exit_histogram"][-1] == 8
+    data = Data(spec=DataSpec(), info=DatasetInfo("synthetic", 11, (3, H, W), task="segmentation"), task=task,
+                train_set=calib.dataset, calib=calib, test=_seg_loader())
+    _, sharp, _ = evaluate_snn(snn, data, timesteps=4, iat=True, alpha_base=0.5, delta=0.01)
+    assert sharp.delta == 0.01 and sharp.thresholds != policy.thresholds  # eq. 15's δ reaches the policy
+
+
+def test_camvid_config_and_iat_delta_option() -> None:
+    job = job_for(["sweep", "--config", "camvid_fcn", "--set", "sweep.delta=0.2"])
+    assert job.task is None and job.data.dataset == "camvid" and job.model.name == "fcn_small"
+    assert job.sweep.delta == 0.2 and job.sweep.timesteps == (4, 8, 16, 32, 64)
+    with pytest.raises(ConfigError, match="sweep.delta"):
+        job_for(["sweep", "--config", "camvid_fcn", "--set", "sweep.delta=0"])
 
 
 # ------------------------------------------------------------------------------------------ sweep + report
@@ -361,7 +374,7 @@ def test_sweep_reports_miou_per_class_iou_and_pictures(tmp_path: Path) -> None:
     job = JobConfig(model=ModelSpec("fcn_small", weights=str(weights),
                                     options={"widths": [4, 4, 8, 8], "decoder": 8, "blocks": 1}),
                     data=DataSpec("camvid", data_dir=str(data_dir), calib_size=4, batch_size=2),
-                    pipeline=PipelineConfig(phi_target=2, profile_batch=2, rho_candidates=(1.0, 2.0)),
+                    pipeline=PipelineConfig(phi_target=1, profile_batch=2),
                     sweep=SweepConfig(methods=("calibration", "adafire"), timesteps=(4,), iat=False))
     results = sweep_to_folder(job, tmp_path / "out")
     assert results["task"]["name"] == "segmentation" and results["task"]["headline"] == "miou"

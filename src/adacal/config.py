@@ -268,7 +268,9 @@ class SweepConfig:
 
     ``methods``: recipe names, or ``("all",)``. ``iat``: also run ``iat_method`` with input-aware
     adaptive timesteps at every T (default: the default method, when it is swept); ``iat_curve``: α_base values for the
-    accuracy-versus-mean-timesteps curve at the largest T. ``profile_rows``: if set, profiling uses
+    accuracy-versus-mean-timesteps curve at the largest T. ``delta``: δ of eq. 15 (the seed's 1.0; dense
+    outputs, whose mean per-pixel entropy moves over a small range, need a smaller one to exit at all).
+    ``profile_rows``: if set, profiling uses
     ``max(16, profile_rows // T)`` calibration samples at each T (constant profiling cost).
     """
 
@@ -279,6 +281,7 @@ class SweepConfig:
     alpha_base: float = 0.6
     iat_curve: tuple[float, ...] = DEFAULT_IAT_CURVE
     profile_rows: int | None = None
+    delta: float = 1.0
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -300,6 +303,7 @@ class SweepConfig:
         object.__setattr__(self, "timesteps", tuple(check_timesteps(t) for t in ts))
         object.__setattr__(self, "iat_curve", tuple(check_number("sweep.iat_curve", a) for a in self.iat_curve))
         check_number("sweep.alpha_base", self.alpha_base)
+        check_number("sweep.delta", self.delta, above=0.0)
         check_int("sweep.profile_rows", self.profile_rows, minimum=1, allow_none=True)
         if self.iat_method is None:  # the default method when swept; otherwise no IAT runs
             object.__setattr__(self, "iat", self.iat and DEFAULT_METHOD in methods)
@@ -311,18 +315,20 @@ class SweepConfig:
 
 @config
 class EvaluateConfig:
-    """``adacal evaluate``: T (default: the converted T), IAT on/off, α_base and the α_base curve."""
+    """``adacal evaluate``: T (default: the converted T), IAT on/off, α_base, δ and the α_base curve."""
 
     timesteps: int | None = None
     iat: bool = False
     alpha_base: float = 0.6
     iat_curve: tuple[float, ...] = ()
+    delta: float = 1.0
     version: int = 1
 
     def __post_init__(self) -> None:
         if self.timesteps is not None:
             object.__setattr__(self, "timesteps", check_timesteps(self.timesteps))
         check_number("evaluate.alpha_base", self.alpha_base)
+        check_number("evaluate.delta", self.delta, above=0.0)
 
 
 @config

@@ -183,9 +183,10 @@ def convert_ann(ann: nn.Module, data: Data, config: PipelineConfig, *,
 
 
 def evaluate_snn(snn: Any, data: Data, *, timesteps: int, iat: bool = False, alpha_base: float = 0.6,
-                 curve_alphas: tuple[float, ...] = (), examples: int = 0,
+                 curve_alphas: tuple[float, ...] = (), examples: int | tuple[int, ...] = 0, delta: float = 1.0,
                  ) -> tuple[dict[str, Any], Any, list[dict[str, Any]] | None]:
-    """Test metrics at ``timesteps`` (with an IAT policy fitted on the calibration data if ``iat``).
+    """Test metrics at ``timesteps`` (with an IAT policy fitted on the calibration data if ``iat``;
+    ``alpha_base`` and ``delta`` of eq. 15).
 
     Returns ``(evaluation, policy or None, curve or None)``; the curve re-derives the policy for
     each α_base in ``curve_alphas`` (no refit) and evaluates it.
@@ -197,7 +198,7 @@ def evaluate_snn(snn: Any, data: Data, *, timesteps: int, iat: bool = False, alp
         return evaluate(snn, data.test, timesteps=timesteps, task=task, examples=examples), None, None
     if not task.supports_exit:
         raise ConfigError(f"task {task.name!r} defines no early exit; turn IAT off (--no-iat)")
-    policy = fit_exit_policy(snn, data.calib, timesteps=timesteps, task=task, alpha_base=alpha_base)
+    policy = fit_exit_policy(snn, data.calib, timesteps=timesteps, task=task, alpha_base=alpha_base, delta=delta)
     evaluation = evaluate(snn, data.test, timesteps=timesteps, task=task, exit_policy=policy, examples=examples)
     curve = None
     if curve_alphas:
@@ -239,8 +240,8 @@ def run_sweep(ann: nn.Module, data: Data, job: JobConfig, *, results: dict[str, 
     ``on_run(results)`` is called after every finished run (e.g. to save partial results);
     ``save_examples(run_name, examples)`` stores the task's picture data and returns its path.
     ``workdir``: sensitivity profiles are checkpointed in ``workdir/T<T>``, so methods that profile
-    the same network state at the same T (adafire's φ profile is adafire+ssc's) share one, and an
-    interrupted conversion resumes.
+    the same network state at the same T (one recipe's φ search is the first stage of another's)
+    share one, and an interrupted conversion resumes.
     """
     sweep, task = job.sweep, data.task
     t_start = time.perf_counter()
@@ -281,7 +282,7 @@ def run_sweep(ann: nn.Module, data: Data, job: JobConfig, *, results: dict[str, 
             t2 = time.perf_counter()
             evaluation, policy, points = evaluate_snn(snn, data, timesteps=T, iat=with_iat,
                                                       alpha_base=sweep.alpha_base, curve_alphas=curve,
-                                                      examples=n_examples)
+                                                      examples=n_examples, delta=sweep.delta)
             run = res.make_run(method, T, evaluation, iat=with_iat, record=record, policy=policy, curve=points,
                                times={"convert": t1 - t0, "evaluate": time.perf_counter() - t2})
             if evaluation.get("examples") and save_examples is not None:
@@ -452,7 +453,7 @@ def evaluate_saved(folder: str | os.PathLike[str], job: JobConfig, *, command: s
     t0 = time.perf_counter()
     results["ann"]["metrics"] = evaluate_ann(ann, data.test, task=data.task)
     evaluation, policy, curve = evaluate_snn(snn, data, timesteps=T, iat=ev.iat, alpha_base=ev.alpha_base,
-                                             curve_alphas=ev.iat_curve)
+                                             curve_alphas=ev.iat_curve, delta=ev.delta)
     results["ann"]["energy_mj"] = evaluation.get("ann_energy_mj")
     results["runs"].append(res.make_run(str(record.get("method", "?")), T, evaluation, iat=ev.iat, record=record,
                                         policy=policy, curve=curve, times={"evaluate": time.perf_counter() - t0}))

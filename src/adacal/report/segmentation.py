@@ -2,8 +2,10 @@
 
 The comparison follows the seed's Figures 7-8: for a few fixed test images, the input, the
 ground truth, the ANN, Calibration at its largest T and AdaFire at a quarter of that T (the
-seed's equal-energy pair: 64 and 16), coloured with the dataset's palette. Everything is read from
-the results and the ``examples/*.npz`` files the sweep saved next to them.
+seed's equal-energy pair: 64 and 16), coloured with the dataset's palette. Runs are recognised by
+their conversion records, not by method names: "Calibration" is a run with one spike per step in
+every layer and a bias correction, "AdaFire" one whose φ (and nothing else) was searched.
+Everything is read from the results and the ``examples/*.npz`` files the sweep saved next to them.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from adacal.knobs import PHI
 from adacal.report.plots import energy_unit, save_figure
 
 __all__ = ["colorize", "comparison_runs", "per_image_miou", "plot_class_iou", "plot_comparison",
@@ -25,8 +28,6 @@ log = logging.getLogger(__name__)
 
 #: Colour of void / unlabelled pixels (any label outside the classes).
 VOID = (0, 0, 0)
-_NAMES = {"calibration": "Calibration", "adafire": "AdaFire", "adafire+ssc": "AdaFire+SSC", "burstfire": "BurstFire",
-          "plain": "plain"}
 
 
 def colorize(labels: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:
@@ -48,12 +49,24 @@ def per_image_miou(prediction: np.ndarray, target: np.ndarray, num_classes: int,
                                                   validate_args=False))
 
 
+def _one_spike_calibrated(run: Mapping[str, Any]) -> bool:
+    """SNN Calibration's kind of run: φ = 1 in every layer, bias (or potential) corrected."""
+    conv = run.get("conversion") or {}
+    phi = (conv.get("knobs") or {}).get(PHI.name) or {}
+    return bool(phi) and all(v == 1 for v in phi.values()) and "correction" in (conv.get("stage_times") or {})
+
+
+def _phi_searched(run: Mapping[str, Any]) -> bool:
+    """AdaFire's kind of run: φ per layer from the Pareto search, no other knob searched."""
+    return set((run.get("conversion") or {}).get("frontiers") or {}) == {PHI.name}
+
+
 def comparison_runs(runs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """The runs the pictures compare: Calibration at its largest T, AdaFire at a quarter of that T
     (else the AdaFire run closest in energy). Fixed-T runs only; either may be missing."""
     fixed = [r for r in runs if not r.get("iat")]
-    calib = [r for r in fixed if r["method"] == "calibration"]
-    ada = [r for r in fixed if r["method"] == "adafire"]
+    calib = [r for r in fixed if _one_spike_calibrated(r)]
+    ada = [r for r in fixed if _phi_searched(r)]
     out: list[Mapping[str, Any]] = []
     if calib:
         c = max(calib, key=lambda r: int(r["timesteps"]))
@@ -131,7 +144,7 @@ def plot_class_iou(series: Sequence[tuple[str, Sequence[float]]], classes: Seque
 
 
 def _heading(run: Mapping[str, Any], unit: tuple[float, str]) -> str:
-    name = _NAMES.get(str(run["method"]), str(run["method"]))
+    name = str(run["method"])
     e = run.get("energy_mj")
     energy = "" if e is None else f", {float(e) / unit[0]:.3g} {unit[1]}"
     miou = (run.get("metrics") or {}).get("miou")
