@@ -34,7 +34,8 @@ PICTURES = ("segmentation_examples", "segmentation_class_iou", "metric_vs_timest
 def sweep_argv(args: argparse.Namespace) -> list[str]:
     """The ``adacal sweep`` command line this benchmark runs (recorded in the results)."""
     return ["sweep", "--config", "camvid_fcn", "--data-dir", str(args.data_dir), "--weights", str(args.weights),
-            "--timesteps", ",".join(map(str, args.timesteps)), "--threads", str(args.threads), "--out", str(args.run)]
+            "--timesteps", ",".join(map(str, args.timesteps)), "--methods", ",".join(args.methods),
+            "--threads", str(args.threads), "--out", str(args.run)]
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -250,6 +251,8 @@ def main() -> None:
     ap.add_argument("--data-dir", type=Path, default=Path("..") / "shared" / "data" / "camvid")
     ap.add_argument("--timesteps", type=int, nargs="+", default=[16, 64, 4, 8, 32],
                     help="T values in the order they run (the README pair 16/64 first)")
+    ap.add_argument("--methods", nargs="+", default=["calibration", "adafire", "burstfire", "adafire+ssc", "plain"],
+                    help="methods in the order they run at each T (adafire+ssc also with IAT)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--run", type=Path, default=Path("runs") / NAME, help="the sweep folder (resumable)")
     ap.add_argument("--collect", action="store_true", help="only rewrite the result files from the sweep folder")
