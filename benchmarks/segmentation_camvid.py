@@ -60,7 +60,8 @@ def _short(run: dict[str, Any]) -> dict[str, Any]:
             "energy_ratio": run.get("energy_ratio"), "mean_timesteps": run.get("mean_timesteps"),
             "exit_histogram": run.get("exit_histogram"), "time_s": run.get("time_s"),
             "knobs": conv.get("knobs"), "stage_times": conv.get("stage_times"),
-            "alpha_base": (run.get("iat_policy") or {}).get("alpha_base")}
+            "alpha_base": (run.get("iat_policy") or {}).get("alpha_base"),
+            "delta": (run.get("iat_policy") or {}).get("delta")}
 
 
 def collect(args: argparse.Namespace, started: float | None = None) -> dict[str, Any]:
@@ -175,10 +176,28 @@ def time_table(state: dict[str, Any]) -> list[str]:
     return lines
 
 
+def iat_table(state: dict[str, Any]) -> list[str]:
+    rows = ["| T | adafire+ssc, all T steps | with IAT | mean timesteps | energy vs all T steps | exits per step |",
+            "|---|---|---|---|---|---|"]
+    for r in sorted((r for r in state["runs"] if r["iat"]), key=lambda r: r["T"]):
+        base = _run(state, "adafire+ssc", r["T"])
+        if base is None:
+            continue
+        rows.append(f"| {r['T']} | {base['miou']:.2f} | {r['miou']:.2f} | {r['mean_timesteps']:.2f} | "
+                    f"{r['energy_mj'] / base['energy_mj']:.2f}x | {r['exit_histogram']} |")
+    return rows
+
+
+def _machine(m: dict[str, Any]) -> str:
+    return (f"{m['cpu']}, {m['cores']} cores (shared with other jobs), {m['torch_threads']} torch thread, "
+            f"torch {m['torch']}, Python {m['python']}")
+
+
 def markdown(state: dict[str, Any]) -> str:
     ann = state["ann"]
     lines = [f"# CamVid semantic segmentation: conversion methods{'' if state['complete'] else ' (PARTIAL)'}", "",
-             f"Command: `{state['command']}` (runs `{state['sweep_command']}`)", f"Machine: {state['machine']}",
+             f"Command: `{state['command']}` (runs `{state['sweep_command']}`)",
+             f"Machine: {_machine(state['machine'])}",
              f"Data: {state['data']}", *zoo_line(state),
              f"Model: {state['model'].get('name')} weights {state['model'].get('weights')} "
              f"(sha256 {state['model'].get('weights_sha256')}), {state['model'].get('parameters')} parameters",
@@ -188,6 +207,10 @@ def markdown(state: dict[str, Any]) -> str:
              "## Targets", "", "| target | measured | met |", "|---|---|---|",
              *(f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else 'no'} |" for t in state["targets"]), "",
              "## IoU per class (%) on the whole test set", "", *class_table(state), "",
+             "## Input-aware adaptive timesteps (IAT; α_base "
+             f"{next((r['alpha_base'] for r in state['runs'] if r['iat']), '–')}, δ "
+             f"{next((r['delta'] for r in state['runs'] if r['iat']), '–')}, fitted on the calibration images)", "",
+             *iat_table(state), "",
              f"## Wall time per run: conversion + evaluation of the {state['test_images']} test images (s, "
              f"{state['machine']['torch_threads']} thread, 2 cores shared with other jobs)", "",
              *time_table(state), ""]
