@@ -150,7 +150,8 @@ class PipelineConfig:
     costs are those of the network as it runs: BurstFire's energy) or ``"largest_phi"`` (the paper:
     every φ profiled at the thresholds fitted for 2·φ_target; unchecked, the searched network then
     spends ≈1.3× BurstFire's energy on CIFAR-10, benchmarks/results/ablations.md).
-    ``sensitivity_budget``: ``"excess"`` — only increases of sensitivity count, Σ max(0, S_i(ρ_i) − S_i(1)) ≤ (r − 1)·S — or ``"sum"``, the paper's
+    ``sensitivity_budget``: ``"excess"`` — only increases of sensitivity count,
+    Σ max(0, S_i(ρ_i) − S_i(1)) ≤ (r − 1)·S — or ``"sum"``, the paper's
     Σ S_i(ρ_i) ≤ r·Σ S_i(1).
 
     The held-out check (``check="holdout"``; ``"none"``: the paper's searches, unchecked): every
@@ -302,7 +303,9 @@ class SweepConfig:
     with probability ``exit_confidence``, calibrated on held-out training data
     (:func:`adacal.iat.calibrate_exit`) — or ``"eq15"``, the paper's α schedule with ``alpha_base``;
     ``iat_curve``: α_base values for the eq. 15 accuracy-versus-mean-timesteps curve at the largest T;
-    ``exit_curve``: the tolerated drops ε (points) of the risk rule's curve. ``profile_rows``: if
+    ``exit_curve``: the tolerated drops ε (points) of the risk rule's curve. ``delta``: δ of eq. 15
+    (the seed's 1.0; dense outputs, whose mean per-pixel entropy moves over a small range, need a
+    smaller one to exit at all). ``profile_rows``: if
     set, profiling uses ``max(16, profile_rows // T)`` calibration samples at each T (constant
     profiling cost); ``check_rows`` likewise sets the held-out check's images to
     ``max(128, check_rows // T)``.
@@ -321,6 +324,7 @@ class SweepConfig:
     exit_confidence: float = 0.9
     exit_loss: str = "error"
     exit_curve: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0)
+    delta: float = 1.0
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -342,6 +346,7 @@ class SweepConfig:
         object.__setattr__(self, "timesteps", tuple(check_timesteps(t) for t in ts))
         object.__setattr__(self, "iat_curve", tuple(check_number("sweep.iat_curve", a) for a in self.iat_curve))
         check_number("sweep.alpha_base", self.alpha_base)
+        check_number("sweep.delta", self.delta, above=0.0)
         check_int("sweep.profile_rows", self.profile_rows, minimum=1, allow_none=True)
         check_int("sweep.check_rows", self.check_rows, minimum=1, allow_none=True)
         check_exit("sweep", self)
@@ -369,7 +374,7 @@ def check_exit(section: str, cfg: Any) -> None:
 @config
 class EvaluateConfig:
     """``adacal evaluate``: T (default: the converted T), IAT on/off and its exit rule (as in
-    :class:`SweepConfig`), α_base and the α_base curve of the eq. 15 rule."""
+    :class:`SweepConfig`), α_base, δ and the α_base curve of the eq. 15 rule."""
 
     timesteps: int | None = None
     iat: bool = False
@@ -380,6 +385,7 @@ class EvaluateConfig:
     exit_confidence: float = 0.9
     exit_loss: str = "error"
     exit_curve: tuple[float, ...] = ()
+    delta: float = 1.0
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -387,6 +393,7 @@ class EvaluateConfig:
             object.__setattr__(self, "timesteps", check_timesteps(self.timesteps))
         check_number("evaluate.alpha_base", self.alpha_base)
         check_exit("evaluate", self)
+        check_number("evaluate.delta", self.delta, above=0.0)
 
 
 @config

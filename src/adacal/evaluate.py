@@ -4,9 +4,10 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from adacal import inputs, progress
@@ -18,7 +19,8 @@ from adacal.iat.runtime import run_early_exit
 from adacal.spiking_model import SpikingModel
 from adacal.tasks import Task, get_task
 
-__all__ = ["evaluate", "evaluate_ann", "fit_exit_policy", "fit_risk_exit", "held_out_outputs", "task_batches"]
+__all__ = ["collect_examples", "evaluate", "evaluate_ann", "fit_exit_policy", "fit_risk_exit", "held_out_outputs",
+           "task_batches"]
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +93,13 @@ def fit_exit_policy(
     T = check_timesteps(timesteps)
     dev = model_device(snn)
     task = get_task(task)
-    outputs = [(snn.run(x, T, sequence=sequence), y)
-               for x, y in task_batches(data, task, dev, num_batches, what=f"fit IAT policy T={T}")]
-    _infer_classes(task, inputs.map_tensors(lambda o: o[0], outputs[0][0]))
-    return ExitPolicy.fit_batches(outputs, alpha_base=alpha_base, delta=delta, score=score,
-                                  accumulate=task.exit_accumulate, scorer=task.exit_score, correct=task.correct)
+    batches = ((snn.run(x, T, sequence=sequence), y)
+               for x, y in task_batches(data, task, dev, num_batches, what=f"fit IAT policy T={T}"))
+    first = next(batches)  # one batch of per-step outputs in memory at a time (dense maps at large T)
+    _infer_classes(task, inputs.map_tensors(lambda o: o[0], first[0]))
+    return ExitPolicy.fit_batches(itertools.chain([first], batches), alpha_base=alpha_base, delta=delta,
+                                  score=score, accumulate=task.exit_accumulate, scorer=task.exit_score,
+                                  correct=task.correct)
 
 
 @torch.no_grad()
@@ -155,15 +159,19 @@ def evaluate(
     max_batches: int | None = None,
     sequence: bool = False,
     progress: Callable[[int, int | None], None] | None = None,
-    examples: int = 0,
+    examples: int | Sequence[int] = 0,
 ) -> dict[str, Any]:
     """Task metrics, mean timesteps and energy per sample on ``data``.
 
     With ``exit_policy`` each input stops early (IAT) and energy counts only the steps run.
     ``energy``: an :class:`adacal.energy.EnergyModel`, ``"auto"`` (built from the first batch) or
-    None (skip energy). ``examples``: keep what the task shows in pictures for that many of the
-    first samples (``result["examples"]``). The metrics are also top-level keys of the result
-    (``result["accuracy"]``).
+    None (skip energy). ``examples``: keep what the task shows in pictures for the first N samples,
+    or for the samples at these indices (``result["examples"]``, each with its ``"index"``). The
+    metrics are also top-level keys of the result (``result["accuracy"]``).
+
+    A task without per-step metrics that averages its outputs over time (the default
+    :meth:`~adacal.tasks.Task.reduce_time`) gets that average accumulated chunk by chunk, so memory
+    does not grow with T (dense maps at large T).
     """
     T = check_timesteps(timesteps if exit_policy is None else exit_policy.T)
     dev = model_device(snn)
@@ -175,6 +183,8 @@ def evaluate(
     model = None
     probe: Any = None
     task = get_task(task)
+    wanted = _example_indices(examples)
+    streamed = not task.per_step and type(task).reduce_time is Task.reduce_time
     with snn.record_activity():
         name = f"evaluate T={T}" + (" IAT" if exit_policy is not None else "")
         for i, (x, y) in enumerate(task_batches(data, task, dev, max_batches, what=name)):
@@ -188,7 +198,11 @@ def evaluate(
                     from adacal.energy import EnergyModel
 
                     model = EnergyModel.build(snn, first)
-            if exit_policy is None:
+            if exit_policy is None and streamed and per_step is None:
+                out = _time_mean(snn, x, T, sequence=sequence, batch=batch)
+                steps_run += T * batch
+                hist[T - 1] += batch
+            elif exit_policy is None:
                 out_steps = snn.run(x, T, sequence=sequence)
                 out = task.reduce_time(out_steps)
                 if per_step is not None:
@@ -206,10 +220,9 @@ def evaluate(
                 out = inputs.map_tensors(lambda o, res=res: o / res.exit_steps.view(-1, *[1] * (o.dim() - 1)),
                                          res.outputs)
             metrics.update(out, y)
-            if len(kept) < examples:
-                ex = task.examples(x, out, y)
-                if ex is not None:
-                    kept.append(ex)
+            ex = _keep_examples(task, wanted, total, batch, x, out, y, dim=1 if sequence else 0)
+            if ex is not None:
+                kept.append(ex)
             total += batch
             if progress is not None:
                 progress(i + 1, max_batches)
@@ -273,3 +286,71 @@ def _add_outside(report: dict[str, Any], rows: list[dict[str, Any]], step_runs: 
 def _sum(a: Any, b: Any) -> Any:
     it = iter(inputs.leaves(b))
     return inputs.map_tensors(lambda t: t + next(it), a)
+
+
+def _time_mean(snn: SpikingModel, x: Any, T: int, *, sequence: bool, batch: int) -> Any:
+    """The time average of the outputs, summed chunk by chunk (``SpikingModel.AUTO_CHUNK_BYTES``
+    steps per call): only one chunk of per-step outputs is ever held, whatever T."""
+    rows = SpikingModel.AUTO_CHUNK_BYTES // max(1, snn.activation_bytes * batch)
+    chunk = min(T, max(1, int(rows)))
+    total: Any = None
+    with snn.session(x, sequence=sequence) as sess:
+        done = 0
+        while done < T:
+            steps = min(chunk, T - done)
+            part = inputs.map_tensors(lambda o: o.sum(0), sess.advance(steps))
+            total = part if total is None else _sum(total, part)
+            done += steps
+    return inputs.map_tensors(lambda o: o / T, total)
+
+
+def _example_indices(examples: int | Sequence[int]) -> set[int]:
+    """The sample indices whose pictures an evaluation keeps: the first N, or the given ones."""
+    if isinstance(examples, (int, np.integer)) and not isinstance(examples, bool):
+        return set(range(int(examples)))
+    return {int(i) for i in examples}
+
+
+def _keep_examples(task: Task, wanted: set[int], start: int, batch: int, x: Any, out: Any, y: Any,
+                   dim: int = 0) -> dict[str, Any] | None:
+    """``task.examples`` of the wanted samples in this batch (global indices ``start..start+batch-1``)."""
+    local = sorted(i - start for i in wanted if start <= i < start + batch)
+    if not local:
+        return None
+    idx = torch.tensor(local, dtype=torch.long)
+    pick = lambda v, d: inputs.index_select(v, idx, d)  # noqa: E731
+    ex = task.examples(pick(x, dim), pick(out, 0), pick(y, 0))
+    if ex is None:
+        return None
+    return {**ex, "index": np.asarray(local, dtype=np.int64) + start}
+
+
+@torch.no_grad()
+def collect_examples(model: Callable[[Any], Any], data: Any, *, task: str | Task,
+                     examples: int | Sequence[int], device: torch.device | None = None) -> list[dict[str, Any]]:
+    """What ``task`` keeps for its pictures of the wanted test samples, from ``model``'s outputs
+    (e.g. the ANN's, next to the SNN runs' ``evaluate(..., examples=...)``); stops after the last one."""
+    task = get_task(task)
+    wanted = _example_indices(examples)
+    if not wanted:
+        return []
+    dev = device or (model_device(model) if isinstance(model, torch.nn.Module) else torch.device("cpu"))
+    was = getattr(model, "training", None)
+    if isinstance(model, torch.nn.Module):
+        model.eval()
+    kept: list[dict[str, Any]] = []
+    start = 0
+    try:
+        for x, y in task_batches(data, task, dev):
+            batch = inputs.batch_size(x)
+            if any(start <= i < start + batch for i in wanted):
+                ex = _keep_examples(task, wanted, start, batch, x, inputs.call(model, x), y)
+                if ex is not None:
+                    kept.append(ex)
+            start += batch
+            if start > max(wanted):
+                break
+    finally:
+        if isinstance(model, torch.nn.Module) and was is not None:
+            model.train(was)
+    return kept

@@ -232,8 +232,8 @@ def convert_ann(ann: nn.Module, data: Data, config: PipelineConfig, *,
 
 
 def evaluate_snn(snn: Any, data: Data, *, timesteps: int, iat: bool = False, alpha_base: float = 0.6,
-                 curve_alphas: tuple[float, ...] = (), examples: int = 0, exit: Any = None,
-                 held_out: Any = None) -> tuple[dict[str, Any], Any, list[dict[str, Any]] | None]:
+                 curve_alphas: tuple[float, ...] = (), examples: int | tuple[int, ...] = 0, exit: Any = None,
+                 held_out: Any = None, delta: float = 1.0) -> tuple[dict[str, Any], Any, list[dict[str, Any]] | None]:
     """Test metrics at ``timesteps``, with early exit if ``iat``.
 
     ``exit``: the exit settings (a :class:`~adacal.config.SweepConfig` or
@@ -269,7 +269,7 @@ def evaluate_snn(snn: Any, data: Data, *, timesteps: int, iat: bool = False, alp
                 curve.append({"epsilon": float(e), "mean_timesteps": float(m["mean_timesteps"]),
                               "value": m["metrics"].get(task.headline), "energy_mj": m.get("energy_mj")})
         return evaluation, policy, curve
-    policy = fit_exit_policy(snn, data.calib, timesteps=timesteps, task=task, alpha_base=alpha_base)
+    policy = fit_exit_policy(snn, data.calib, timesteps=timesteps, task=task, alpha_base=alpha_base, delta=delta)
     evaluation = evaluate(snn, data.test, timesteps=timesteps, task=task, exit_policy=policy, examples=examples)
     curve = None
     if curve_alphas:
@@ -346,12 +346,16 @@ def _sweep_fingerprint(job: JobConfig, data: Data) -> str:
 
 def run_sweep(ann: nn.Module, data: Data, job: JobConfig, *, results: dict[str, Any],
               on_run: Callable[[dict[str, Any]], None] | None = None,
-              save_examples: Callable[[str, list[dict[str, Any]]], str] | None = None) -> dict[str, Any]:
+              save_examples: Callable[[str, list[dict[str, Any]]], str] | None = None,
+              workdir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Convert ``ann`` with every method at every T of ``job.sweep`` and evaluate each (and the IAT
     runs); fill ``results``. Runs already in ``results["runs"]`` (a resumed sweep) are skipped.
 
     ``on_run(results)`` is called after every finished run (e.g. to save partial results);
     ``save_examples(run_name, examples)`` stores the task's picture data and returns its path.
+    ``workdir``: sensitivity profiles are checkpointed in ``workdir/T<T>``, so methods that profile
+    the same network state at the same T (one recipe's φ search is the first stage of another's)
+    share one, and an interrupted conversion resumes.
     """
     sweep, task = job.sweep, data.task
     t_start = time.perf_counter()
@@ -364,7 +368,13 @@ def run_sweep(ann: nn.Module, data: Data, job: JobConfig, *, results: dict[str, 
     iat = sweep.iat and task.supports_exit
     plan = [(m, t) for t in sweep.timesteps for m in sweep.methods]
     total = len(plan) + (len(sweep.timesteps) if iat else 0)
-    n_examples = task.report_examples if save_examples else 0
+    n_examples = _example_plan(task.report_examples, len(data.test.dataset)) if save_examples else 0  # type: ignore[arg-type]
+    if n_examples and save_examples is not None and not results["ann"].get("examples"):
+        from adacal.evaluate import collect_examples  # the ANN's pictures, next to every run's
+
+        kept = collect_examples(ann, data.test, task=task, examples=n_examples)
+        if kept:
+            results["ann"]["examples"] = save_examples("ann", kept)
     for k, (method, T) in enumerate(progress.track(plan, "sweep", len(plan), "conversion"), 1):
         names = [res.run_name(method, T)] + ([res.run_name(method, T, True)] if iat and method == sweep.iat_method
                                             else [])
@@ -378,7 +388,7 @@ def run_sweep(ann: nn.Module, data: Data, job: JobConfig, *, results: dict[str, 
         if sweep.check_rows is not None:
             cfg = replace(cfg, check_images=max(128, sweep.check_rows // T))
         t0 = time.perf_counter()
-        snn, record = convert_ann(ann, data, cfg)
+        snn, record = convert_ann(ann, data, cfg, workdir=None if workdir is None else _profile_dir(workdir, T))
         t1 = time.perf_counter()
         for name in names:
             if name in done:
@@ -389,7 +399,7 @@ def run_sweep(ann: nn.Module, data: Data, job: JobConfig, *, results: dict[str, 
             t2 = time.perf_counter()
             evaluation, policy, points = evaluate_snn(snn, data, timesteps=T, iat=with_iat,
                                                       alpha_base=sweep.alpha_base, curve_alphas=curve,
-                                                      examples=n_examples, exit=sweep,
+                                                      examples=n_examples, exit=sweep, delta=sweep.delta,
                                                       held_out=held_out_data(data, job.pipeline))
             run = res.make_run(method, T, evaluation, iat=with_iat, record=record, policy=policy, curve=points,
                                times={"convert": t1 - t0, "evaluate": time.perf_counter() - t2})
@@ -406,6 +416,21 @@ def run_sweep(ann: nn.Module, data: Data, job: JobConfig, *, results: dict[str, 
             on_run(results)
     results["timing"]["sweep_s"] = results["timing"].get("sweep_s", 0.0) + time.perf_counter() - t_start
     return results
+
+
+def _profile_dir(workdir: str | os.PathLike[str], timesteps: int) -> Path:
+    folder = Path(workdir) / f"T{timesteps}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _example_plan(wanted: int | tuple[int, ...], n_test: int) -> int | tuple[int, ...]:
+    """The task's picture samples that exist in this test set; if none of the indices it names do
+    (a small ``--test-size``), as many of the first samples."""
+    if isinstance(wanted, int):
+        return min(wanted, n_test)
+    present = tuple(i for i in wanted if 0 <= i < n_test)
+    return present or min(len(wanted), n_test)
 
 
 def publish(results: Mapping[str, Any], folder: str | os.PathLike[str], *, report: bool = True) -> dict[str, Path]:
@@ -470,7 +495,7 @@ def sweep_to_folder(job: JobConfig, out: str | os.PathLike[str], *, kind: str = 
         return rel
 
     run_sweep(ann, data, job, results=results, on_run=lambda r: res.save_partial(r, folder),
-              save_examples=save_examples)
+              save_examples=save_examples, workdir=folder / "profiles")
     results["timing"]["total_s"] = time.perf_counter() - t0
     publish(results, folder, report=job.report)
     return results
@@ -548,7 +573,7 @@ def evaluate_saved(folder: str | os.PathLike[str], job: JobConfig, *, command: s
     results["ann"]["metrics"] = evaluate_ann(ann, data.test, task=data.task)
     evaluation, policy, curve = evaluate_snn(snn, data, timesteps=T, iat=ev.iat, alpha_base=ev.alpha_base,
                                              curve_alphas=ev.iat_curve if ev.exit_rule == "eq15" else ev.exit_curve,
-                                             exit=ev,
+                                             exit=ev, delta=ev.delta,
                                              held_out=held_out_data(data, job.pipeline))
     results["ann"]["energy_mj"] = evaluation.get("ann_energy_mj")
     results["runs"].append(res.make_run(str(record.get("method", "?")), T, evaluation, iat=ev.iat, record=record,

@@ -67,8 +67,9 @@ class Task:
     per_step: bool = False
     #: Whether input-aware adaptive timesteps (early exit) are defined for this task.
     supports_exit: bool = True
-    #: How many fixed test samples a sweep keeps (:meth:`examples`) for the report's pictures.
-    report_examples: int = 0
+    #: Which fixed test samples a sweep keeps (:meth:`examples`) for the report's pictures: the
+    #: first N, or a tuple of sample indices.
+    report_examples: int | tuple[int, ...] = 0
     #: What :meth:`exit_score` and :meth:`correct` see at step t: the running ``"sum"`` O_t or its
     #: ``"mean"`` O_t/t (a task that decodes the output, e.g. boxes from head maps, needs the mean).
     exit_accumulate: str = "sum"
