@@ -15,6 +15,7 @@ from adacal.devices import model_device
 from adacal.errors import DataError
 from adacal.iat.policy import ExitPolicy
 from adacal.iat.runtime import run_early_exit
+from adacal.presentation import Presentation
 from adacal.spiking_model import SpikingModel
 from adacal.tasks import Task, get_task
 
@@ -39,6 +40,12 @@ def task_batches(data: Any, task: Task, device: torch.device,
         raise DataError("evaluation data is empty: it yielded no batch")
 
 
+def _shown(task: Task, x: Any, timesteps: int, sequence: bool) -> Presentation:
+    """What the SNN sees for batch inputs ``x``: ``x`` itself when the caller passes ready-made
+    sequences (``sequence=True``), else the task's presentation for ``timesteps`` steps."""
+    return Presentation(x, True) if sequence else task.present(x, timesteps)
+
+
 def _infer_classes(task: Task, output: Any) -> Task:
     """A task given by name learns ``num_classes`` from the model's output (dim 1 of the first output)."""
     if "num_classes" not in task.info:
@@ -58,7 +65,7 @@ def evaluate_ann(model: torch.nn.Module, data: Any, *, task: str | Task = "class
     metrics = None
     try:
         for x, y in task_batches(data, task, dev, max_batches):
-            out = inputs.call(model, x)
+            out = inputs.call(model, task.ann_input(x))
             if metrics is None:
                 metrics = _infer_classes(task, out).metrics().to(dev)
             metrics.update(out, y)
@@ -81,11 +88,18 @@ def fit_exit_policy(
     num_batches: int = 100,
     sequence: bool = False,
 ) -> ExitPolicy:
-    """Fit IAT thresholds from the SNN's per-step outputs on (training) data (method.md §7)."""
+    """Fit IAT thresholds from the SNN's per-step outputs on (training) data (method.md §7).
+
+    The SNN sees each batch as the task presents it for T steps (``sequence=True``: the batches are
+    already ``[T, B, ...]`` sequences).
+    """
     T = check_timesteps(timesteps)
     dev = model_device(snn)
     task = get_task(task)
-    outputs = [(snn.run(x, T, sequence=sequence), y) for x, y in task_batches(data, task, dev, num_batches)]
+    outputs = []
+    for x, y in task_batches(data, task, dev, num_batches):
+        shown = _shown(task, x, T, sequence)
+        outputs.append((snn.run(shown.inputs, T, sequence=shown.sequence), y))
     _infer_classes(task, inputs.map_tensors(lambda o: o[0], outputs[0][0]))
     return ExitPolicy.fit_batches(outputs, alpha_base=alpha_base, delta=delta, score=score,
                                   scorer=task.exit_score, correct=task.correct)
@@ -107,7 +121,10 @@ def evaluate(
 ) -> dict[str, Any]:
     """Task metrics, mean timesteps and energy per sample on ``data``.
 
-    With ``exit_policy`` each input stops early (IAT) and energy counts only the steps run.
+    The SNN sees each batch as ``task.present`` shows it for T steps (``sequence=True``: the batches
+    are already ``[T, B, ...]`` sequences). With ``exit_policy`` each input stops early (IAT) and
+    energy counts only the steps run; input events of a streamed presentation count toward the
+    energy of the layers they drive, step by step.
     ``energy``: an :class:`adacal.energy.EnergyModel`, ``"auto"`` (built from the first batch) or
     None (skip energy). ``examples``: keep what the task shows in pictures for that many of the
     first samples (``result["examples"]``). The metrics are also top-level keys of the result
@@ -118,14 +135,18 @@ def evaluate(
     metrics = per_step = None
     hist = torch.zeros(T, dtype=torch.long)
     total = steps_run = 0
+    events: Any = None
+    any_sequence = False
     kept: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     model = None
     task = get_task(task)
     with snn.record_activity():
         for i, (x, y) in enumerate(task_batches(data, task, dev, max_batches)):
-            batch = inputs.batch_size(x, 1 if sequence else 0)
-            first = inputs.map_tensors(lambda t: t[0, :1], x) if sequence else inputs.narrow(x, 0, 1)
+            shown = _shown(task, x, T, sequence)
+            any_sequence |= shown.sequence
+            batch = shown.batch_size()
+            first = shown.first_sample()
             if metrics is None:
                 metrics = _infer_classes(task, snn.ann_forward(first)).metrics().to(dev)
                 per_step = [task.metrics().to(dev) for _ in range(T)] if task.per_step and not exit_policy else None
@@ -134,7 +155,7 @@ def evaluate(
 
                     model = EnergyModel.build(snn, first)
             if exit_policy is None:
-                out_steps = snn.run(x, T, sequence=sequence)
+                out_steps = snn.run(shown.inputs, T, sequence=shown.sequence)
                 out = task.reduce_time(out_steps)
                 if per_step is not None:
                     running = None
@@ -144,12 +165,17 @@ def evaluate(
                         per_step[t].update(inputs.map_tensors(lambda r, t=t: r / (t + 1), running), y)
                 steps_run += T * batch
                 hist[T - 1] += batch
+                ran = None
             else:
-                res = run_early_exit(snn, x, exit_policy, sequence=sequence, scorer=task.exit_score)
+                res = run_early_exit(snn, shown.inputs, exit_policy, sequence=shown.sequence, scorer=task.exit_score)
                 steps_run += res.steps_run
                 hist += torch.bincount(res.exit_steps.cpu() - 1, minlength=T)
+                ran = res.exit_steps
                 out = inputs.map_tensors(lambda o, res=res: o / res.exit_steps.view(-1, *[1] * (o.dim() - 1)),
                                          res.outputs)
+            if shown.events is not None:
+                ev = _events_run(shown.events, ran)
+                events = ev if events is None else events + ev
             metrics.update(out, y)
             if len(kept) < examples:
                 ex = task.examples(x, out, y)
@@ -182,7 +208,8 @@ def evaluate(
         result["examples"] = kept
     energy_model = model if energy == "auto" else energy
     if energy_model is not None:
-        rep = energy_model.estimate(counts, num_samples=total, timesteps=mean_steps, sequence=sequence)
+        rep = energy_model.estimate(counts, num_samples=total, timesteps=mean_steps, sequence=any_sequence,
+                                    input_events=events)
         d = rep.to_dict()
         result["energy_mj"] = d["snn_energy_pj"] * 1e-9
         result["ann_energy_mj"] = d["ann_energy_pj"] * 1e-9
@@ -191,6 +218,14 @@ def evaluate(
     log.info("evaluated %d samples: %s %.4g at %.2f mean timesteps (%.1f s)", total, head,
              values.get(head, float("nan")), mean_steps, seconds)
     return result
+
+
+def _events_run(events: torch.Tensor, exit_steps: torch.Tensor | None) -> torch.Tensor:
+    """Input events per position over the steps each sample actually ran, summed over the batch."""
+    if exit_steps is not None:
+        t = torch.arange(events.shape[0], device=events.device).view(-1, 1, *[1] * (events.dim() - 2))
+        events = events * (t < exit_steps.to(events.device).view(1, -1, *[1] * (events.dim() - 2)))
+    return events.sum(dim=(0, 1)).double()
 
 
 def _sum(a: Any, b: Any) -> Any:

@@ -15,13 +15,13 @@ from typing import Any
 
 from torch import nn
 
-from adacal import inputs
-from adacal.calibrate import calibrate_thresholds, correct_bias
+from adacal.calibrate import calibrate_thresholds, calibrate_thresholds_presented, correct_bias
 from adacal.config import PipelineConfig
 from adacal.convert import prepare
 from adacal.data import InputFn, take_batches
 from adacal.devices import model_device
 from adacal.knobs import KNOBS, get_knob
+from adacal.presentation import Present, Presentation, concat, present_all
 from adacal.recipes import Correction, Search, Thresholds, Uniform, WeightCalibration, get_recipe
 from adacal.sensitivity import CostFn, profile
 from adacal.spiking_model import SpikingModel
@@ -35,7 +35,9 @@ Progress = Callable[[str, int, int], None]
 
 @dataclass
 class _Context:
-    """What the stages of one conversion share."""
+    """What the stages of one conversion share: ``batches`` are what the ANN sees, ``shown`` what
+    the SNN sees over T steps (the same batches as constant inputs, unless a task presents them
+    otherwise, e.g. as event streams)."""
 
     snn: SpikingModel
     config: PipelineConfig
@@ -45,6 +47,7 @@ class _Context:
     workdir: str | None
     divergence: Any = None
     times: dict[str, float] = field(default_factory=dict)
+    shown: list[Presentation] = field(default_factory=list)
 
     @property
     def threshold_batches(self) -> list[Any]:
@@ -53,6 +56,11 @@ class _Context:
     @property
     def correction_batches(self) -> list[Any]:
         return self.batches[: self.config.calibration.correction_batches]
+
+    @property
+    def sequence(self) -> bool:
+        """The SNN sees a different input at every step: calibrate on what it really sees."""
+        return bool(self.shown) and self.shown[0].sequence
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -79,21 +87,25 @@ def _thresholds(stage: Thresholds, ctx: _Context) -> None:
     if stage.method is not None:
         calib = replace(calib, method=stage.method)
     with ctx.stage("thresholds"):
-        calibrate_thresholds(ctx.snn, None, timesteps=ctx.config.timesteps, config=calib,
-                             batches=ctx.threshold_batches)
+        if ctx.sequence and calib.method == "mse":  # the MSE of what the neurons really receive
+            calibrate_thresholds_presented(ctx.snn, ctx.shown[: calib.num_batches],
+                                           timesteps=ctx.config.timesteps, config=calib)
+        else:
+            calibrate_thresholds(ctx.snn, None, timesteps=ctx.config.timesteps, config=calib,
+                                 batches=ctx.threshold_batches)
 
 
-def _profile_input(ctx: _Context) -> Any:
-    joined = inputs.cat(ctx.batches, 0)
-    return inputs.narrow(joined, 0, min(ctx.config.profile_batch, inputs.batch_size(joined)))
+def _profile_input(ctx: _Context) -> Presentation:
+    joined = concat(ctx.shown)
+    return joined.narrow(0, min(ctx.config.profile_batch, joined.batch_size()))
 
 
-def _sops_cost(snn: SpikingModel, example: Any) -> CostFn:
+def _sops_cost(snn: SpikingModel, shown: Presentation) -> CostFn:
     """Cost of a neuron's spikes in synaptic operations per sample (energy-model fan-out)."""
     from adacal.energy import EnergyModel
 
-    model = EnergyModel.build(snn, inputs.narrow(example, 0, 1))
-    batch = inputs.batch_size(example)
+    model = EnergyModel.build(snn, shown.first_sample())
+    batch = shown.batch_size()
     return lambda name, spikes: model.neuron_costs({name: spikes}, batch, metric="sops")[name]
 
 
@@ -106,7 +118,8 @@ def _search(stage: Search, ctx: _Context) -> None:
         ctx.times[f"thresholds_per_{knob.name}"] = round(time.perf_counter() - t0, 4)
     progress = None if ctx.progress is None else (lambda i, n, _name: ctx.progress(f"profile_{knob.name}", i, n))
     with ctx.stage(f"profile_{knob.name}"):
-        table = profile(ctx.snn, x, knob=knob, candidates=knob.candidates(cfg), timesteps=cfg.timesteps,
+        table = profile(ctx.snn, x.inputs, knob=knob, candidates=knob.candidates(cfg), timesteps=cfg.timesteps,
+                        sequence=x.sequence,
                         cost_fn=_sops_cost(ctx.snn, x) if cfg.search_cost == "sops" else None,
                         checkpoint=None if ctx.workdir is None else f"{ctx.workdir}/profile_{knob.name}.json",
                         progress=progress, thresholds=thresholds, divergence=ctx.divergence)
@@ -142,7 +155,10 @@ def _correction(stage: Correction, ctx: _Context) -> None:
         if stage.fresh:  # the thresholds changed since: older corrections no longer apply
             for n in ctx.snn.neurons().values():
                 n.clear_corrections()
-        correct_bias(ctx.snn, None, timesteps=ctx.config.timesteps, target=target, batches=ctx.correction_batches)
+        n = ctx.config.calibration.correction_batches
+        correct_bias(ctx.snn, None, timesteps=ctx.config.timesteps, target=target,
+                     batches=[p.inputs for p in ctx.shown[:n]], sequence=ctx.sequence,
+                     reference=ctx.correction_batches)
 
 
 _RUNNERS: dict[type, Callable[[Any, _Context], None]] = {
@@ -160,26 +176,32 @@ def convert(
     progress: Progress | None = None,
     workdir: str | None = None,
     divergence: Callable[[Any, Any], Any] | None = None,
+    present: Present | None = None,
 ) -> tuple[SpikingModel, dict[str, Any]]:
     """Convert ``ann`` with ``config.method``; returns the SNN and a JSON-safe record.
 
     ``calib_data``: training-set batches (never test data). ``workdir``: where sensitivity
     profiles are checkpointed, so an interrupted run resumes. ``progress(stage, i, n)`` is called
     as profiling advances. ``divergence(ann_out, snn_out)``: the task's distance used by profiling
-    (default: symmetric KL of softmax outputs).
+    (default: symmetric KL of softmax outputs). ``present(inputs, T)``: what the SNN will see for
+    a batch (a task's :meth:`~adacal.tasks.Task.present`; default: the batch at every step); the
+    ANN sees its time average, and thresholds (MSE), bias correction and profiling are measured on
+    the presented per-step inputs, so the SNN is calibrated for the input it will really get.
     """
     cfg = config or PipelineConfig()
     recipe = get_recipe(cfg.method)
     calib = cfg.calibration
     t_data = time.perf_counter()
-    batches = take_batches(calib_data, max(calib.num_batches, calib.correction_batches), input_fn=input_fn,
-                           device=model_device(ann))
+    raw = take_batches(calib_data, max(calib.num_batches, calib.correction_batches), input_fn=input_fn,
+                       device=model_device(ann))
+    shown = present_all(raw, present, cfg.timesteps)
+    batches = [p.ann_inputs() for p in shown]
     times = {"data": round(time.perf_counter() - t_data, 4)}
     t_prep = time.perf_counter()
     snn = prepare(ann, batches[0], config=cfg.conversion)
     times["prepare"] = round(time.perf_counter() - t_prep, 4)
     record: dict[str, Any] = {"method": cfg.method, "timesteps": cfg.timesteps, "config": cfg.to_dict()}
-    ctx = _Context(snn, cfg, batches, record, progress, workdir, divergence, times)
+    ctx = _Context(snn, cfg, batches, record, progress, workdir, divergence, times, shown)
     for stage in recipe.stages:
         _RUNNERS[type(stage)](stage, ctx)
     neurons = snn.neurons()

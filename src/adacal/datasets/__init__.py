@@ -59,3 +59,5 @@ __all__ = [
     "load_sklearn_digits",
     "make_loader",
 ]
+
+from adacal.datasets import events as _events  # noqa: F401,E402  (registers the event datasets)

@@ -35,3 +35,5 @@ __all__ = [
     "resnet20_wide",
     "vgg16_cifar",
 ]
+
+from adacal.models import events as _events  # noqa: F401,E402  (registers event_cnn, nmnist_cnn)
