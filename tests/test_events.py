@@ -397,3 +397,53 @@ def test_cli_sweep_runs_every_method_in_the_chosen_feed(nmnist_npz: Path, tmp_pa
                                                 "adafire+ssc@T2", "adafire+ssc+iat@T2"]
     assert all(r["num_samples"] == 16 for r in res["runs"])  # 12 test + 4 held-out training recordings
     assert (out / "event_examples.png").is_file()
+
+
+# ------------------------------------------------------------------------------------------- signed neuron
+def test_signed_neuron_takes_back_spikes_and_follows_the_sum() -> None:
+    from adacal.neurons import SignedIFNeuron
+    from adacal.neurons.signed import signed_if_step
+
+    z = torch.tensor([[3.0], [0.0], [-3.0], [0.5]])  # up, pause, down: the IF neuron keeps its spikes
+    outs = {}
+    for cls in (IFNeuron, SignedIFNeuron):
+        n = cls(phi=2)
+        n.set_mode("snn")
+        n.timesteps = 4
+        n.recording = True
+        outs[cls.__name__] = (n(z.view(4, 1)).view(-1), n.spike_count)
+    assert outs["IFNeuron"][0].tolist() == [2.0, 1.0, 0.0, 0.0]  # 3 spikes for a net input of 0.5
+    assert outs["SignedIFNeuron"][0].tolist() == [2.0, 1.0, -2.0, 0.0]  # net 1 = floor(0.5 + v_init 0.5)
+    assert float(outs["SignedIFNeuron"][1].sum()) == 5  # every spike costs, negative ones too
+    u, sent = torch.tensor([0.5]), torch.zeros(1)
+    for t in range(4):  # the pure step function is the module
+        n_t, u, sent = signed_if_step(u, sent, z[t], torch.tensor(1.0), 2.0)
+        assert float(n_t) == outs["SignedIFNeuron"][0][t]
+    rate = simulated_rate(z, torch.tensor([[1.0]]), 2.0, signed=True)
+    assert float(rate) == pytest.approx(float(outs["SignedIFNeuron"][0].sum()) / 4)
+
+
+def test_signed_kind_converts_saves_and_refuses_nir(streamed: Any, tmp_path: Path) -> None:
+    from adacal import load_snn, save_snn
+    from adacal.config import ConversionConfig, NeuronConfig
+    from adacal.neurons import SignedIFNeuron
+
+    net, bins, task = streamed
+    cfg = PipelineConfig(method="calibration", timesteps=4,
+                         conversion=ConversionConfig(neuron=NeuronConfig(kind="signed")))
+    loader = [(bins[:8, :8], torch.zeros(8, dtype=torch.long))]
+    snn, rec = convert(net, loader, config=cfg, present=task.present, input_fn=lambda b: b[0])
+    assert all(isinstance(n, SignedIFNeuron) for n in snn.neurons().values())
+    x = task.present(bins[:3, :8], 4)
+    save_snn(snn, rec, tmp_path / "snn")
+    again, _ = load_snn(net, tmp_path / "snn", x.ann_inputs())
+    assert all(isinstance(n, SignedIFNeuron) for n in again.neurons().values())
+    assert torch.equal(again.run(x.inputs, 4, sequence=True), snn.run(x.inputs, 4, sequence=True))
+    with pytest.raises(ConfigError, match="unknown neuron kind 'signd'; did you mean 'signed'"):
+        prepare(net, x.ann_inputs(), config=ConversionConfig(neuron=NeuronConfig(kind="signd")))
+    pytest.importorskip("nir")
+    from adacal import export_nir
+    from adacal.export import NIRExportError
+
+    with pytest.raises(NIRExportError, match="signed neuron"):
+        export_nir(snn, x.ann_inputs()[:1], tmp_path / "snn.nir")

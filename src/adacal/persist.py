@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from adacal.atomic import atomic_write_bytes, atomic_write_json
-from adacal.config import ConversionConfig
+from adacal.config import ConversionConfig, NeuronConfig
 from adacal.convert import prepare
 from adacal.errors import CheckpointError
 from adacal.spiking_model import SpikingModel
@@ -66,6 +66,9 @@ def load_snn(
         state = torch.load(wpath, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"cannot read the saved SNN in {folder}: {exc}") from exc
+    if config is None:  # the neuron kind is not a tensor: take it from the record
+        kind = ((record.get("config") or {}).get("conversion") or {}).get("neuron", {}).get("kind", "if")
+        config = ConversionConfig(neuron=NeuronConfig(kind=kind))
     snn = prepare(ann, example_input, config=config)
     names = list(snn.neurons())
     if record.get("neurons") and record["neurons"] != names:

@@ -167,9 +167,10 @@ def default_divergence(ann: Any, snn: Any) -> Any:
 
 
 def _spike_total(neuron: IFNeuron, y: Tensor) -> Tensor:
-    """Spikes per position summed over time and batch, from the neuron's output values."""
+    """Spikes per position summed over time and batch, from the neuron's output values (a negative
+    spike of a signed neuron counts as one spike too)."""
     th = neuron._bc(neuron.effective_threshold(), y)
-    return torch.round(y / th).sum(0)
+    return torch.round(y / th).abs().sum(0)
 
 
 def _fingerprint(snn: SpikingModel, x: Any, knob: str, candidates: Sequence[float], T: int,

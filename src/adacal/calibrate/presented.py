@@ -34,13 +34,15 @@ __all__ = ["calibrate_thresholds_presented", "simulated_rate"]
 log = logging.getLogger(__name__)
 
 
-def simulated_rate(currents: Tensor, spike_value: Tensor, phi: float, v_init: float = 0.5) -> Tensor:
+def simulated_rate(currents: Tensor, spike_value: Tensor, phi: float, v_init: float = 0.5, *,
+                   signed: bool = False) -> Tensor:
     """Time-averaged output of IF neurons (reset by subtraction, ≤ φ spikes per step) on given currents.
 
     ``currents``: ``[T, M]`` input current of M neurons at each step; ``spike_value``: ``[K, M]`` or
     ``[K, 1]`` — the value θ' = ρ·θ one spike carries, for K candidate thresholds at once. The
     membrane starts at ``v_init·θ'``. Returns ``[K, M]``: (spikes · θ') / T, exactly what
-    :class:`~adacal.neurons.IFNeuron` outputs on average in ``snn`` mode.
+    :class:`~adacal.neurons.IFNeuron` outputs on average in ``snn`` mode (``signed``: the
+    :class:`~adacal.neurons.SignedIFNeuron`, whose negative spikes take back earlier ones).
     """
     steps = currents.shape[0]
     th = spike_value.to(currents.dtype)
@@ -50,7 +52,11 @@ def simulated_rate(currents: Tensor, spike_value: Tensor, phi: float, v_init: fl
     for t in range(steps):
         u.add_(currents[t])
         torch.div(u, th, rounding_mode="floor", out=n)
-        n.clamp_(min=0.0, max=phi)
+        if signed:
+            n.clamp_(min=-phi, max=phi)
+            torch.maximum(n, -count, out=n)
+        else:
+            n.clamp_(min=0.0, max=phi)
         u.addcmul_(n, th, value=-1.0)
         count.add_(n)
     return count.mul_(th).div_(steps)
@@ -156,7 +162,7 @@ def calibrate_thresholds_presented(
         err = torch.zeros_like(clips, dtype=torch.float64)
         for k0 in range(0, cfg.grid_size, 16):  # candidates in blocks: memory stays ~16·M values
             sv = spike_value[k0:k0 + 16].index_select(1, ch)
-            rate = simulated_rate(z, sv, phi, float(neuron.v_init))
+            rate = simulated_rate(z, sv, phi, float(neuron.v_init), signed=bool(getattr(neuron, "signed", False)))
             sq = (rate - tgt).double().pow(2)
             err[k0:k0 + 16].index_add_(1, ch, sq)
         best = err.argmin(dim=0)  # ties -> the largest clip

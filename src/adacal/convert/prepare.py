@@ -18,7 +18,7 @@ from adacal.convert.rules import check_spiking_path, push_maxpools, rate_preserv
 from adacal.convert.trace import trace
 from adacal.devices import model_float
 from adacal.errors import CalibrationError, ConfigError, DataError, ShapeError, UnsupportedLayerError
-from adacal.neurons.module import IFNeuron
+from adacal.neurons.kinds import neuron_class
 from adacal.spiking_model import SpikingModel
 
 __all__ = ["prepare"]
@@ -79,8 +79,8 @@ def _insert_neurons(
     ]
     for node, clip, original in found:
         name = _neuron_name(gm, node, used)
-        neuron = IFNeuron(clip=clip, phi=cfg.neuron.phi, rho=cfg.neuron.rho, v_init=cfg.neuron.v_init,
-                          ann_fn=original)
+        neuron = neuron_class(cfg.neuron.kind)(clip=clip, phi=cfg.neuron.phi, rho=cfg.neuron.rho,
+                                               v_init=cfg.neuron.v_init, ann_fn=original)
         neuron.to(device=device, dtype=dtype)
         gm.add_submodule(name, neuron)
         with gm.graph.inserting_after(node):
