@@ -20,6 +20,7 @@ from adacal.errors import (
     AdacalError,
     ConfigError,
     DataError,
+    ModelError,
     ShapeError,
     TraceError,
     UnsupportedLayerError,
@@ -114,7 +115,7 @@ def test_wrong_input_shape(snn, images):
         snn.run(images(2), 4, sequence=True)  # a constant batch passed as a sequence
     with pytest.raises(ShapeError, match="3 frames but 4 timesteps"):
         snn.run(images(2).expand(3, -1, -1, -1, -1), 4, sequence=True)
-    with pytest.raises(ShapeError, match="rejects the example input of shape"):
+    with pytest.raises(ModelError, match=r"model's own forward pass fails on the example input of shape \(2, 5"):
         prepare(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), torch.randn(2, 5, 8, 8))
     with pytest.raises(DataError, match="expected a tensor"):
         snn.run([[1.0, 2.0]], 4)

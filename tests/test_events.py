@@ -447,3 +447,28 @@ def test_signed_kind_converts_saves_and_refuses_nir(streamed: Any, tmp_path: Pat
 
     with pytest.raises(NIRExportError, match="signed neuron"):
         export_nir(snn, x.ann_inputs()[:1], tmp_path / "snn.nir")
+
+
+def test_one_command_for_an_ncaltech101_folder(tmp_path: Path) -> None:
+    """The README's promise: a user's N-Caltech101 folder, one command, a table and plots."""
+    from adacal.cli import main
+    from adacal.results import load_results
+
+    rng = np.random.default_rng(0)
+    for c, cls in enumerate(("accordion", "airplanes", "anchor")):
+        for i in range(6):
+            write_bin(tmp_path / "data" / "Caltech101" / cls / f"image_{i:04d}.bin",
+                      recording(rng, 20 * c + 5, n=80, sensor=(240, 180, 2)))
+    out = tmp_path / "run"
+    args = ["demo", "--config", "ncaltech101", "--set", f"data.data_dir={tmp_path / 'data'}", "--out", str(out), "-q",
+            "--set", "model.options={width: 2, blocks: 2, grid: 2}", "--set", "train.epochs=1",
+            "--set", "data.calib_size=4", "--set", "data.options={bins: 2, downsample: 0.25, test_fraction: 0.34}",
+            "--set", "sweep.timesteps=[2]", "--set", "sweep.methods=[plain, calibration]", "--set", "threads=1",
+            "--set", "pipeline.calibration={num_batches: 1, correction_batches: 1}"]
+    assert main(args) == 0
+    res = load_results(out)
+    assert res["model"]["dataset"] == "ncaltech101" and [r["name"] for r in res["runs"]] == ["plain@T2",
+                                                                                          "calibration@T2"]
+    assert all(r["num_samples"] == 6 for r in res["runs"])  # a fixed third of 18 recordings
+    for f in ("report.md", "metric_vs_timesteps.png", "event_examples.png"):
+        assert (out / f).is_file()

@@ -74,10 +74,13 @@ class NeuronConfig:
 class ConversionConfig:
     """How the ANN becomes an SNN.
 
-    ``activations``: extra activation types/functions to treat as ReLU (checked against the
-    neuron's clipped-linear response on the calibration data); ``analog``: qualified names of ops
-    allowed to stay in floating point on the spiking path; ``leaf_modules``: submodule names fx
-    must not trace into; ``check_rtol``: tolerance of the ANN-mode output check.
+    ``activations``: extra activation types/functions to treat as ReLU — each is measured against
+    the neuron's response (ReLU) on the example batch, and a relative error above
+    ``activation_tolerance`` is an error unless ``accept_activation_error`` (then a warning states
+    it); ``analog``: qualified names of ops allowed to stay in floating point on the spiking path
+    (they see the running average of their input, see :mod:`adacal.neurons.analog`);
+    ``leaf_modules``: submodule names fx must not trace into; ``check_rtol``: tolerance of the
+    ANN-mode output check.
     """
 
     neuron: NeuronConfig = field(default_factory=NeuronConfig)
@@ -85,10 +88,13 @@ class ConversionConfig:
     analog: tuple[str, ...] = ()
     leaf_modules: tuple[str, ...] = ()
     check_rtol: float = 1e-4
+    activation_tolerance: float = 0.01
+    accept_activation_error: bool = False
     version: int = 1
 
     def __post_init__(self) -> None:
         check_number("ConversionConfig.check_rtol", self.check_rtol, above=0.0)
+        check_number("ConversionConfig.activation_tolerance", self.activation_tolerance, minimum=0.0)
 
 
 @config

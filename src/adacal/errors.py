@@ -13,6 +13,7 @@ __all__ = [
     "TraceError",
     "UnsupportedLayerError",
     "CalibrationError",
+    "ModelError",
     "BudgetError",
     "CheckpointError",
 ]
@@ -40,6 +41,10 @@ class TraceError(AdacalError):
 
 class UnsupportedLayerError(AdacalError):
     """One or more ops on the spiking path have no spiking equivalent (all are listed at once)."""
+
+
+class ModelError(AdacalError):
+    """The model itself misbehaves: its forward fails, it is not deterministic, its weights are not finite."""
 
 
 class CalibrationError(AdacalError):

@@ -13,7 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from adacal.calibrate import calibrate_thresholds, calibrate_thresholds_presented, correct_bias
 from adacal.config import PipelineConfig
@@ -21,12 +22,13 @@ from adacal.convert import prepare
 from adacal.data import InputFn, take_batches
 from adacal.devices import model_device
 from adacal.knobs import KNOBS, get_knob
+from adacal.neurons.analog import RunningIncrement
 from adacal.presentation import Present, Presentation, concat, present_all
 from adacal.recipes import Correction, Search, Thresholds, Uniform, WeightCalibration, get_recipe
 from adacal.sensitivity import CostFn, profile
 from adacal.spiking_model import SpikingModel
 
-__all__ = ["PipelineConfig", "convert"]
+__all__ = ["PipelineConfig", "analog_errors", "convert"]
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +206,14 @@ def convert(
     ctx = _Context(snn, cfg, batches, record, progress, workdir, divergence, times, shown)
     for stage in recipe.stages:
         _RUNNERS[type(stage)](stage, ctx)
+    shown_x = _profile_input(ctx)
+    errors = analog_errors(snn, shown_x.inputs, cfg.timesteps, sequence=shown_x.sequence)
+    if errors:
+        record["analog_ops"] = errors
+        worst = max(errors.values())
+        (log.warning if worst > 0.05 else log.info)(
+            "ops kept in floating point (analog): relative error of their time-averaged SNN output against the "
+            "ANN at T=%d on calibration data: %s", cfg.timesteps, {k: round(v, 4) for k, v in errors.items()})
     neurons = snn.neurons()
     record["thresholds"] = {k: {"mean": float(n.theta.mean()), "min": float(n.theta.min()),
                                 "max": float(n.theta.max())} for k, n in neurons.items()}
@@ -211,3 +221,37 @@ def convert(
     record["stage_times"] = ctx.times
     log.info("%s conversion done in %.1f s", cfg.method, sum(ctx.times.values()))
     return snn, record
+
+
+@torch.no_grad()
+def analog_errors(snn: SpikingModel, x: Any, timesteps: int, *, sequence: bool = False) -> dict[str, float]:
+    """Relative error of every analog op's time-averaged SNN output against its ANN output.
+
+    ``sequence``: ``x`` is ``[T, B, ...]`` (a different input every step); the ANN sees its time average.
+
+    The output wrapper of an analog op receives ``f(x̄_t)`` at step t (:mod:`adacal.neurons.analog`);
+    its value after the last step is what the SNN computes for the op.
+    """
+    wrappers = {k: m for k, m in snn.graph_module.named_modules() if isinstance(m, RunningIncrement)}
+    if not wrappers:
+        return {}
+    seen: dict[str, dict[str, Tensor]] = {"ann": {}, "snn": {}}
+
+    def hook(name: str, key: str) -> Callable[..., None]:
+        def grab(m: RunningIncrement, args: tuple[Tensor, ...]) -> None:
+            y = args[0]
+            if key == "snn":  # the last of the steps stacked on the batch dimension
+                y = y.unflatten(m.batch_dim, (timesteps, -1)).select(m.batch_dim, timesteps - 1)
+            seen[key][name] = y.detach()
+        return grab
+
+    ann_x = Presentation(x, sequence).ann_inputs()
+    for key, run in (("ann", lambda: snn.ann_forward(ann_x)),
+                     ("snn", lambda: snn.run(x, timesteps, sequence=sequence, time_chunk=None))):
+        handles = [m.register_forward_pre_hook(hook(k, key)) for k, m in wrappers.items()]
+        try:
+            run()
+        finally:
+            for h in handles:
+                h.remove()
+    return {k: float((seen["snn"][k] - a).norm() / a.norm().clamp(min=1e-12)) for k, a in seen["ann"].items()}

@@ -26,7 +26,7 @@ from adacal.checks import check_timesteps
 from adacal.errors import ConfigError
 from adacal.knobs import Knob, get_knob
 from adacal.metrics import symmetric_kl
-from adacal.neurons.module import IFNeuron
+from adacal.neurons import IFNeuron, is_neuron, is_neuron_node
 from adacal.spiking_model import SpikingModel
 
 __all__ = ["SensitivityTable", "profile"]
@@ -86,7 +86,7 @@ class _CachedRun:
         self.nodes = list(self.gm.graph.nodes)
         self.neuron_nodes = {
             str(n.target): n for n in self.nodes
-            if n.op == "call_module" and isinstance(self.gm.get_submodule(str(n.target)), IFNeuron)
+            if is_neuron_node(self.gm, n)
         }
         from adacal.convert.prepare import positional
 
@@ -122,7 +122,7 @@ class _CachedRun:
             kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
             if node.op == "call_module":
                 mod = self.gm.get_submodule(str(node.target))
-                if isinstance(mod, IFNeuron):
+                if is_neuron(mod):
                     mod.reset()
                 env[node] = mod(*args, **kwargs)
             else:
@@ -211,8 +211,8 @@ def profile(
     Score: ``divergence`` between the ANN's and the SNN's time-averaged outputs on the calibration
     batch ``x`` (default: symmetric KL of the softmax), with only that neuron changed. Cost:
     ``cost_fn(name, spike_map)`` of that neuron's spikes per image (default: the spike count per
-    image). ``checkpoint`` is a JSON file written after every layer; a rerun with the same model, data and candidates picks
-    up from it and gives identical results. ``layers`` restricts profiling to those neurons.
+    image). ``checkpoint`` is a JSON file written after every layer; a rerun with the same model,
+    data and candidates picks up from it and gives identical results. ``layers`` restricts profiling to those neurons.
     ``thresholds[name][value]``: the threshold neuron ``name`` runs with at candidate ``value``
     (e.g. refit for that φ); by default a candidate keeps the neuron's current threshold.
     ``sequence``: ``x`` is ``[T, B, ...]``, a different input at every step (e.g. streamed events);

@@ -12,16 +12,13 @@ from torch import Tensor, fx, nn
 from adacal import inputs
 from adacal.checks import check_timesteps
 from adacal.errors import DataError, ShapeError
-from adacal.neurons.module import IFNeuron
+from adacal.neurons import IFNeuron, is_neuron_node
+from adacal.neurons.analog import TimeState
 from adacal.neurons.pool import SpikingMaxPool
 
 __all__ = ["SpikingModel", "Session"]
 
 log = logging.getLogger(__name__)
-
-
-def _is_neuron(gm: fx.GraphModule, node: fx.Node) -> bool:
-    return node.op == "call_module" and isinstance(gm.get_submodule(str(node.target)), IFNeuron)
 
 
 def _split_constant_prefix(gm: fx.GraphModule) -> tuple[fx.GraphModule, fx.GraphModule, list[str]] | None:
@@ -34,7 +31,7 @@ def _split_constant_prefix(gm: fx.GraphModule) -> tuple[fx.GraphModule, fx.Graph
     """
     spiking: set[fx.Node] = set()
     for node in gm.graph.nodes:
-        if _is_neuron(gm, node) or any(a in spiking for a in node.all_input_nodes):
+        if is_neuron_node(gm, node) or any(a in spiking for a in node.all_input_nodes):
             spiking.add(node)
     if not spiking:
         return None
@@ -48,7 +45,7 @@ def _split_constant_prefix(gm: fx.GraphModule) -> tuple[fx.GraphModule, fx.Graph
             continue
         if node.op == "get_attr":
             continue  # parameters/buffers read on the spiking path are fine
-        if not all(u in spiking and _is_neuron(gm, u) for u in users):
+        if not all(u in spiking and is_neuron_node(gm, u) for u in users):
             return None
         frontier.append(node)
         entry_neurons.extend(str(u.target) for u in users)
@@ -109,14 +106,14 @@ class SpikingModel(nn.Module):
         """Neurons by qualified name, in topological (execution) order."""
         gm = self.graph_module
         return {
-            str(n.target): gm.get_submodule(str(n.target)) for n in gm.graph.nodes if _is_neuron(gm, n)
+            str(n.target): gm.get_submodule(str(n.target)) for n in gm.graph.nodes if is_neuron_node(gm, n)
         }
 
     def _stateful(self) -> list[nn.Module]:
-        """Every module with a time state: the neurons and the rate-preserving max-pools."""
+        """Every module with a time state: neurons, rate-preserving max-pools, analog-op wrappers."""
         gm = self.graph_module
         modules = (gm.get_submodule(str(n.target)) for n in gm.graph.nodes if n.op == "call_module")
-        return [m for m in modules if isinstance(m, (IFNeuron, SpikingMaxPool))]
+        return [m for m in modules if isinstance(m, (IFNeuron, SpikingMaxPool, TimeState))]
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.graph_module(*args, **kwargs)
@@ -220,9 +217,10 @@ class SpikingModel(nn.Module):
         """Simulate ``timesteps`` steps; returns per-step outputs ``[T, B, ...]`` (same pytree).
 
         ``x`` is one constant input ``[B, ...]`` (or a tuple/dict of them for a model with several
-        inputs), or a sequence ``[T, B, ...]`` (events) when ``sequence``. ``time_chunk`` steps are stacked on the batch axis per call (None: all;
-        ``"auto"`` picks the largest chunk whose activations stay cache-sized, see
-        ``AUTO_CHUNK_BYTES``; 1 = streaming); ``batch_chunk`` bounds memory by splitting the batch.
+        inputs), or a sequence ``[T, B, ...]`` (events) when ``sequence``. ``time_chunk`` steps are
+        stacked on the batch axis per call (None: all; ``"auto"`` picks the largest chunk whose
+        activations stay cache-sized, see ``AUTO_CHUNK_BYTES``; 1 = streaming); ``batch_chunk``
+        bounds memory by splitting the batch.
         All chunkings give identical outputs.
         """
         timesteps = check_timesteps(timesteps)
@@ -326,7 +324,7 @@ class Session:
     def keep(self, index: Tensor) -> None:
         """Continue with only the samples at ``index`` (a LongTensor of running-batch positions)."""
         for n in self._neurons:
-            if isinstance(n, SpikingMaxPool):
+            if isinstance(n, (SpikingMaxPool, TimeState)):
                 n.keep(index)
             elif n.v is not None:
                 n.v = n.v.index_select(0, index)

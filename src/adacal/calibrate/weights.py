@@ -17,7 +17,7 @@ from torch import Tensor, fx, nn
 from adacal.calibrate.capture import StopForward, capture_outputs
 from adacal.checks import check_timesteps
 from adacal.errors import ConfigError
-from adacal.neurons.module import IFNeuron
+from adacal.neurons import IFNeuron, is_neuron
 from adacal.spiking_model import SpikingModel
 
 __all__ = ["calibrate_weights", "feeding_layers"]
@@ -41,7 +41,7 @@ def feeding_layers(snn: SpikingModel, name: str) -> list[nn.Module]:
         seen.add(n)
         if n.op == "call_module":
             mod = gm.get_submodule(str(n.target))
-            if isinstance(mod, IFNeuron):
+            if is_neuron(mod):
                 continue
             if isinstance(mod, _WEIGHTED) and all(mod is not f for f in found):
                 found.append(mod)

@@ -13,11 +13,14 @@ from torch.fx.passes.shape_prop import ShapeProp
 from adacal import inputs
 from adacal.config import ConversionConfig
 from adacal.convert.activations import NOT_AN_ACTIVATION, activation_clip, declared_activation
+from adacal.convert.analog import wrap_analog_ops
 from adacal.convert.fold_bn import fold_batchnorm
-from adacal.convert.rules import check_spiking_path, push_maxpools, rate_preserving_pools
-from adacal.convert.trace import trace
+from adacal.convert.ops import LINEAR_OPS, op_kind
+from adacal.convert.rules import check_spiking_path, push_maxpools, rate_preserving_pools, spiking_nodes
+from adacal.convert.trace import describe_target, qualname, trace
 from adacal.devices import model_float
-from adacal.errors import CalibrationError, ConfigError, DataError, ShapeError, UnsupportedLayerError
+from adacal.errors import CalibrationError, ConfigError, DataError, ModelError, UnsupportedLayerError
+from adacal.neurons import is_neuron_node
 from adacal.neurons.kinds import neuron_class
 from adacal.spiking_model import SpikingModel
 
@@ -147,13 +150,7 @@ def prepare(model: nn.Module, example_input: Any, *, config: ConversionConfig | 
     x = example_input
     batch = inputs.validate(x, "example input")
     ann = copy.deepcopy(model).eval()
-    try:
-        reference = inputs.call(ann, x)
-    except Exception as exc:
-        raise ShapeError(
-            f"the model rejects the example input of shape {inputs.describe(x)}: {type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}"
-        ) from exc
+    reference = _reference(ann, x)
     first = inputs.leaves(x)[0]  # neurons follow the model's device and dtype (the input's if it has none)
     device, dtype = model_float(ann) or (first.device, first.dtype if first.is_floating_point()
                                          else torch.get_default_dtype())
@@ -166,13 +163,16 @@ def prepare(model: nn.Module, example_input: Any, *, config: ConversionConfig | 
         raise UnsupportedLayerError(
             f"{type(model).__name__} has no ReLU-family activation (nn.ReLU, F.relu, relu_, ReLU6, "
             "hardtanh(x, 0, a), clamp(min=0)) to turn into spiking neurons; retrain it with ReLU or "
-            "pass its activation type/function in activations=[...]"
+            "pass a ReLU-like activation in activations=[...]. Its ops with no spiking equivalent:\n"
+            + "\n".join(nonlinear_ops(gm))
         )
+    _check_declared_activations(gm, args, cfg)
     moved = push_maxpools(gm)
     rate_preserving_pools(gm)
     gm.delete_all_unused_submodules()
     ShapeProp(gm).propagate(*args)
     check_spiking_path(gm, cfg.analog)
+    analog = wrap_analog_ops(gm, cfg.analog, analog_nodes(gm, cfg.analog), args)
     gm.eval()
     snn = SpikingModel(gm, [tuple(t.shape[1:]) for t in inputs.leaves(x)], _largest_activation(gm, batch))
     snn.eval()  # like its modules: a converted network is for inference
@@ -184,7 +184,81 @@ def prepare(model: nn.Module, example_input: Any, *, config: ConversionConfig | 
             f"{scale:.3g}); an op was converted wrongly — please report it with the model definition"
         )
     log.info(
-        "converted %s: %d neurons, %d BatchNorm folded, %d kept as affine, %d max-pools moved; "
-        "ANN-mode max abs diff %.2e", type(model).__name__, n_neurons, folded, kept, moved, diff,
+        "converted %s: %d neurons, %d BatchNorm folded, %d kept as affine, %d max-pools moved, %d analog "
+        "op(s) %s; ANN-mode max abs diff %.2e", type(model).__name__, n_neurons, folded, kept, moved, len(analog),
+        analog, diff,
     )
     return snn
+
+
+def _reference(ann: nn.Module, x: Any) -> Any:
+    """The model's own output on the example — checked to exist, be finite and be deterministic."""
+    bad = [name for name, t in (*ann.named_parameters(), *ann.named_buffers())
+           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise ModelError(f"the model's weights hold NaN or Inf values in {bad[:8]}{' …' if len(bad) > 8 else ''}; "
+                         "fix the training or the checkpoint before converting")
+    try:
+        first, second = inputs.call(ann, x), inputs.call(ann, x)
+    except Exception as exc:
+        raise ModelError(
+            f"the model's own forward pass fails on the example input of shape {inputs.describe(x)}: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} (the model, not the "
+            "conversion, rejects this input: check its shape, dtype and device)"
+        ) from exc
+    diff = _max_diff(first, second)
+    if diff != 0.0:
+        raise ModelError(f"the model is not deterministic: two forward passes on the same input differ by "
+                         f"{diff:.3g}; remove random ops (torch.rand*, dropout with training=True, ...) from its "
+                         "forward before converting")
+    return first
+
+
+def nonlinear_ops(gm: fx.GraphModule) -> list[str]:
+    """``  - name (type)`` of every op that is not linear (and not a max-pool): what has no spiking twin."""
+    return [f"  - {qualname(n)} ({describe_target(gm, n)})" for n in gm.graph.nodes
+            if n.op not in ("placeholder", "output", "get_attr") and n.meta.get("tensor_meta") is not None
+            and op_kind(gm, n) is None and not is_neuron_node(gm, n)]
+
+
+def analog_nodes(gm: fx.GraphModule, names: tuple[str, ...]) -> list[fx.Node]:
+    """The ops listed in ``analog=[...]`` that sit on the spiking path and are not linear in the spikes."""
+    spiking = spiking_nodes(gm)
+    return [n for n in gm.graph.nodes if n in spiking and (qualname(n) in names or n.name in names)
+            and not is_neuron_node(gm, n) and op_kind(gm, n) not in LINEAR_OPS]
+
+
+def _check_declared_activations(gm: fx.GraphModule, args: tuple[Any, ...], cfg: ConversionConfig) -> None:
+    """A declared activation becomes a neuron whose spikes approximate ReLU: measure how far that is
+    from the activation itself on the example batch, and refuse (or warn, if accepted) when it is not close."""
+    declared = {str(n.target): n for n in gm.graph.nodes
+                if is_neuron_node(gm, n) and gm.get_submodule(str(n.target)).ann_fn is not None}
+    if not declared:
+        return
+    seen: dict[str, Tensor] = {}
+    hooks = [gm.get_submodule(k).register_forward_pre_hook(lambda _m, a, k=k: seen.__setitem__(k, a[0].detach()))
+             for k in declared]
+    try:
+        with torch.no_grad():
+            gm(*args)
+    finally:
+        for h in hooks:
+            h.remove()
+    errors = {}
+    for name, a in seen.items():
+        neuron = gm.get_submodule(name)
+        want = neuron.ann_fn(a)
+        got = a.clamp(min=0) if neuron.clip is None else a.clamp(0, neuron.clip)
+        errors[name] = float((want - got).norm() / want.norm().clamp(min=1e-12))
+    worst = {k: v for k, v in errors.items() if v > cfg.activation_tolerance}
+    if not worst:
+        return
+    text = ", ".join(f"{k}: {v:.1%}" for k, v in worst.items())
+    if not cfg.accept_activation_error:
+        raise UnsupportedLayerError(
+            f"declared activation(s) differ from the spiking neuron's response (a ReLU) by more than "
+            f"{cfg.activation_tolerance:.1%} on the example batch — {text}; the SNN would converge to the ReLU "
+            "network, not yours. Retrain with ReLU, or pass ConversionConfig(accept_activation_error=True) to "
+            "convert anyway")
+    log.warning("converting declared activation(s) with a measured relative error against the neuron's "
+                "response of %s (accept_activation_error=True)", text)

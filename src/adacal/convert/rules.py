@@ -11,7 +11,7 @@ preserved (:func:`rate_preserving_pools`).
 """
 from __future__ import annotations
 
-import operator
+import copy
 from collections import Counter
 from collections.abc import Iterable
 
@@ -19,62 +19,15 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from adacal.convert.fold_bn import ChannelAffine
+from adacal.convert.ops import DIVISIONS, LINEAR_OPS, Op, op_kind, pool_dims
 from adacal.convert.trace import describe_target, qualname
 from adacal.errors import UnsupportedLayerError
-from adacal.neurons.module import IFNeuron
-from adacal.neurons.pool import (
-    SpikingMaxPool,
-    SpikingMaxPool1d,
-    SpikingMaxPool2d,
-    SpikingMaxPool3d,
-    spiking_max_pool,
-)
+from adacal.neurons import is_neuron_node
+from adacal.neurons.pool import SpikingMaxPool, SpikingMaxPool1d, SpikingMaxPool2d, SpikingMaxPool3d, spiking_max_pool
 
-__all__ = ["spiking_nodes", "check_spiking_path", "push_maxpools", "rate_preserving_pools", "is_neuron"]
+__all__ = ["spiking_nodes", "check_spiking_path", "push_maxpools", "rate_preserving_pools"]
 
-_LINEAR_MODULES: tuple[type, ...] = (
-    nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
-    nn.Linear, ChannelAffine, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
-    nn.Identity, nn.Flatten, nn.Unflatten, nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d,
-    nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.PixelShuffle, nn.PixelUnshuffle, nn.ChannelShuffle,
-)
-_MAXPOOL_MODULES: tuple[type, ...] = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
-_MAXPOOL_FUNCS = {
-    F.max_pool1d, F.max_pool2d, F.max_pool3d, torch.max_pool1d, torch.max_pool2d, torch.max_pool3d,
-}
-_POOL_DIM = {
-    F.max_pool1d: 1, F.max_pool2d: 2, F.max_pool3d: 3,
-    torch.max_pool1d: 1, torch.max_pool2d: 2, torch.max_pool3d: 3,
-}
-# Functions linear in every tensor operand (sums, concatenation, shape and pooling ops).
-_LINEAR_FUNCS = {
-    operator.add, operator.iadd, operator.sub, operator.isub, operator.neg, operator.getitem,
-    torch.add, torch.sub, torch.neg, torch.cat, torch.concat, torch.stack, torch.flatten, torch.reshape,
-    torch.transpose, torch.permute, torch.squeeze, torch.unsqueeze, torch.chunk, torch.split,
-    torch.narrow, torch.swapaxes, torch.movedim, torch.t, torch.mean, torch.sum,
-    F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d,
-    F.adaptive_avg_pool3d, F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.interpolate,
-    F.pixel_shuffle, F.pixel_unshuffle, F.pad,
-}
-# Functions linear in each operand separately: fine while at most one operand is spiking.
-_BILINEAR_FUNCS = {
-    operator.mul, operator.imul, operator.truediv, operator.matmul, torch.mul, torch.div, torch.matmul,
-    torch.bmm, torch.einsum, F.linear, F.conv1d, F.conv2d, F.conv3d,
-}
-_LINEAR_METHODS = {
-    "view", "reshape", "flatten", "permute", "transpose", "contiguous", "squeeze", "unsqueeze", "chunk",
-    "split", "mean", "sum", "add", "add_", "sub", "sub_", "neg", "expand", "expand_as", "repeat",
-    "unflatten", "t", "narrow", "to", "float", "double", "half", "type_as", "size", "dim", "clone",
-    "__getitem__", "view_as", "reshape_as",
-}
-_BILINEAR_METHODS = {"mul", "mul_", "div", "div_", "matmul", "bmm"}
-
-
-def is_neuron(gm: fx.GraphModule, node: fx.Node) -> bool:
-    return node.op == "call_module" and isinstance(gm.get_submodule(str(node.target)), IFNeuron)
-
+is_neuron = is_neuron_node  # local short name
 
 def spiking_nodes(gm: fx.GraphModule) -> set[fx.Node]:
     """Nodes downstream of (and including) any neuron."""
@@ -86,9 +39,7 @@ def spiking_nodes(gm: fx.GraphModule) -> set[fx.Node]:
 
 
 def _is_maxpool(gm: fx.GraphModule, node: fx.Node) -> bool:
-    if node.op == "call_module":
-        return isinstance(gm.get_submodule(str(node.target)), _MAXPOOL_MODULES)
-    return node.op == "call_function" and node.target in _MAXPOOL_FUNCS
+    return op_kind(gm, node) is Op.MAXPOOL
 
 
 def _feeds_only_neurons(gm: fx.GraphModule, node: fx.Node) -> bool:
@@ -104,12 +55,11 @@ def _is_tensor_node(node: fx.Node) -> bool:
 
 
 def _hint(gm: fx.GraphModule, node: fx.Node) -> str:
-    if _is_maxpool(gm, node):
+    kind = op_kind(gm, node)
+    if kind is Op.MAXPOOL:
         return ("max-pooling spikes is not rate-preserving; put the max-pool directly after a ReLU "
                 "(adacal then moves it in front of the neuron) or use average pooling")
-    if node.op in ("call_function", "call_method") and (
-        node.target in _BILINEAR_FUNCS or node.target in _BILINEAR_METHODS
-    ):
+    if kind in (Op.SCALE, Op.WEIGHTED):
         return ("multiplies two spiking tensors, which is not linear in the spikes; list it in "
                 "analog=[...] to compute it in floating point every step (approximate)")
     return ("no spiking equivalent: retrain with ReLU, pass a ReLU-like activation type/function in "
@@ -117,35 +67,26 @@ def _hint(gm: fx.GraphModule, node: fx.Node) -> str:
             "in floating point on the spiking path (approximate)")
 
 
+def _operand_ok(node: fx.Node, spiking: set[fx.Node]) -> bool:
+    """A product is linear in the spikes while at most one operand carries them (counted by position:
+    ``x * x`` of a spiking ``x`` is not), and a divisor never does."""
+    operands: list[object] = []
+    fx.node.map_arg((node.args, node.kwargs), lambda a: operands.append(a) or a)
+    n_spiking = sum(1 for a in operands if isinstance(a, fx.Node) and a in spiking and _is_tensor_node(a))
+    if node.target in DIVISIONS:
+        return len(node.args) > 1 and not (isinstance(node.args[1], fx.Node) and node.args[1] in spiking)
+    return n_spiking <= 1
+
+
 def _allowed(gm: fx.GraphModule, node: fx.Node, spiking: set[fx.Node]) -> bool:
-    if node.op in ("output", "placeholder", "get_attr") or not _is_tensor_node(node):
+    if node.op in ("output", "placeholder", "get_attr") or not _is_tensor_node(node) or is_neuron(gm, node):
         return True
-    if node.op == "call_module":
-        mod = gm.get_submodule(str(node.target))
-        if isinstance(mod, (IFNeuron, *_LINEAR_MODULES)):
-            return True
-        if isinstance(mod, nn.ConstantPad1d | nn.ConstantPad2d | nn.ConstantPad3d):
-            return mod.value == 0
-        if isinstance(mod, _MAXPOOL_MODULES):
-            return _feeds_only_neurons(gm, node)
-        return False
-    if _is_maxpool(gm, node):
+    kind = op_kind(gm, node)
+    if kind is Op.MAXPOOL:
         return _feeds_only_neurons(gm, node)
-    if node.op == "call_function" and node.target in _LINEAR_FUNCS:
-        return True
-    if node.op == "call_method" and node.target in _LINEAR_METHODS:
-        return True
-    if (node.op == "call_function" and node.target in _BILINEAR_FUNCS) or (
-        node.op == "call_method" and node.target in _BILINEAR_METHODS
-    ):
-        # count operand positions, not distinct nodes: x * x of a spiking x is bilinear too
-        operands: list[object] = []
-        fx.node.map_arg((node.args, node.kwargs), lambda a: operands.append(a) or a)
-        n_spiking = sum(1 for a in operands if isinstance(a, fx.Node) and a in spiking and _is_tensor_node(a))
-        if node.target in (operator.truediv, torch.div, "div", "div_"):
-            return len(node.args) > 1 and not (isinstance(node.args[1], fx.Node) and node.args[1] in spiking)
-        return n_spiking <= 1
-    return False
+    if kind is Op.SCALE or (kind is Op.WEIGHTED and node.op == "call_function"):
+        return _operand_ok(node, spiking)
+    return kind in LINEAR_OPS
 
 
 def check_spiking_path(gm: fx.GraphModule, analog: Iterable[str] = ()) -> None:
@@ -166,9 +107,7 @@ def check_spiking_path(gm: fx.GraphModule, analog: Iterable[str] = ()) -> None:
 
 def _copy_neuron(gm: fx.GraphModule, neuron_node: fx.Node, suffix: str) -> str:
     src = gm.get_submodule(str(neuron_node.target))
-    new = IFNeuron(clip=src.clip, phi=int(src.phi), rho=float(src.rho), v_init=float(src.v_init),
-                   channel_dim=src.channel_dim, ann_fn=src.ann_fn)
-    new.to(device=src.theta.device, dtype=src.theta.dtype)
+    new = copy.deepcopy(src)  # same type and settings (conversion runs before any calibration)
     name = f"{neuron_node.target}{suffix}"
     k = 1
     while _has(gm, name):
@@ -274,7 +213,7 @@ def _spiking_pool_for(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
         return None  # computed hyper-parameters or indices: left as the plain per-step pool
     if params.get("stride") in (None, [], ()):
         params["stride"] = None
-    cls = {1: SpikingMaxPool1d, 2: SpikingMaxPool2d, 3: SpikingMaxPool3d}[_POOL_DIM[node.target]]
+    cls = {1: SpikingMaxPool1d, 2: SpikingMaxPool2d, 3: SpikingMaxPool3d}[pool_dims(gm, node)]
     return cls(**params)
 
 

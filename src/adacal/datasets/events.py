@@ -404,9 +404,17 @@ def _split(train: Recordings, test: Recordings | None, opts: EventOptions, *, ca
     )
 
 
+def _require_tonic() -> None:
+    try:
+        import tonic  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError("event datasets need tonic (and aedat for CIFAR10-DVS): pip install 'adacal[events]'") from exc
+
+
 def _load(spec: _Spec, root: str | os.PathLike[str] | None, *, calib_size: int, seed: int, holdout_calib: bool,
           augment: bool, source: str, download: bool, options: Mapping[str, Any]) -> DatasetSplits:
     opts = event_options(options)
+    _require_tonic()
     if download:
         raise ConfigError(f"dataset {spec.name!r} is read from local files only (download=True is not supported); "
                           f"expected: {spec.files}")

@@ -23,9 +23,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import operator
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -36,10 +35,12 @@ from torch import Tensor, fx, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from adacal import inputs
-from adacal.convert.fold_bn import ChannelAffine
+from adacal.convert.ops import DIVISIONS, WEIGHTED_FUNCS, Op, op_kind, pool_dims
 from adacal.convert.rules import spiking_nodes
+from adacal.convert.trace import describe_target
 from adacal.errors import UnsupportedLayerError
-from adacal.neurons.module import IFNeuron
+from adacal.neurons import is_neuron_node
+from adacal.neurons.analog import TimeState
 
 __all__ = ["LayerInfo", "GraphAnalysis", "analyze_graph", "SPIKE", "ANALOG"]
 
@@ -47,51 +48,8 @@ log = logging.getLogger(__name__)
 
 SPIKE, ANALOG, MIXED, CONST = "spike", "analog", "mixed", "const"
 _SPIKY = (SPIKE, MIXED)
-
-_WEIGHTED_MODULES: tuple[type, ...] = (
-    nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear,
-)
-_WEIGHTED_FUNCS: dict[Any, str] = {
-    F.conv1d: "conv1d", F.conv2d: "conv2d", F.conv3d: "conv3d", F.conv_transpose1d: "conv_transpose1d",
-    F.conv_transpose2d: "conv_transpose2d", F.conv_transpose3d: "conv_transpose3d", F.linear: "linear",
-}
-_AVG_POOLS: dict[type, int] = {nn.AvgPool1d: 1, nn.AvgPool2d: 2, nn.AvgPool3d: 3}
-_ADAPTIVE_POOLS: dict[type, int] = {nn.AdaptiveAvgPool1d: 1, nn.AdaptiveAvgPool2d: 2, nn.AdaptiveAvgPool3d: 3}
-_AVG_POOL_FUNCS: dict[Any, int] = {F.avg_pool1d: 1, F.avg_pool2d: 2, F.avg_pool3d: 3}
-_ADAPTIVE_FUNCS: dict[Any, int] = {
-    F.adaptive_avg_pool1d: 1, F.adaptive_avg_pool2d: 2, F.adaptive_avg_pool3d: 3,
-}
-# Modules that pass spikes on unweighted (connectivity 0/1, possibly with copies).
-_PASS_MODULES: tuple[type, ...] = (
-    ChannelAffine, *_AVG_POOLS, *_ADAPTIVE_POOLS, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
-    nn.AlphaDropout, nn.Identity, nn.Flatten, nn.Unflatten, nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d,
-    nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d, nn.PixelShuffle, nn.PixelUnshuffle,
-    nn.ChannelShuffle, nn.UpsamplingNearest2d,
-)
-_NEAREST = ("nearest", "nearest-exact")
-_ADD_FUNCS = {operator.add, operator.iadd, operator.sub, operator.isub, torch.add, torch.sub, torch.subtract}
-_NEG_FUNCS = {operator.neg, operator.pos, torch.neg, torch.negative, torch.positive}
-_MEAN_FUNCS = {torch.mean}
-_PASS_FUNCS = {
-    operator.getitem, torch.cat, torch.concat, torch.stack, torch.flatten, torch.reshape, torch.transpose,
-    torch.permute, torch.squeeze, torch.unsqueeze, torch.chunk, torch.split, torch.narrow, torch.swapaxes,
-    torch.movedim, torch.t, torch.sum, F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.pad,
-    F.pixel_shuffle, F.pixel_unshuffle, F.channel_shuffle, torch.flip, torch.roll,
-    *_ADD_FUNCS, *_NEG_FUNCS, *_MEAN_FUNCS, *_AVG_POOL_FUNCS, *_ADAPTIVE_FUNCS,
-}
-_SCALE_FUNCS = {operator.mul, operator.imul, operator.truediv, operator.itruediv, torch.mul, torch.multiply,
-                torch.div, torch.divide, torch.true_divide}
-_ADD_METHODS = {"add", "add_", "sub", "sub_", "subtract"}
-_CAST_METHODS = {"to", "float", "double", "half", "bfloat16", "type_as", "type", "contiguous", "clone"}
-_PASS_METHODS = {
-    "view", "reshape", "flatten", "permute", "transpose", "squeeze", "unsqueeze", "chunk", "split",
-    "sum", "mean", "neg", "expand", "expand_as", "repeat", "unflatten", "t", "narrow", "view_as",
-    "reshape_as", "__getitem__", "flip", "roll", "movedim", "swapaxes",
-    *_ADD_METHODS, *_CAST_METHODS,
-}
-_SCALE_METHODS = {"mul", "mul_", "div", "div_", "multiply", "divide", "true_divide"}
-_DIVISIONS = {operator.truediv, operator.itruediv, torch.div, torch.divide, torch.true_divide,
-              "div", "div_", "divide", "true_divide"}
+#: Ops that forward spikes as 0/1 connectivity (maybe with copies or sums): the spikes stay spikes.
+_PASS = {Op.PASS, Op.CAST, Op.ADD, Op.SUM, Op.MEAN, Op.AVG_POOL, Op.ADAPTIVE_POOL, Op.CHANNEL_SCALE}
 
 
 @dataclass(frozen=True)
@@ -125,7 +83,7 @@ class GraphAnalysis:
     layers: tuple[LayerInfo, ...]
     neuron_shapes: dict[str, tuple[int, ...]]
     fanouts: dict[tuple[str, str], Tensor]  # (layer, neuron) -> per-sample fan-out map
-    other_macs: int  # FLOPs/2 of ops that are not recognised weighted layers (matmul, ...)
+    other_macs: int  # FLOPs/2 of ops that are not conv/linear layers (matmul, ...): priced as analog layers too
     input_fanouts: dict[str, Tensor] = dataclasses.field(default_factory=dict)  # input-fed layer -> map
 
 
@@ -151,44 +109,12 @@ def _module(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
     return gm.get_submodule(str(node.target)) if node.op == "call_module" else None
 
 
-def _is_neuron(gm: fx.GraphModule, node: fx.Node) -> bool:
-    return isinstance(_module(gm, node), IFNeuron)
-
-
 def _first_arg(node: fx.Node, name: str = "input") -> Any:
     return node.args[0] if node.args else node.kwargs.get(name)
 
 
 def _func_weight(node: fx.Node) -> Any:
     return node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
-
-
-def _interp_mode(node: fx.Node) -> Any:
-    if len(node.args) > 3:
-        return node.args[3]
-    return node.kwargs.get("mode", "nearest")
-
-
-def _is_pass(gm: fx.GraphModule, node: fx.Node) -> bool:
-    """Unweighted ops that forward spikes as 0/1 connectivity (maybe with copies or sums)."""
-    if node.op == "call_module":
-        mod = _module(gm, node)
-        if isinstance(mod, nn.Upsample):
-            return mod.mode in _NEAREST
-        return isinstance(mod, _PASS_MODULES)
-    if node.op == "call_function":
-        if node.target is F.interpolate:
-            return _interp_mode(node) in _NEAREST
-        return node.target in _PASS_FUNCS
-    if node.op == "call_method":
-        return node.target in _PASS_METHODS
-    return False
-
-
-def _is_scale(node: fx.Node) -> bool:
-    return (node.op == "call_function" and node.target in _SCALE_FUNCS) or (
-        node.op == "call_method" and node.target in _SCALE_METHODS
-    )
 
 
 def _owner_name(node: fx.Node, op: str) -> str:
@@ -238,11 +164,12 @@ class _Profiler(fx.Interpreter):
         live = [i for i in n.all_input_nodes if self.kind.get(i) != CONST]
         if not live or not all(i in self.input_path for i in live):
             return False
-        if _is_pass(self.gm, n):
+        op = op_kind(self.gm, n)
+        if op in _PASS:
             return True
         operands = [a for a in (*n.args, *n.kwargs.values()) if isinstance(a, fx.Node)]
-        return _is_scale(n) and len([a for a in operands if a in self.input_path]) == 1 and (
-            n.target not in _DIVISIONS or _first_arg(n, "input") in self.input_path)
+        return op is Op.SCALE and len([a for a in operands if a in self.input_path]) == 1 and (
+            n.target not in DIVISIONS or _first_arg(n, "input") in self.input_path)
 
     def _classify(self, n: fx.Node, out: Any) -> tuple[str, frozenset[str]]:
         gm = self.gm
@@ -251,24 +178,26 @@ class _Profiler(fx.Interpreter):
             return ANALOG, none
         if n.op == "get_attr" or n.op == "output" or not _has_tensor(out):
             return CONST, none
-        if _is_neuron(gm, n):
+        if is_neuron_node(gm, n):
             return SPIKE, frozenset({str(n.target)})
         ins = n.all_input_nodes
         kinds = [self.kind[i] for i in ins]
         srcs = frozenset().union(*(self.sources[i] for i in ins if self.kind[i] in _SPIKY))
-        mod = _module(gm, n)
-        if isinstance(mod, _WEIGHTED_MODULES):
-            self.weighted[n] = type(mod).__name__
+        if isinstance(_module(gm, n), TimeState):  # running averages around an analog op: values, not spikes
             return ANALOG, none
-        if n.op == "call_function" and n.target in _WEIGHTED_FUNCS:
+        op = op_kind(gm, n)
+        if op is Op.WEIGHTED and n.op == "call_module":
+            self.weighted[n] = type(_module(gm, n)).__name__
+            return ANALOG, none
+        if op is Op.WEIGHTED:
             w = _func_weight(n)
             if not isinstance(w, fx.Node) or self.kind.get(w) == CONST:
-                self.weighted[n] = _WEIGHTED_FUNCS[n.target]
+                self.weighted[n] = WEIGHTED_FUNCS[n.target]
                 return ANALOG, none
-        if _is_pass(gm, n):
+        if op in _PASS:
             kind = _combine(kinds)
             return kind, srcs if kind in _SPIKY else none
-        if _is_scale(n):
+        if op is Op.SCALE:
             operands = [a for a in (*n.args, *n.kwargs.values()) if isinstance(a, fx.Node)]
             spiky = [a for a in operands if self.kind[a] in _SPIKY]  # with multiplicity: x*x is not linear
             others = [self.kind[a] for a in operands if self.kind[a] not in _SPIKY]
@@ -276,7 +205,7 @@ class _Profiler(fx.Interpreter):
                 return _combine(kinds), none
             carrier_first = _first_arg(n, "input") is spiky[0]
             if len(spiky) == 1 and all(k == CONST for k in others) and (
-                n.target not in _DIVISIONS or carrier_first
+                n.target not in DIVISIONS or carrier_first
             ):
                 return self.kind[spiky[0]], srcs
         if all(k == CONST for k in kinds):
@@ -366,7 +295,7 @@ class _FanoutTracer(fx.Interpreter):
         if n.op in ("placeholder", "get_attr", "output"):
             return super().run_node(n)
         gm = self.gm
-        if _is_neuron(gm, n):
+        if is_neuron_node(gm, n):
             leaf = torch.ones(self.shape[n.name], dtype=self.dtype, device=self.device, requires_grad=True)
             self.leaves[str(n.target)] = leaf
             return leaf
@@ -412,47 +341,29 @@ class _FanoutTracer(fx.Interpreter):
 
     def _positive(self, gm: fx.GraphModule, n: fx.Node, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The op with every coefficient on the spikes replaced by its 0/1 connectivity."""
-        t = n.target
-        if n.op == "call_module":
+        op, t = op_kind(gm, n), n.target
+        x = args[0] if args else None
+        if op is Op.CHANNEL_SCALE:
             mod = gm.get_submodule(str(t))
-            x = args[0]
-            if isinstance(mod, ChannelAffine):
-                shape = [1, -1] + [1] * (x.dim() - 2)
-                return x * _indicator(mod.scale, x.dtype).view(shape)
-            if type(mod) in _AVG_POOLS:
-                nd = _AVG_POOLS[type(mod)]
-                return _sum_pool(nd, x, mod.kernel_size, mod.stride, mod.padding, mod.ceil_mode)
-            if type(mod) in _ADAPTIVE_POOLS:
-                return _adaptive_sum(_ADAPTIVE_POOLS[type(mod)], x, mod.output_size)
-            return mod(*args, **kwargs)
-        if n.op == "call_function":
-            if t in _ADD_FUNCS:
-                return self._add(args)
-            if t in _NEG_FUNCS:
-                return args[0]
-            if t in _MEAN_FUNCS:
-                return torch.sum(*args, **kwargs)
-            if t in _AVG_POOL_FUNCS:
-                return partial(_sum_pool, _AVG_POOL_FUNCS[t])(*args, **kwargs)
-            if t in _ADAPTIVE_FUNCS:
-                return partial(_adaptive_sum, _ADAPTIVE_FUNCS[t])(*args, **kwargs)
-            if t in _SCALE_FUNCS:
-                return self._scale(n, args)
-            fn: Callable[..., Any] = t  # type: ignore[assignment]
-            return fn(*args, **kwargs)
-        # call_method
-        self_arg, rest = args[0], args[1:]
-        if t in _ADD_METHODS:
+            return x * _indicator(mod.scale, x.dtype).view([1, -1] + [1] * (x.dim() - 2))
+        if op is Op.AVG_POOL:  # a spike reaches every pooled cell covering it
+            if n.op == "call_module":
+                mod = gm.get_submodule(str(t))
+                return _sum_pool(pool_dims(gm, n), x, mod.kernel_size, mod.stride, mod.padding, mod.ceil_mode)
+            return partial(_sum_pool, pool_dims(gm, n))(*args, **kwargs)
+        if op is Op.ADAPTIVE_POOL:
+            if n.op == "call_module":
+                return _adaptive_sum(pool_dims(gm, n), x, gm.get_submodule(str(t)).output_size)
+            return partial(_adaptive_sum, pool_dims(gm, n))(*args, **kwargs)
+        if op is Op.ADD:  # subtraction and negation reach the same synapses as addition
             return self._add(args)
-        if t == "neg":
-            return self_arg
-        if t == "mean":
-            return self_arg.sum(*rest, **kwargs)
-        if t in _CAST_METHODS:  # keep the analysis dtype: fan-outs must stay exact integers
-            return self_arg
-        if t in _SCALE_METHODS:
+        if op is Op.MEAN:
+            return torch.sum(*args, **kwargs) if n.op == "call_function" else x.sum(*args[1:], **kwargs)
+        if op is Op.CAST:  # keep the analysis dtype: fan-outs must stay exact integers
+            return x
+        if op is Op.SCALE:
             return self._scale(n, args)
-        return getattr(self_arg, str(t))(*rest, **kwargs)
+        return getattr(self, n.op)(t, args, kwargs)
 
     @staticmethod
     def _add(args: tuple[Any, ...]) -> Any:
@@ -482,10 +393,15 @@ def analyze_graph(gm: fx.GraphModule, example: Any) -> GraphAnalysis:
 
     x = positional(gm, inputs.map_tensors(lambda t: t[:1], example))
     profile = _Profiler(gm)
-    with torch.no_grad():
-        profile.run(*x)
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # the fused attention kernel is invisible to the FLOP counter
+    try:
+        with torch.no_grad():
+            profile.run(*x)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
 
-    neuron_nodes = [n for n in gm.graph.nodes if _is_neuron(gm, n)]
+    neuron_nodes = [n for n in gm.graph.nodes if is_neuron_node(gm, n)]
     calls = Counter(str(n.target) for n in neuron_nodes)
     reused = sorted(k for k, v in calls.items() if v > 1)
     if reused:
@@ -527,11 +443,19 @@ def analyze_graph(gm: fx.GraphModule, example: Any) -> GraphAnalysis:
     if mixed:
         log.warning("layers %s receive spikes and analog values summed; counted as analog (dense MACs "
                     "every step)", mixed)
-    weighted_flops = sum(profile.flops.get(n, 0) for n in profile.weighted)
-    other_macs = (sum(profile.flops.values()) - weighted_flops) // 2
+    other_macs = 0
+    for n in gm.graph.nodes:  # matmuls, attention, ... kept in floating point: MACs each time they run
+        macs = profile.flops.get(n, 0) // 2
+        if macs and n not in profile.weighted:
+            base = str(n.target) if n.op == "call_module" else n.name
+            name = base if not used[base] else f"{base}_{used[base]}"
+            used[base] += 1
+            layers.append(LayerInfo(name=name, op=describe_target(gm, n), kind=ANALOG, macs=macs,
+                                    in_prefix=n not in spiking))
+            other_macs += macs
     if other_macs:
-        log.warning("%d MACs come from ops that are not conv/linear layers (e.g. matmul); they are not "
-                    "included in the energy estimate", other_macs)
+        log.info("%d MACs per sample come from ops that are not conv/linear layers (e.g. matmul); priced as "
+                 "analog MACs each time they run", other_macs)
 
     fanouts, input_fanouts = _fanouts(gm, x, profile, layer_of)
     final = []

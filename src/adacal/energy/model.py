@@ -130,7 +130,7 @@ class EnergyModel:
 
     @property
     def other_macs(self) -> int:
-        """MACs of ops that are not conv/linear layers (matmul, ...): not priced, logged at build."""
+        """MACs of ops that are not conv/linear layers (matmul, ...), priced as analog layers."""
         return self._analysis.other_macs
 
     def layer(self, name: str) -> LayerInfo:

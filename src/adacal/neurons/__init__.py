@@ -1,4 +1,10 @@
-"""Spiking neurons: pure functions (functional) and the stateful module (IFNeuron)."""
+"""Spiking neurons: pure functions (functional), the stateful module (IFNeuron), spiking max-pools."""
+from __future__ import annotations
+
+from typing import Any
+
+from torch import fx
+
 from adacal.checks import check_phi, check_rho, check_timesteps
 from adacal.neurons.functional import if_step, surrogate_count, surrogate_rate
 from adacal.neurons.kinds import NEURON_KINDS, neuron_class, register_neuron
@@ -20,7 +26,19 @@ __all__ = [
     "check_rho",
     "check_timesteps",
     "if_step",
+    "is_neuron",
+    "is_neuron_node",
     "spiking_max_pool",
     "surrogate_count",
     "surrogate_rate",
 ]
+
+
+def is_neuron(module: Any) -> bool:
+    """The one test of "is this a spiking neuron" (every neuron type derives from IFNeuron)."""
+    return isinstance(module, IFNeuron)
+
+
+def is_neuron_node(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """Whether a graph node calls a neuron module."""
+    return node.op == "call_module" and is_neuron(gm.get_submodule(str(node.target)))
