@@ -408,7 +408,8 @@ def _require_tonic() -> None:
     try:
         import tonic  # noqa: F401
     except ImportError as exc:
-        raise ConfigError("event datasets need tonic (and aedat for CIFAR10-DVS): pip install 'adacal[events]'") from exc
+        raise ConfigError("event datasets need tonic (and aedat for CIFAR10-DVS): "
+                          "pip install 'adacal[events]'") from exc
 
 
 def _load(spec: _Spec, root: str | os.PathLike[str] | None, *, calib_size: int, seed: int, holdout_calib: bool,
