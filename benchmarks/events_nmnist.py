@@ -302,8 +302,10 @@ def markdown(state: dict[str, Any]) -> str:
 
 
 def plots(state: dict[str, Any], name: str) -> None:
-    """Accuracy vs T per variant (AdaFire and Calibration), and accuracy vs energy."""
+    """``<name>_accuracy.png``: accuracy vs T, one panel per feeding variant; ``<name>_energy.png``:
+    accuracy vs energy per sample for Calibration and AdaFire in every variant."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FixedLocator, NullLocator
 
     from adacal.report.plots import save_figure
 
@@ -312,32 +314,61 @@ def plots(state: dict[str, Any], name: str) -> None:
         return
     ann = state["ann"]
     ann_all = (ann["test"] * ann["n"]["test"] + ann["holdout"] * ann["n"]["holdout"]) / sum(ann["n"].values())
-    fig = Figure(figsize=(11, 4.2), layout="constrained")
-    ax1, ax2 = fig.subplots(1, 2)
-    styles = {"accumulated": "-", "streamed": "--", "streamed-signed": ":", "streamed-frame-calibrated": "-."}
-    colors = {"calibration": "tab:blue", "adafire": "tab:red", "burstfire": "tab:orange", "adafire+ssc": "tab:green"}
-    for variant in VARIANTS:
+    colors = {"plain": "0.6", "calibration": "tab:blue", "burstfire": "tab:orange", "adafire": "tab:red",
+              "adafire+ssc": "tab:green", "adafire+ssc+iat": "tab:purple"}
+    panels = [v for v in ("accumulated", "streamed", "streamed-signed") if any(r["variant"] == v for r in recs)]
+    fig = Figure(figsize=(4.2 * len(panels), 4.0), layout="constrained")
+    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    Ts = sorted({r["T"] for r in recs})
+    for ax, variant in zip(axes, panels):
         for m, c in colors.items():
             rs = sorted((r for r in recs if r["variant"] == variant and r["method"] == m), key=lambda r: r["T"])
-            if not rs:
-                continue
-            label = f"{m}, {LABELS[variant]}"
-            ax1.plot([r["T"] for r in rs], [r["accuracy"] for r in rs], styles[variant], color=c, marker="o", ms=3,
-                     label=label)
-            ax2.plot([1e3 * r["energy_mj"] for r in rs], [r["accuracy"] for r in rs], styles[variant], color=c,
-                     marker="o", ms=3)
-    for ax in (ax1, ax2):
-        ax.axhline(ann_all, color="0.3", ls="--", lw=1)
-        ax.set_ylabel("accuracy (%) on 300 recordings")
+            if rs:
+                ax.plot([r["T"] for r in rs], [r["accuracy"] for r in rs], color=c, marker="o", ms=3, label=m,
+                        ls=":" if m.endswith("+iat") else "-")
+        if variant == "streamed":  # the naive baseline: calibrated on frames, run on the stream
+            for m, c in (("calibration", "tab:blue"), ("adafire", "tab:red")):
+                rs = sorted((r for r in recs if r["variant"] == "streamed-frame-calibrated" and r["method"] == m),
+                            key=lambda r: r["T"])
+                if rs:
+                    ax.plot([r["T"] for r in rs], [r["accuracy"] for r in rs], color=c, ls="--", marker="x", ms=4,
+                            label=f"{m}, calibrated on frames")
+        ax.axhline(ann_all, color="0.3", ls="--", lw=1, label="ANN")
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_locator(FixedLocator(Ts))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xticklabels([str(t) for t in Ts])
+        ax.set_xlabel("timesteps T (IAT: the maximum)")
+        ax.set_title(LABELS[variant])
         ax.grid(alpha=0.3)
-    ax1.set_xscale("log", base=2)
-    ax1.set_xlabel("timesteps T")
-    ax1.set_title("N-MNIST: accuracy vs T (ANN dashed)")
-    ax2.set_xscale("log")
-    ax2.set_xlabel("energy per sample (µJ)")
-    ax2.set_title("accuracy vs energy (points: T = 4..64)")
-    ax1.legend(fontsize=6.5, ncol=2, loc="lower right")
-    save_figure(fig, RESULTS / f"{name}.png")
+    axes[0].set_ylabel("accuracy (%), n = 300 recordings")
+    axes[0].legend(fontsize=7, loc="lower left")
+    if len(axes) > 1:
+        axes[1].legend(fontsize=7, loc="lower left")
+    fig.suptitle("N-MNIST, zoo nmnist_cnn: accuracy vs T by feeding mode", fontsize=10)
+    save_figure(fig, RESULTS / f"{name}_accuracy.png")
+
+    fig = Figure(figsize=(6.5, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    styles = {"accumulated": "-", "streamed": "--", "streamed-signed": ":"}
+    for variant in panels:
+        for m in ("calibration", "adafire"):
+            rs = sorted((r for r in recs if r["variant"] == variant and r["method"] == m), key=lambda r: r["T"])
+            if rs:
+                ax.plot([1e3 * r["energy_mj"] for r in rs], [r["accuracy"] for r in rs], styles[variant],
+                        color=colors[m], marker="o", ms=3, label=f"{m}, {LABELS[variant]}")
+                for r in rs:
+                    ax.annotate(str(r["T"]), (1e3 * r["energy_mj"], r["accuracy"]), fontsize=6,
+                                textcoords="offset points", xytext=(3, 2))
+    ax.axhline(ann_all, color="0.3", ls="--", lw=1)
+    ax.axvline(1e3 * recs[0]["ann_energy_mj"], color="0.3", ls="--", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("energy per sample (µJ); ANN: dashed vertical line")
+    ax.set_ylabel("accuracy (%), n = 300 recordings")
+    ax.set_title("N-MNIST: accuracy vs energy (labels: T)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    save_figure(fig, RESULTS / f"{name}_energy.png")
 
 
 def readme(state: dict[str, Any]) -> None:
