@@ -69,6 +69,10 @@ def main() -> None:
     ap.add_argument("--out", default=NAME)
     ap.add_argument("--readme", action="store_true", help="write the README section from the result file and exit")
     ap.add_argument("--plots-only", action="store_true", help="redraw the plots from the result file and exit")
+    ap.add_argument("--iat-curve", type=float, nargs="*", default=[],
+                    help="also evaluate each IAT run at these alpha_base (its policy re-derived, no refit); with "
+                         "--curve-only: add the curve to finished IAT runs of --timesteps")
+    ap.add_argument("--curve-only", action="store_true")
     args = ap.parse_args()
     path = RESULTS / f"{args.out}.json"
     if args.readme:
@@ -113,7 +117,12 @@ def main() -> None:
                     continue
                 iat = method == IAT_METHOD and not frame_cal
                 todo = [i for i in ([False, True] if iat else [False]) if (variant, method, T, i) not in done]
-                if not todo:
+                curve_for = _rec(records, variant, method + "+iat", T) if args.curve_only and iat else None
+                if args.curve_only:
+                    if curve_for is None or curve_for.get("iat_curve"):
+                        continue
+                    todo = []
+                elif not todo:
                     continue
                 data = {k: with_feed(v, feed) for k, v in parts.items()}
                 calib_task = with_feed(base, "accumulated" if frame_cal else feed).task
@@ -126,8 +135,12 @@ def main() -> None:
                                    divergence=calib_task.divergence, present=calib_task.present)
                 convert_s = time.perf_counter() - t0
                 for with_iat in todo:
-                    records.append(run(snn, rec, data, base, variant, method, T, with_iat, convert_s))
+                    records.append(run(snn, rec, data, base, variant, method, T, with_iat, convert_s,
+                                       args.iat_curve))
                     done.add((variant, method, T, with_iat))
+                    save()
+                if curve_for is not None:
+                    curve_for["iat_curve"] = iat_curve(snn, data, base, T, args.iat_curve)
                     save()
     save()
 
@@ -153,8 +166,23 @@ def with_feed(data: Data, feed: str) -> Data:
     return replace(data, task=task)
 
 
+def iat_curve(snn: Any, data: dict[str, Data], base: Data, T: int, alphas: list[float]) -> list[dict[str, Any]]:
+    """Accuracy, mean timesteps and energy of the IAT policy (fitted on calibration data) at each α_base."""
+    task = next(iter(data.values())).task
+    policy = fit_exit_policy(snn, base.calib, timesteps=T, task=task, alpha_base=0.6)
+    out = []
+    for a in alphas:
+        res = {k: evaluate(snn, d.test, timesteps=T, task=task, exit_policy=policy.with_alpha_base(a))
+               for k, d in data.items()}
+        n = {k: r["num_samples"] for k, r in res.items()}
+        total = sum(n.values())
+        out.append({"alpha_base": a, "n": total, **{key: sum(res[k][key] * n[k] for k in res) / total
+                                                    for key in ("accuracy", "mean_timesteps", "energy_mj")}})
+    return out
+
+
 def run(snn: Any, rec: dict[str, Any], data: dict[str, Data], base: Data, variant: str, method: str, T: int,
-        iat: bool, convert_s: float) -> dict[str, Any]:
+        iat: bool, convert_s: float, curve: list[float] | None = None) -> dict[str, Any]:
     task = next(iter(data.values())).task
     policy = fit_exit_policy(snn, base.calib, timesteps=T, task=task, alpha_base=0.6) if iat else None
     t0 = time.perf_counter()
@@ -178,6 +206,8 @@ def run(snn: Any, rec: dict[str, Any], data: dict[str, Data], base: Data, varian
     if iat:
         out["exit_histogram"] = [a + b for a, b in zip(res["test"]["exit_histogram"], res["holdout"]["exit_histogram"])]
         out["alpha_base"] = 0.6
+        if curve:
+            out["iat_curve"] = iat_curve(snn, data, base, T, curve)
     logging.info("%s %s T=%d: %.2f%% (n=%d), %.4g µJ/sample, %.2f mean steps", variant, out["method"], T,
                  out["accuracy"], total, 1e3 * out["energy_mj"], out["mean_timesteps"])
     return out
@@ -290,6 +320,14 @@ def markdown(state: dict[str, Any]) -> str:
         lines.append(f"| {r['variant']} | {r['method']} | {r['T']} | {r['n']} | {r['accuracy']:.2f} "
                      f"({r['accuracy_test']:.0f} / {r['accuracy_holdout']:.1f}) | {1e3 * r['energy_mj']:.2f} | "
                      f"{r['energy_mj'] / r['ann_energy_mj']:.2f}× | {r['mean_timesteps']:.2f} | {phi} | {rho} |")
+    curves = [r for r in recs if r.get("iat_curve")]
+    if curves:
+        lines += ["", "## IAT: accuracy / mean timesteps at other α_base (policy fitted once, thresholds re-derived)",
+                  "", "| variant | T | " + " | ".join(f"α={c['alpha_base']:g}" for c in curves[0]["iat_curve"]) + " |",
+                  "|---|---|" + "---|" * len(curves[0]["iat_curve"])]
+        for r in curves:
+            lines.append(f"| {r['variant']} | {r['T']} | " + " | ".join(
+                f"{c['accuracy']:.1f}% / {c['mean_timesteps']:.1f}" for c in r["iat_curve"]) + " |")
     g = state.get("gesture_check")
     if g and "rows" in g:
         lines += ["", "## DVS Gesture loader check (10 recordings, not a benchmark)", "",
