@@ -279,9 +279,12 @@ def energy_notes(recs: list[dict[str, Any]]) -> list[str]:
             parts.append(f"{method} T={T} ({LABELS[variant]}) {r['energy_mj'] / r['ann_energy_mj']:.2f}×")
     if not parts:
         return []
-    return ["Energy per sample against the ANN's (its MACs at 4.6 pJ): " + "; ".join(parts) + ". The frames are "
-            "dense (thousands of events per recording), so the first spiking layers fire often and a fixed-T SNN "
-            "costs more than the ANN beyond a few steps; early exit (IAT) is what brings it below.", ""]
+    above = sorted(r["T"] for r in recs if r["variant"] == "accumulated" and r["method"] == "adafire"
+                   and r["energy_mj"] > r["ann_energy_mj"])
+    note = (f" AdaFire (accumulated) costs more than the ANN at T = {', '.join(map(str, above))}: the frames are "
+            "dense (thousands of events per recording), so the spiking layers fire often, in bursts."
+            if above else "")
+    return ["Energy per sample against the ANN's (its MACs at 4.6 pJ): " + "; ".join(parts) + "." + note, ""]
 
 
 def pivot(records: list[dict[str, Any]], variant: str) -> list[str]:
