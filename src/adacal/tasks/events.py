@@ -109,12 +109,14 @@ class EventClassification(Classification):
     def figures(self, results: Mapping[str, Any], folder: Path) -> dict[str, tuple[Path, str]]:
         from adacal.tasks.events_plots import plot_event_examples
 
-        run = next((r for r in reversed(results.get("runs") or []) if r.get("examples")), None)
+        runs = [r for r in results.get("runs") or [] if r.get("examples")]
+        run = next((r for r in reversed(runs) if not r.get("iat")), runs[-1] if runs else None)
         if run is None or not (folder / run["examples"]).is_file():
             return {}
         path = folder / "event_examples.png"
         with np.load(folder / run["examples"]) as z:
-            plot_event_examples({k: z[k] for k in z.files}, path, title=f"{run['name']} ({self.feed} feed)")
+            plot_event_examples({k: z[k][: self.report_examples] for k in z.files}, path,
+                                title=f"{run['name']} ({self.feed} feed)")
         shown = ("the frame at every step" if self.feed == "accumulated"
                  else "the recording cut into T such slices, one per step")
         caption = ("Test recordings: the accumulated frame the ANN sees (ON events red, OFF blue) and the "
