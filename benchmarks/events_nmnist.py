@@ -88,8 +88,12 @@ def main() -> None:
     records: list[dict[str, Any]] = state.get("records", [])
     done = {(r["variant"], r["method"], r["T"], r["iat"]) for r in records}
 
+    state.setdefault("commands", [state["command"]] if "command" in state else [])
+    if command() not in state["commands"]:
+        state["commands"].append(command())  # every invocation that added records or curves
+
     def save() -> None:
-        state.update({"command": command(), "machine": machine(), "records": records})
+        state.update({"command": state["commands"][0], "machine": machine(), "records": records})
         write_results(args.out, state, markdown(state))
         plots(state, args.out)
 
@@ -318,7 +322,8 @@ def ann_line(state: dict[str, Any]) -> str:
 def markdown(state: dict[str, Any]) -> str:
     recs = state.get("records", [])
     lines = ["# N-MNIST: conversion methods, accumulated and streamed feeding", "",
-             f"Command: `{state.get('command')}`", f"Machine: {state.get('machine')}",
+             *[f"Command: `{c}`" for c in state.get("commands") or [state.get("command")]],
+             f"Machine: {state.get('machine')}",
              f"Data: {state.get('data')}", "", ann_line(state) if "ann" in state else "", "",
              "Cells: accuracy % on all evaluated recordings / energy per sample in µJ (IAT: and mean timesteps). "
              "Every accuracy below is on n = 300 recordings (100 test + 200 held out); one recording is 0.33 "
