@@ -53,8 +53,10 @@ def config(cls: type) -> type:
 # ------------------------------------------------------------------------------------- engine
 @config
 class NeuronConfig:
-    """Initial neuron settings: ``kind`` (a registered neuron type), φ (max spikes per step),
-    ρ (threshold ratio) and ``v_init`` (initial potential as a fraction of the threshold)."""
+    """Initial neuron settings: ``kind`` (a registered neuron type: ``if``, or ``signed`` — negative
+    spikes take back earlier ones, for inputs that change every step; see
+    :mod:`adacal.neurons.signed`), φ (max spikes per step), ρ (threshold ratio) and ``v_init``
+    (initial potential as a fraction of the threshold)."""
 
     kind: str = "if"
     phi: int = 1

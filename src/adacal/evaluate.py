@@ -16,6 +16,7 @@ from adacal.devices import model_device
 from adacal.errors import ConfigError, DataError
 from adacal.iat.policy import ExitPolicy
 from adacal.iat.runtime import run_early_exit
+from adacal.presentation import Presentation
 from adacal.spiking_model import SpikingModel
 from adacal.tasks import Task, get_task
 
@@ -47,6 +48,12 @@ def task_batches(data: Any, task: Task, device: torch.device,
         raise DataError("evaluation data is empty: it yielded no batch")
 
 
+def _shown(task: Task, x: Any, timesteps: int, sequence: bool) -> Presentation:
+    """What the SNN sees for batch inputs ``x``: ``x`` itself when the caller passes ready-made
+    sequences (``sequence=True``), else the task's presentation for ``timesteps`` steps."""
+    return Presentation(x, True) if sequence else task.present(x, timesteps)
+
+
 def _infer_classes(task: Task, output: Any) -> Task:
     """A task given by name learns ``num_classes`` from the model's output (dim 1 of the first output)."""
     if "num_classes" not in task.info:
@@ -66,7 +73,7 @@ def evaluate_ann(model: torch.nn.Module, data: Any, *, task: str | Task = "class
     metrics = None
     try:
         for x, y in task_batches(data, task, dev, max_batches, what="evaluate ANN"):
-            out = inputs.call(model, x)
+            out = inputs.call(model, task.ann_input(x))
             if metrics is None:
                 metrics = _infer_classes(task, out).metrics().to(dev)
             metrics.update(out, y)
@@ -89,12 +96,17 @@ def fit_exit_policy(
     num_batches: int = 100,
     sequence: bool = False,
 ) -> ExitPolicy:
-    """Fit IAT thresholds from the SNN's per-step outputs on (training) data (method.md §7)."""
+    """Fit IAT thresholds from the SNN's per-step outputs on (training) data (method.md §7).
+
+    The SNN sees each batch as the task presents it for T steps (``sequence=True``: the batches are
+    already ``[T, B, ...]`` sequences).
+    """
     T = check_timesteps(timesteps)
     dev = model_device(snn)
     task = get_task(task)
-    batches = ((snn.run(x, T, sequence=sequence), y)
-               for x, y in task_batches(data, task, dev, num_batches, what=f"fit IAT policy T={T}"))
+    batches = ((snn.run(shown.inputs, T, sequence=shown.sequence), y)
+               for x, y in task_batches(data, task, dev, num_batches, what=f"fit IAT policy T={T}")
+               for shown in [_shown(task, x, T, sequence)])
     first = next(batches)  # one batch of per-step outputs in memory at a time (dense maps at large T)
     _infer_classes(task, inputs.map_tensors(lambda o: o[0], first[0]))
     return ExitPolicy.fit_batches(itertools.chain([first], batches), alpha_base=alpha_base, delta=delta,
@@ -110,8 +122,9 @@ def held_out_outputs(snn: SpikingModel, data: Any, *, timesteps: int, task: str 
     dev = model_device(snn)
     task = get_task(task)
     outs, ys = [], []
-    for x, y in task_batches(data, task, dev, max_batches):
-        out = snn.run(x, T)
+    for x, y in task_batches(data, task, dev, max_batches, what=f"held-out outputs T={T}"):
+        shown = _shown(task, x, T, False)
+        out = snn.run(shown.inputs, T, sequence=shown.sequence)
         if not isinstance(out, torch.Tensor) or not isinstance(y, torch.Tensor):
             raise ConfigError("the risk-controlled exit rule needs one output tensor and tensor targets; "
                               "use exit_rule='eq15' for this task")
@@ -163,7 +176,10 @@ def evaluate(
 ) -> dict[str, Any]:
     """Task metrics, mean timesteps and energy per sample on ``data``.
 
-    With ``exit_policy`` each input stops early (IAT) and energy counts only the steps run.
+    The SNN sees each batch as ``task.present`` shows it for T steps (``sequence=True``: the batches
+    are already ``[T, B, ...]`` sequences). With ``exit_policy`` each input stops early (IAT) and
+    energy counts only the steps run; input events of a streamed presentation count toward the
+    energy of the layers they drive, step by step.
     ``energy``: an :class:`adacal.energy.EnergyModel`, ``"auto"`` (built from the first batch) or
     None (skip energy). ``examples``: keep what the task shows in pictures for the first N samples,
     or for the samples at these indices (``result["examples"]``, each with its ``"index"``). The
@@ -178,6 +194,8 @@ def evaluate(
     metrics = per_step = None
     hist = torch.zeros(T, dtype=torch.long)
     total = steps_run = 0
+    events: Any = None
+    any_sequence = False
     kept: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     model = None
@@ -188,8 +206,10 @@ def evaluate(
     with snn.record_activity():
         name = f"evaluate T={T}" + (" IAT" if exit_policy is not None else "")
         for i, (x, y) in enumerate(task_batches(data, task, dev, max_batches, what=name)):
-            batch = inputs.batch_size(x, 1 if sequence else 0)
-            first = inputs.map_tensors(lambda t: t[0, :1], x) if sequence else inputs.narrow(x, 0, 1)
+            shown = _shown(task, x, T, sequence)
+            any_sequence |= shown.sequence
+            batch = shown.batch_size()
+            first = shown.first_sample()
             if metrics is None:
                 probe = snn.ann_forward(first)
                 metrics = _infer_classes(task, probe).metrics().to(dev)
@@ -198,12 +218,13 @@ def evaluate(
                     from adacal.energy import EnergyModel
 
                     model = EnergyModel.build(snn, first)
-            if exit_policy is None and streamed and per_step is None:
-                out = _time_mean(snn, x, T, sequence=sequence, batch=batch)
+            if exit_policy is None and streamed and per_step is None:  # memory does not grow with T
+                out = snn.run(shown.inputs, T, sequence=shown.sequence, reduce="mean")
                 steps_run += T * batch
                 hist[T - 1] += batch
+                ran = None
             elif exit_policy is None:
-                out_steps = snn.run(x, T, sequence=sequence)
+                out_steps = snn.run(shown.inputs, T, sequence=shown.sequence)
                 out = task.reduce_time(out_steps)
                 if per_step is not None:
                     running = None
@@ -213,12 +234,17 @@ def evaluate(
                         per_step[t].update(inputs.map_tensors(lambda r, t=t: r / (t + 1), running), y)
                 steps_run += T * batch
                 hist[T - 1] += batch
+                ran = None
             else:
-                res = run_early_exit(snn, x, exit_policy, sequence=sequence, scorer=task.exit_score)
+                res = run_early_exit(snn, shown.inputs, exit_policy, sequence=shown.sequence, scorer=task.exit_score)
                 steps_run += res.steps_run
                 hist += torch.bincount(res.exit_steps.cpu() - 1, minlength=T)
+                ran = res.exit_steps
                 out = inputs.map_tensors(lambda o, res=res: o / res.exit_steps.view(-1, *[1] * (o.dim() - 1)),
                                          res.outputs)
+            if shown.events is not None:
+                ev = _events_run(shown.events, ran)
+                events = ev if events is None else events + ev
             metrics.update(out, y)
             ex = _keep_examples(task, wanted, total, batch, x, out, y, dim=1 if sequence else 0)
             if ex is not None:
@@ -250,7 +276,8 @@ def evaluate(
         result["examples"] = kept
     energy_model = model if energy == "auto" else energy
     if energy_model is not None:
-        rep = energy_model.estimate(counts, num_samples=total, timesteps=mean_steps, sequence=sequence)
+        rep = energy_model.estimate(counts, num_samples=total, timesteps=mean_steps, sequence=any_sequence,
+                                    input_events=events)
         # the task's own floating-point work, measured over this evaluation (e.g. NMS candidates)
         d = _add_outside(rep.to_dict(), task.analog_ops(probe), mean_steps if exit_policy is not None else 1.0)
         result["energy_mj"] = d["snn_energy_pj"] * 1e-9
@@ -283,25 +310,17 @@ def _add_outside(report: dict[str, Any], rows: list[dict[str, Any]], step_runs: 
     return report
 
 
+def _events_run(events: torch.Tensor, exit_steps: torch.Tensor | None) -> torch.Tensor:
+    """Input events per position over the steps each sample actually ran, summed over the batch."""
+    if exit_steps is not None:
+        t = torch.arange(events.shape[0], device=events.device).view(-1, 1, *[1] * (events.dim() - 2))
+        events = events * (t < exit_steps.to(events.device).view(1, -1, *[1] * (events.dim() - 2)))
+    return events.sum(dim=(0, 1)).double()
+
+
 def _sum(a: Any, b: Any) -> Any:
     it = iter(inputs.leaves(b))
     return inputs.map_tensors(lambda t: t + next(it), a)
-
-
-def _time_mean(snn: SpikingModel, x: Any, T: int, *, sequence: bool, batch: int) -> Any:
-    """The time average of the outputs, summed chunk by chunk (``SpikingModel.AUTO_CHUNK_BYTES``
-    steps per call): only one chunk of per-step outputs is ever held, whatever T."""
-    rows = SpikingModel.AUTO_CHUNK_BYTES // max(1, snn.activation_bytes * batch)
-    chunk = min(T, max(1, int(rows)))
-    total: Any = None
-    with snn.session(x, sequence=sequence) as sess:
-        done = 0
-        while done < T:
-            steps = min(chunk, T - done)
-            part = inputs.map_tensors(lambda o: o.sum(0), sess.advance(steps))
-            total = part if total is None else _sum(total, part)
-            done += steps
-    return inputs.map_tensors(lambda o: o / T, total)
 
 
 def _example_indices(examples: int | Sequence[int]) -> set[int]:
@@ -344,7 +363,7 @@ def collect_examples(model: Callable[[Any], Any], data: Any, *, task: str | Task
         for x, y in task_batches(data, task, dev):
             batch = inputs.batch_size(x)
             if any(start <= i < start + batch for i in wanted):
-                ex = _keep_examples(task, wanted, start, batch, x, inputs.call(model, x), y)
+                ex = _keep_examples(task, wanted, start, batch, x, inputs.call(model, task.ann_input(x)), y)
                 if ex is not None:
                     kept.append(ex)
             start += batch

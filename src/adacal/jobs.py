@@ -99,8 +99,8 @@ class Data:
         return make_loader(self.train_set, batch_size, shuffle=True, seed=seed, num_workers=self.spec.num_workers)
 
     def example(self) -> Any:
-        """The first calibration batch's inputs (for tracing and shape checks)."""
-        return self.task.split_batch(next(iter(self.calib)))[0]
+        """The first calibration batch's inputs as the ANN sees them (for tracing and shape checks)."""
+        return self.task.ann_input(self.task.split_batch(next(iter(self.calib)))[0])
 
 
 def load_data(spec: DataSpec, task: str | Task | None = None, *, num_classes: int | None = None) -> Data:
@@ -129,7 +129,8 @@ def load_data(spec: DataSpec, task: str | Task | None = None, *, num_classes: in
     if spec.test_size is not None and spec.test_size < len(test_set):  # type: ignore[arg-type]
         idx = sample_indices(len(test_set), spec.test_size, spec.seed, labels_of(test_set))  # type: ignore[arg-type]
         test_set, picked = subset(test_set, idx), tuple(int(i) for i in idx)
-    facts = {"num_classes": num_classes or info.num_classes, "classes": list(info.classes), **info.extra}
+    facts = {"num_classes": num_classes or info.num_classes, "classes": list(info.classes), **info.extra,
+             "data_options": dict(spec.options)}
     task_obj = get_task(task or info.task, **facts)
     calib = make_loader(calib_set, spec.calib_batch_size or spec.batch_size, num_workers=spec.num_workers)
     test = make_loader(test_set, spec.batch_size, num_workers=spec.num_workers)
@@ -227,7 +228,7 @@ def convert_ann(ann: nn.Module, data: Data, config: PipelineConfig, *,
 
     snn, record = convert(ann, data.calib, config=config, input_fn=lambda b: data.task.split_batch(b)[0],
                           workdir=None if workdir is None else str(workdir),
-                          divergence=data.task.divergence, holdout_data=data.holdout)
+                          divergence=data.task.divergence, holdout_data=data.holdout, present=data.task.present)
     return snn, dict(record)
 
 

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from adacal.atomic import atomic_write_bytes, atomic_write_json
-from adacal.config import ConversionConfig
+from adacal.config import ConversionConfig, NeuronConfig
 from adacal.convert import prepare
 from adacal.errors import CheckpointError, first_line
 from adacal.spiking_model import SpikingModel
@@ -100,6 +100,9 @@ def load_snn(
     bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
         raise CheckpointError(f"the saved SNN state {str(wpath)!r} holds NaN or Inf values in {bad[:8]}; convert again")
+    if config is None:  # the neuron kind is not a tensor: take it from the record
+        kind = ((record.get("config") or {}).get("conversion") or {}).get("neuron", {}).get("kind", "if")
+        config = ConversionConfig(neuron=NeuronConfig(kind=kind))
     snn = prepare(ann, example_input, config=config)
     names = list(snn.neurons())
     if record.get("neurons") and record["neurons"] != names:

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from adacal import inputs
-from adacal.calibrate import calibrate_thresholds, correct_bias
+from adacal.calibrate import calibrate_thresholds, calibrate_thresholds_presented, correct_bias
 from adacal.config import PipelineConfig
 from adacal.convert import prepare
 from adacal.data import InputFn, take_batches, take_split
@@ -25,6 +25,7 @@ from adacal.devices import model_device
 from adacal.errors import DataError
 from adacal.knobs import KNOBS, Checked, Knob, get_knob
 from adacal.neurons.analog import RunningIncrement
+from adacal.presentation import Present, Presentation, concat, present_all
 from adacal.recipes import Correction, Search, Thresholds, Uniform, WeightCalibration, get_recipe
 from adacal.sensitivity import CostFn, profile
 from adacal.spiking_model import SpikingModel
@@ -38,7 +39,9 @@ Progress = Callable[[str, int, int], None]
 
 @dataclass
 class _Context:
-    """What the stages of one conversion share."""
+    """What the stages of one conversion share: ``batches`` are what the ANN sees, ``shown`` what
+    the SNN sees over T steps (the same batches as constant inputs, unless a task presents them
+    otherwise, e.g. as event streams)."""
 
     snn: SpikingModel
     config: PipelineConfig
@@ -48,6 +51,7 @@ class _Context:
     workdir: str | None
     divergence: Any = None
     times: dict[str, float] = field(default_factory=dict)
+    shown: list[Presentation] = field(default_factory=list)
     holdout: list[Any] = field(default_factory=list)
     _check: Any = None
 
@@ -58,6 +62,11 @@ class _Context:
     @property
     def correction_batches(self) -> list[Any]:
         return self.batches[: self.config.calibration.correction_batches]
+
+    @property
+    def sequence(self) -> bool:
+        """The SNN sees a different input at every step: calibrate on what it really sees."""
+        return bool(self.shown) and self.shown[0].sequence
 
     def check(self) -> Any:
         """The held-out check (:class:`adacal.holdout.HoldoutCheck`), or None when it is off or has no data."""
@@ -101,21 +110,25 @@ def _thresholds(stage: Thresholds, ctx: _Context) -> None:
     if stage.method is not None:
         calib = replace(calib, method=stage.method)
     with ctx.stage("thresholds"):
-        calibrate_thresholds(ctx.snn, None, timesteps=ctx.config.timesteps, config=calib,
-                             batches=ctx.threshold_batches)
+        if ctx.sequence and calib.method == "mse":  # the MSE of what the neurons really receive
+            calibrate_thresholds_presented(ctx.snn, ctx.shown[: calib.num_batches],
+                                           timesteps=ctx.config.timesteps, config=calib)
+        else:
+            calibrate_thresholds(ctx.snn, None, timesteps=ctx.config.timesteps, config=calib,
+                                 batches=ctx.threshold_batches)
 
 
-def _profile_input(ctx: _Context) -> Any:
-    joined = inputs.cat(ctx.batches, 0)
-    return inputs.narrow(joined, 0, min(ctx.config.profile_batch, inputs.batch_size(joined)))
+def _profile_input(ctx: _Context) -> Presentation:
+    joined = concat(ctx.shown)
+    return joined.narrow(0, min(ctx.config.profile_batch, joined.batch_size()))
 
 
-def _sops_cost(snn: SpikingModel, example: Any) -> CostFn:
+def _sops_cost(snn: SpikingModel, shown: Presentation) -> CostFn:
     """Cost of a neuron's spikes in synaptic operations per sample (energy-model fan-out)."""
     from adacal.energy import EnergyModel
 
-    model = EnergyModel.build(snn, inputs.narrow(example, 0, 1))
-    batch = inputs.batch_size(example)
+    model = EnergyModel.build(snn, shown.first_sample())
+    batch = shown.batch_size()
     return lambda name, spikes: model.neuron_costs({name: spikes}, batch, metric="sops")[name]
 
 
@@ -128,7 +141,8 @@ def _search(stage: Search, ctx: _Context) -> None:
         ctx.times[f"thresholds_per_{knob.name}"] = round(time.perf_counter() - t0, 4)
     progress = None if ctx.progress is None else (lambda i, n, _name: ctx.progress(f"profile_{knob.name}", i, n))
     with ctx.stage(f"profile_{knob.name}"):
-        table = profile(ctx.snn, x, knob=knob, candidates=knob.candidates(cfg), timesteps=cfg.timesteps,
+        table = profile(ctx.snn, x.inputs, knob=knob, candidates=knob.candidates(cfg), timesteps=cfg.timesteps,
+                        sequence=x.sequence,
                         cost_fn=_sops_cost(ctx.snn, x) if cfg.search_cost == "sops" else None,
                         checkpoint=None if ctx.workdir is None else f"{ctx.workdir}/profile_{knob.name}.json",
                         progress=progress, thresholds=thresholds, divergence=ctx.divergence)
@@ -268,7 +282,10 @@ def _correction(stage: Correction, ctx: _Context) -> None:
         if stage.fresh:  # the thresholds changed since: older corrections no longer apply
             for n in ctx.snn.neurons().values():
                 n.clear_corrections()
-        correct_bias(ctx.snn, None, timesteps=ctx.config.timesteps, target=target, batches=ctx.correction_batches)
+        n = ctx.config.calibration.correction_batches
+        correct_bias(ctx.snn, None, timesteps=ctx.config.timesteps, target=target,
+                     batches=[p.inputs for p in ctx.shown[:n]], sequence=ctx.sequence,
+                     reference=ctx.correction_batches)
 
 
 _RUNNERS: dict[type, Callable[[Any, _Context], None]] = {
@@ -287,6 +304,7 @@ def convert(
     workdir: str | None = None,
     divergence: Callable[[Any, Any], Any] | None = None,
     holdout_data: Any = None,
+    present: Present | None = None,
 ) -> tuple[SpikingModel, dict[str, Any]]:
     """Convert ``ann`` with ``config.method``; returns the SNN and a JSON-safe record.
 
@@ -296,7 +314,10 @@ def convert(
     the same pass, so they never overlap). ``workdir``: where sensitivity
     profiles are checkpointed, so an interrupted run resumes. ``progress(stage, i, n)`` is called
     as profiling advances. ``divergence(ann_out, snn_out)``: the task's distance used by profiling
-    (default: symmetric KL of softmax outputs).
+    (default: symmetric KL of softmax outputs). ``present(inputs, T)``: what the SNN will see for
+    a batch (a task's :meth:`~adacal.tasks.Task.present`; default: the batch at every step); the
+    ANN sees its time average, and thresholds (MSE), bias correction and profiling are measured on
+    the presented per-step inputs, so the SNN is calibrated for the input it will really get.
     """
     cfg = config or PipelineConfig()
     recipe = get_recipe(cfg.method)
@@ -304,17 +325,22 @@ def convert(
     t_data = time.perf_counter()
     n_cal, dev = max(calib.num_batches, calib.correction_batches), model_device(ann)
     wants_check = cfg.check != "none" and any(isinstance(s, Search) for s in recipe.stages)
-    holdout: list[Any] = []
+    held: list[Any] = []
     if wants_check and holdout_data is None:
-        batches, holdout = take_split(calib_data, n_cal, cfg.check_images, input_fn=input_fn, device=dev)
+        raw, held = take_split(calib_data, n_cal, cfg.check_images, input_fn=input_fn, device=dev)
     else:
-        batches = take_batches(calib_data, n_cal, input_fn=input_fn, device=dev)
+        raw = take_batches(calib_data, n_cal, input_fn=input_fn, device=dev)
         if wants_check:
-            holdout = take_split(holdout_data, 0, cfg.check_images, input_fn=input_fn, device=dev,
-                                 what="held-out data")[1]
-            if not holdout:
+            held = take_split(holdout_data, 0, cfg.check_images, input_fn=input_fn, device=dev,
+                              what="held-out data")[1]
+            if not held:
                 raise DataError("holdout_data is empty: it yielded no batch; pass held-out training batches or "
                                 "holdout_data=None")
+    shown = present_all(raw, present, cfg.timesteps)
+    batches = [p.ann_inputs() for p in shown]
+    held_shown = present_all(held, present, cfg.timesteps)
+    # the check runs the SNN on constant inputs: it cannot measure a network fed a different input each step
+    holdout = [] if any(p.sequence for p in held_shown) else [p.inputs for p in held_shown]
     times = {"data": round(time.perf_counter() - t_data, 4)}
     t_prep = time.perf_counter()
     snn = prepare(ann, batches[0], config=cfg.conversion)
@@ -322,14 +348,15 @@ def convert(
     record: dict[str, Any] = {"method": cfg.method, "timesteps": cfg.timesteps, "config": cfg.to_dict()}
     if snn.analog_prefix_ops:  # not spiking and not priced by the energy model: say so in the record
         record["analog_prefix_ops"] = list(snn.analog_prefix_ops)
-    ctx = _Context(snn, cfg, batches, record, progress, workdir, divergence, times, holdout)
+    ctx = _Context(snn, cfg, batches, record, progress, workdir, divergence, times, shown=shown, holdout=holdout)
     for stage in recipe.stages:
         _RUNNERS[type(stage)](stage, ctx)
+    shown_x = _profile_input(ctx)
     record["samples"] = {  # which calibration samples each stage saw (the first N of calib_data)
         "thresholds": sum(inputs.batch_size(b) for b in ctx.threshold_batches),
         "correction": sum(inputs.batch_size(b) for b in ctx.correction_batches),
-        "profile": inputs.batch_size(_profile_input(ctx)) if any(isinstance(s, Search) for s in recipe.stages) else 0}
-    errors = analog_errors(snn, _profile_input(ctx), cfg.timesteps)
+        "profile": shown_x.batch_size() if any(isinstance(s, Search) for s in recipe.stages) else 0}
+    errors = analog_errors(snn, shown_x.inputs, cfg.timesteps, sequence=shown_x.sequence)
     if errors:
         record["analog_ops"] = errors
         worst = max(errors.values())
@@ -346,8 +373,10 @@ def convert(
 
 
 @torch.no_grad()
-def analog_errors(snn: SpikingModel, x: Any, timesteps: int) -> dict[str, float]:
+def analog_errors(snn: SpikingModel, x: Any, timesteps: int, *, sequence: bool = False) -> dict[str, float]:
     """Relative error of every analog op's time-averaged SNN output against its ANN output.
+
+    ``sequence``: ``x`` is ``[T, B, ...]`` (a different input every step); the ANN sees its time average.
 
     The output wrapper of an analog op receives ``f(x̄_t)`` at step t (:mod:`adacal.neurons.analog`);
     its value after the last step is what the SNN computes for the op.
@@ -365,7 +394,9 @@ def analog_errors(snn: SpikingModel, x: Any, timesteps: int) -> dict[str, float]
             seen[key][name] = y.detach()
         return grab
 
-    for key, run in (("ann", lambda: snn.ann_forward(x)), ("snn", lambda: snn.run(x, timesteps, time_chunk=None))):
+    ann_x = Presentation(x, sequence).ann_inputs()
+    for key, run in (("ann", lambda: snn.ann_forward(ann_x)),
+                     ("snn", lambda: snn.run(x, timesteps, sequence=sequence, time_chunk=None))):
         handles = [m.register_forward_pre_hook(hook(k, key)) for k, m in wrappers.items()]
         try:
             run()

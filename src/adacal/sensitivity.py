@@ -81,9 +81,10 @@ def _value(s: str) -> float:
 class _CachedRun:
     """One batched SNN run whose every node value is kept, to re-run any downstream part."""
 
-    def __init__(self, snn: SpikingModel, x: Any, timesteps: int) -> None:
+    def __init__(self, snn: SpikingModel, x: Any, timesteps: int, sequence: bool = False) -> None:
         # the simulation's graph: weighted function nodes on canonical row blocks, as in run()
-        self.snn, self.gm, self.T, self.batch = snn, snn.simulation_graph(), timesteps, inputs.batch_size(x)
+        self.snn, self.gm, self.T = snn, snn.simulation_graph(), timesteps
+        self.batch = inputs.batch_size(x, 1 if sequence else 0)
         self.nodes = list(self.gm.graph.nodes)
         self.neuron_nodes = {
             str(n.target): n for n in self.nodes
@@ -91,7 +92,7 @@ class _CachedRun:
         }
         from adacal.convert.prepare import positional
 
-        self.xin = positional(self.gm, inputs.repeat_over_time(x, timesteps))
+        self.xin = positional(self.gm, _stacked(x, timesteps, sequence))
         last_use: dict[fx.Node, fx.Node] = {}
         for node in self.nodes:
             for arg in node.all_input_nodes:
@@ -150,6 +151,13 @@ class _CachedRun:
         return self._execute(self.xin, todo | {self.nodes[-1]}, env, free=True, keep=keep)
 
 
+def _stacked(x: Any, timesteps: int, sequence: bool) -> Any:
+    """``[T·B, ...]``: a constant input repeated, or a sequence's first T steps, stacked on the batch axis."""
+    if sequence:
+        return inputs.map_tensors(lambda t: t[:timesteps].reshape(-1, *t.shape[2:]), x)
+    return inputs.repeat_over_time(x, timesteps)
+
+
 def _mean_output(out: Any, timesteps: int, batch: int) -> Any:
     return inputs.map_tensors(lambda o: o.view(timesteps, batch, *o.shape[1:]).mean(0), out)
 
@@ -161,9 +169,10 @@ def default_divergence(ann: Any, snn: Any) -> Any:
 
 
 def _spike_total(neuron: IFNeuron, y: Tensor) -> Tensor:
-    """Spikes per position summed over time and batch, from the neuron's output values."""
+    """Spikes per position summed over time and batch, from the neuron's output values (a negative
+    spike of a signed neuron counts as one spike too)."""
     th = neuron._bc(neuron.effective_threshold(), y)
-    return torch.round(y / th).sum(0)
+    return torch.round(y / th).abs().sum(0)
 
 
 def _fingerprint(snn: SpikingModel, x: Any, knob: str, candidates: Sequence[float], T: int,
@@ -197,6 +206,7 @@ def profile(
     progress: Progress | None = None,
     thresholds: Thresholds | None = None,
     divergence: Callable[[Any, Any], Any] | None = None,
+    sequence: bool = False,
 ) -> SensitivityTable:
     """Sensitivity of every neuron to every candidate of ``knob`` (a registered knob or its name).
 
@@ -207,6 +217,8 @@ def profile(
     data and candidates picks up from it and gives identical results. ``layers`` restricts profiling to those neurons.
     ``thresholds[name][value]``: the threshold neuron ``name`` runs with at candidate ``value``
     (e.g. refit for that φ); by default a candidate keeps the neuron's current threshold.
+    ``sequence``: ``x`` is ``[T, B, ...]``, a different input at every step (e.g. streamed events);
+    the ANN's reference output is then taken on its time average.
     """
     knob_ = get_knob(knob)
     if not candidates:
@@ -214,8 +226,8 @@ def profile(
     cands = tuple(knob_.check(c) for c in candidates)
     divergence = divergence or default_divergence
     T = check_timesteps(timesteps)
-    snn.check_input(x)
-    batch = inputs.batch_size(x)
+    snn.check_input(x, sequence=sequence)
+    batch = inputs.batch_size(x, 1 if sequence else 0)
     cost_fn = cost_fn or (lambda _name, spikes: float(spikes.sum()) / batch)
     path = Path(checkpoint) if checkpoint is not None else None
     key = _fingerprint(snn, x, knob_.name, cands, T, thresholds)
@@ -231,7 +243,7 @@ def profile(
         else:
             log.warning("ignoring %s: it belongs to another model, data or candidate set", path)
     start = time.perf_counter()
-    ann = snn.ann_forward(x)
+    ann = snn.ann_forward(inputs.map_tensors(lambda t: t[:T].mean(0), x) if sequence else x)
     neurons = snn.neurons()
     if layers is not None:
         unknown = sorted(set(layers) - set(neurons))
@@ -247,7 +259,7 @@ def profile(
     costs: dict[str, dict[float, float]] = {}
     spikes: dict[str, dict[float, float]] = {}
     with snn.mode("snn", timesteps=T):
-        base = _CachedRun(snn, x, T) if reuse_prefix else None
+        base = _CachedRun(snn, x, T, sequence) if reuse_prefix else None
         steps = reporting.track(neurons.items(), f"profile {knob_.name}", len(neurons), "layer")
         for i, (name, neuron) in enumerate(steps):
             if progress is not None:
@@ -270,7 +282,7 @@ def profile(
                     if base is not None:
                         out, y = base.rerun(name, todo)
                     else:
-                        out, y = _full_run(snn, x, T, name)
+                        out, y = _full_run(snn, x, T, name, sequence)
                     smap = _spike_total(neuron, y)
                     row_s[value] = float(divergence(ann, _mean_output(out, T, batch)))
                     row_c[value] = float(cost_fn(name, smap))
@@ -291,7 +303,7 @@ def profile(
     return SensitivityTable(knob_.name, cands, scores, costs, spikes, time.perf_counter() - start)
 
 
-def _full_run(snn: SpikingModel, x: Any, T: int, name: str) -> tuple[Any, Tensor]:
+def _full_run(snn: SpikingModel, x: Any, T: int, name: str, sequence: bool = False) -> tuple[Any, Tensor]:
     """The naive way: simulate the whole network again (kept for the benchmark)."""
     captured: list[Tensor] = []
     neuron = snn.neurons()[name]
@@ -299,7 +311,7 @@ def _full_run(snn: SpikingModel, x: Any, T: int, name: str) -> tuple[Any, Tensor
     try:
         for n in snn.neurons().values():
             n.reset()
-        out = inputs.call(snn.simulation_graph(), inputs.repeat_over_time(x, T))
+        out = inputs.call(snn.simulation_graph(), _stacked(x, T, sequence))
     finally:
         handle.remove()
     return out, captured[0]

@@ -182,7 +182,7 @@ def train_model(
         batches = progress.track(train_loader, f"train epoch {epoch + 1}/{cfg.epochs}", steps, "batch")
         for i, batch in enumerate(batches):
             x, y = task.split_batch(batch)
-            x, y = _to_device(x, dev, channels_last), _to_device(y, dev, False)
+            x, y = _to_device(task.ann_input(x), dev, channels_last), _to_device(y, dev, False)
             with torch.autocast(dev.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 out = inputs.call(model, x)
                 loss = task.loss(out, y, label_smoothing=cfg.label_smoothing)

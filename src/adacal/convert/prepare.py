@@ -22,7 +22,8 @@ from adacal.convert.unit_pools import unit_maxpools_to_slices
 from adacal.devices import model_float
 from adacal.errors import CalibrationError, ConfigError, DataError, ModelError, UnsupportedLayerError
 from adacal.logs import warn_once
-from adacal.neurons import IFNeuron, is_neuron_node
+from adacal.neurons import is_neuron_node
+from adacal.neurons.kinds import neuron_class
 from adacal.spiking_model import SpikingModel
 
 __all__ = ["prepare"]
@@ -83,8 +84,8 @@ def _insert_neurons(
     ]
     for node, clip, original in found:
         name = _neuron_name(gm, node, used)
-        neuron = IFNeuron(clip=clip, phi=cfg.neuron.phi, rho=cfg.neuron.rho, v_init=cfg.neuron.v_init,
-                          ann_fn=original)
+        neuron = neuron_class(cfg.neuron.kind)(clip=clip, phi=cfg.neuron.phi, rho=cfg.neuron.rho,
+                                               v_init=cfg.neuron.v_init, ann_fn=original)
         neuron.to(device=device, dtype=dtype)
         gm.add_submodule(name, neuron)
         with gm.graph.inserting_after(node):

@@ -61,3 +61,4 @@ __all__ = [
     "make_loader",
 ]
 from adacal.datasets import detection as _detection  # noqa: E402,F401  (registers bccd, raccoon, coco128, voc, coco)
+from adacal.datasets import events as _events  # noqa: F401,E402  (registers the event datasets)

@@ -61,6 +61,9 @@ class LayerInfo:
     ``FlopCounterMode``). ``in_prefix``: it runs before any neuron (with a constant input and a
     splittable prefix it is computed once per input). ``sources``: neurons whose spikes reach it.
     ``synapses``: Σ of its fan-out maps — the synaptic events if every source position spiked once.
+    ``input_fed``: its input is the network's (single) input passed on unweighted, so when the
+    input is a stream of events the layer can run event-driven (one accumulate per synapse an input
+    event reaches; fan-out map in :attr:`GraphAnalysis.input_fanouts`).
     """
 
     name: str
@@ -70,6 +73,7 @@ class LayerInfo:
     in_prefix: bool
     sources: tuple[str, ...] = ()
     synapses: int = 0
+    input_fed: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,7 @@ class GraphAnalysis:
     neuron_shapes: dict[str, tuple[int, ...]]
     fanouts: dict[tuple[str, str], Tensor]  # (layer, neuron) -> per-sample fan-out map
     other_macs: int  # FLOPs/2 of ops that are not conv/linear layers (matmul, ...): priced as analog layers too
+    input_fanouts: dict[str, Tensor] = dataclasses.field(default_factory=dict)  # input-fed layer -> map
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -135,6 +140,9 @@ class _Profiler(fx.Interpreter):
         self.shapes: dict[fx.Node, tuple[int, ...]] = {}
         self.weighted: dict[fx.Node, str] = {}  # node -> op description
         self.nonlinear_on_spikes: Counter[str] = Counter()
+        # values that are the (single) network input passed on unweighted: 0/1 connectivity to it
+        self.input_path: set[fx.Node] = set()
+        self._placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
 
     def run_node(self, n: fx.Node) -> Any:
         if n.op in ("call_module", "call_function", "call_method"):
@@ -146,7 +154,22 @@ class _Profiler(fx.Interpreter):
         if isinstance(out, Tensor):
             self.shapes[n] = tuple(out.shape)
         self.kind[n], self.sources[n] = self._classify(n, out)
+        if self._on_input_path(n):
+            self.input_path.add(n)
         return out
+
+    def _on_input_path(self, n: fx.Node) -> bool:
+        if n.op == "placeholder":
+            return len(self._placeholders) == 1
+        live = [i for i in n.all_input_nodes if self.kind.get(i) != CONST]
+        if not live or not all(i in self.input_path for i in live):
+            return False
+        op = op_kind(self.gm, n)
+        if op in _PASS:
+            return True
+        operands = [a for a in (*n.args, *n.kwargs.values()) if isinstance(a, fx.Node)]
+        return op is Op.SCALE and len([a for a in operands if a in self.input_path]) == 1 and (
+            n.target not in DIVISIONS or _first_arg(n, "input") in self.input_path)
 
     def _classify(self, n: fx.Node, out: Any) -> tuple[str, frozenset[str]]:
         gm = self.gm
@@ -261,6 +284,7 @@ class _FanoutTracer(fx.Interpreter):
         self.device = device
         # pass-1 facts keyed by node name (this graph is a deep copy of the profiled one)
         self.kind = {n.name: k for n, k in profile.kind.items()}
+        self.input_path = {n.name for n in profile.input_path}
         self.shape = {n.name: s for n, s in profile.shapes.items()}
         self.layer_of = layer_of
         self.dtype = dtype
@@ -281,16 +305,25 @@ class _FanoutTracer(fx.Interpreter):
         if layer is not None:
             if n.op == "call_function":  # functional layer: indicator weight, no bias
                 args, kwargs = self._functional_indicator(args, kwargs)
-            if layer.kind != SPIKE:
+            if layer.kind != SPIKE and not layer.input_fed:
                 with torch.no_grad():
                     return getattr(self, n.op)(n.target, _detach(args), _detach(kwargs))
+            if layer.kind != SPIKE:  # input-fed: only its input leaf carries a gradient
+                args, kwargs = self._only_input(n, args, kwargs)
             y = getattr(self, n.op)(n.target, args, kwargs)
             self.scalars[layer.name] = y.sum()
             return y.detach()
-        if self.kind.get(n.name) in _SPIKY:
+        if self.kind.get(n.name) in _SPIKY or n.name in self.input_path:
             return self._positive(gm, n, args, kwargs)
         with torch.no_grad():
             return getattr(self, n.op)(n.target, _detach(args), _detach(kwargs))
+
+    def _only_input(self, n: fx.Node, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
+        """Arguments of an input-fed layer with everything but its input detached."""
+        first = _first_arg(n)
+        if n.args and first is n.args[0]:
+            return (args[0], *_detach(args[1:])), _detach(kwargs)
+        return _detach(args), {k: (v if k == "input" else _detach(v)) for k, v in kwargs.items()}
 
     def _functional_indicator(
         self, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -342,7 +375,8 @@ class _FanoutTracer(fx.Interpreter):
     def _scale(self, n: fx.Node, args: tuple[Any, ...]) -> Any:
         a, b = args[0], args[1] if len(args) > 1 else 1.0
         first = n.args[0] if n.args else None
-        a_spiky = isinstance(first, fx.Node) and self.kind.get(first.name) in _SPIKY
+        a_spiky = isinstance(first, fx.Node) and (self.kind.get(first.name) in _SPIKY
+                                                  or first.name in self.input_path)
         if a_spiky:
             return a * _indicator(b, self.dtype)
         return b * _indicator(a, self.dtype)
@@ -402,7 +436,8 @@ def analyze_graph(gm: fx.GraphModule, example: Any) -> GraphAnalysis:
         kind = SPIKE if in_kind == SPIKE else ANALOG
         sources = tuple(sorted(profile.sources[inp], key=list(neuron_shapes).index)) if kind == SPIKE else ()
         info = LayerInfo(name=name, op=op, kind=kind, macs=profile.flops.get(n, 0) // 2,
-                         in_prefix=n not in spiking, sources=sources)
+                         in_prefix=n not in spiking, sources=sources,
+                         input_fed=isinstance(inp, fx.Node) and inp in profile.input_path)
         layers.append(info)
         layer_of[n.name] = info
     if mixed:
@@ -422,30 +457,31 @@ def analyze_graph(gm: fx.GraphModule, example: Any) -> GraphAnalysis:
         log.info("%d MACs per sample come from ops that are not conv/linear layers (e.g. matmul); priced as "
                  "analog MACs each time they run", other_macs)
 
-    fanouts = _fanouts(gm, x, profile, layer_of)
+    fanouts, input_fanouts = _fanouts(gm, x, profile, layer_of)
     final = []
     for info in layers:
         if info.kind == SPIKE:
             total = sum(float(fanouts[(info.name, s)].sum()) for s in info.sources)
             info = dataclasses.replace(info, synapses=int(round(total)))
         final.append(info)
-    return GraphAnalysis(tuple(final), neuron_shapes, fanouts, int(other_macs))
+    return GraphAnalysis(tuple(final), neuron_shapes, fanouts, int(other_macs), input_fanouts)
 
 
 def _fanouts(
     gm: fx.GraphModule, x: tuple[Any, ...], profile: _Profiler, layer_of: dict[str, LayerInfo]
-) -> dict[tuple[str, str], Tensor]:
+) -> tuple[dict[tuple[str, str], Tensor], dict[str, Tensor]]:
     spike_layers = [info for info in layer_of.values() if info.kind == SPIKE]
-    if not spike_layers:
-        return {}
+    input_layers = [info for info in layer_of.values() if info.input_fed]
+    if not spike_layers and not input_layers:
+        return {}, {}
     with torch.inference_mode(False), torch.enable_grad():  # the fan-outs are gradients
-        return _fanouts_impl(gm, x, profile, layer_of, spike_layers)
+        return _fanouts_impl(gm, x, profile, layer_of, spike_layers, input_layers)
 
 
 def _fanouts_impl(
     gm: fx.GraphModule, x: tuple[Any, ...], profile: _Profiler, layer_of: dict[str, LayerInfo],
-    spike_layers: list[LayerInfo],
-) -> dict[tuple[str, str], Tensor]:
+    spike_layers: list[LayerInfo], input_layers: list[LayerInfo],
+) -> tuple[dict[tuple[str, str], Tensor], dict[str, Tensor]]:
     device = inputs.leaves(x)[0].device
     dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
     work = copy.deepcopy(gm).to(dtype)
@@ -461,7 +497,15 @@ def _fanouts_impl(
             if getattr(mod, "bias", None) is not None:
                 mod.bias.zero_()
     tracer = _FanoutTracer(work, profile, layer_of, dtype, device)
-    tracer.run(*inputs.map_tensors(lambda t: t.to(dtype) if t.is_floating_point() else t.clone(), x))
+    xs = inputs.map_tensors(lambda t: t.to(dtype) if t.is_floating_point() else t.clone(), x)
+    if input_layers:  # the input as a leaf of ones: its gradients are the input fan-out maps
+        xs = (torch.ones_like(xs[0], requires_grad=True),)
+    tracer.run(*xs)
+    inputs_out: dict[str, Tensor] = {}
+    for info in input_layers:
+        scalar = tracer.scalars[info.name]
+        (g,) = torch.autograd.grad(scalar, [xs[0]], retain_graph=True, allow_unused=True)
+        inputs_out[info.name] = (torch.zeros_like(xs[0]) if g is None else g.detach()).round()[0]
     out: dict[tuple[str, str], Tensor] = {}
     for info in spike_layers:
         leaves = [tracer.leaves[s] for s in info.sources]
@@ -478,4 +522,4 @@ def _fanouts_impl(
                 log.warning("fan-out %s -> %s is not integral (max deviation %.3g); an op on the path is "
                             "not a 0/1 connection", src, info.name, err)
             out[(info.name, src)] = r[0]
-    return out
+    return out, inputs_out

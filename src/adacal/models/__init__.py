@@ -37,3 +37,4 @@ __all__ = [
     "vgg16_cifar",
 ]
 from adacal.models import detection as _detection  # noqa: E402,F401  (registers fcos_lite and torchvision detectors)
+from adacal.models import events as _events  # noqa: F401,E402  (registers event_cnn, nmnist_cnn)

@@ -19,6 +19,7 @@ from torch import Tensor
 from adacal import inputs
 from adacal.errors import DataError, ShapeError
 from adacal.metrics import symmetric_kl
+from adacal.presentation import Presentation
 
 __all__ = ["MetricSet", "Task"]
 
@@ -108,6 +109,23 @@ class Task:
 
     def check_outputs(self, outputs: Any, what: str = "model") -> None:
         """Raise :class:`ShapeError` if the model's outputs do not fit this task's data."""
+
+    def ann_input(self, x: Any) -> Any:
+        """What the ANN is given for the task's inputs ``x`` (training, ANN evaluation, tracing).
+
+        Default: ``x`` itself. A task whose inputs carry more than the ANN sees (event recordings in
+        time bins, of which the ANN sees the accumulated frame) reduces them here.
+        """
+        return x
+
+    def present(self, x: Any, timesteps: int) -> Presentation:
+        """What the SNN is shown over ``timesteps`` steps for the inputs ``x``.
+
+        Default: the ANN's input at every step. Contract (relied on by calibration, correction,
+        profiling and evaluation): the time average of the presented input equals
+        :meth:`ann_input` of ``x``; a sequence has exactly ``timesteps`` slices.
+        """
+        return Presentation(self.ann_input(x))
 
     # ------------------------------------------------------------------ predictions and metrics
     def reduce_time(self, per_step: Any) -> Any:
