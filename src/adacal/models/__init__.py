@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from adacal.models import pointnet  # noqa: F401 - registers pointnet_cls and pointnet_seg
 from adacal.models.cifar import (
     BasicBlock,
     CifarResNet,

@@ -35,3 +35,4 @@ def get_task(task: str | Task, **info: Any) -> Task:
 
 
 register_task(Classification)
+from adacal.tasks import pointcloud  # noqa: E402, F401 - registers pointcloud_classification, part_segmentation
