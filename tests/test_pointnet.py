@@ -161,3 +161,19 @@ def test_classification_cli_train_and_sweep(tmp_path: Path, capsys: pytest.Captu
     assert summary["task"]["name"] == "pointcloud_classification"
     assert set(summary["runs"][0]["metrics"]) == {"accuracy", "class_accuracy"}
     assert "class-mean accuracy" not in capsys.readouterr().err
+
+
+def test_saved_snn_with_two_inputs_and_an_analog_product_loads_back(tmp_path: Path) -> None:
+    """load_snn re-converts with the recorded analog ops and accepts a tuple example input."""
+    from adacal import convert
+    from adacal.persist import load_snn, save_snn
+
+    torch.manual_seed(0)
+    x, onehot = _points(), F.one_hot(torch.tensor([2, 2, 0, 1]), 16).float()
+    seg = _warm(build_model("pointnet_seg", 50, width=0.125, feature_transform=True), x, onehot)
+    cfg = PipelineConfig(method="calibration", timesteps=4,
+                         conversion=ConversionConfig(analog=feature_transform_ops(seg)))
+    snn, record = convert(seg, [((x, onehot), None)], config=cfg)
+    save_snn(snn, record, tmp_path)
+    again, _ = load_snn(seg, tmp_path, (x, onehot))
+    torch.testing.assert_close(again.run((x, onehot), 4), snn.run((x, onehot), 4))

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from adacal import inputs
 from adacal.atomic import atomic_write_bytes, atomic_write_json
 from adacal.config import ConversionConfig
 from adacal.convert import prepare
@@ -55,7 +56,12 @@ def load_snn(
     *,
     config: ConversionConfig | None = None,
 ) -> tuple[SpikingModel, dict[str, Any]]:
-    """Re-convert ``ann`` (same architecture as when saved) and load the saved SNN state."""
+    """Re-convert ``ann`` (same architecture as when saved) and load the saved SNN state.
+
+    ``config``: how to re-convert; by default the ops kept in floating point (``analog``), the
+    opaque submodules and the check tolerance recorded at conversion (``record["config"]``).
+    ``example_input``: a tensor, or a tuple/dict of tensors for a model with several inputs.
+    """
     folder = Path(folder)
     wpath, rpath = folder / WEIGHTS, folder / RECORD
     for p in (wpath, rpath):
@@ -66,7 +72,7 @@ def load_snn(
         state = torch.load(wpath, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"cannot read the saved SNN in {folder}: {exc}") from exc
-    snn = prepare(ann, example_input, config=config)
+    snn = prepare(ann, example_input, config=config or _recorded_conversion(record))
     names = list(snn.neurons())
     if record.get("neurons") and record["neurons"] != names:
         raise CheckpointError(
@@ -77,5 +83,17 @@ def load_snn(
         snn.graph_module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise CheckpointError(f"saved SNN state does not fit this model: {str(exc).splitlines()[0]}") from exc
-    snn.to(example_input.device)
+    snn.to(inputs.leaves(example_input)[0].device)
     return snn, record
+
+
+def _recorded_conversion(record: dict[str, Any]) -> ConversionConfig:
+    """The recorded conversion settings that decide the converted graph (activation types and
+    functions are stored by name only: pass ``config=`` to re-convert with those)."""
+    conv = (record.get("config") or {}).get("conversion") or {}
+    if not isinstance(conv, dict):
+        return ConversionConfig()
+    kw: dict[str, Any] = {k: tuple(conv[k]) for k in ("analog", "leaf_modules") if conv.get(k)}
+    if isinstance(conv.get("check_rtol"), (int, float)):
+        kw["check_rtol"] = float(conv["check_rtol"])
+    return ConversionConfig(**kw)
