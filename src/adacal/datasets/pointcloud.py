@@ -37,6 +37,7 @@ samples use a fixed point subset per shape.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import logging
 import os
@@ -315,7 +316,7 @@ def _pick(name: str, root: Path, source: str, markers: Mapping[str, Callable[[Pa
 
 
 # ---------------------------------------------------------------------------------------- ModelNet
-def _modelnet_npz(root: Path, normals: bool) -> tuple[list[np.ndarray], ...]:
+def _modelnet_npz(root: Path, normals: bool) -> tuple[Any, ...]:
     if normals:
         raise ConfigError("the npz ModelNet layout has no normals; drop data option normals")
     out: list[Any] = []
@@ -338,8 +339,9 @@ def _modelnet_npz(root: Path, normals: bool) -> tuple[list[np.ndarray], ...]:
 
 
 def _read_rows(path: Path, rows: int | None, sep: str | None) -> np.ndarray:
+    """The first ``rows`` lines (all if None) of a text file of numbers separated by ``sep``."""
     with open(path, encoding="ascii") as f:
-        lines = [ln for _, ln in zip(range(rows) if rows else iter(int, 1), f)]
+        lines = list(itertools.islice(f, rows))
     try:
         arr = np.array([[float(v) for v in (ln.split(sep) if sep else ln.split())] for ln in lines if ln.strip()],
                        dtype=np.float32)
