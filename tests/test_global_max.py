@@ -19,7 +19,7 @@ from adacal.neurons import IFNeuron, MaxOver, SpikingMaxOver, spiking_max_pool
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-SPELLINGS = ("torch.max", "method.values", "amax", "adaptive_max_pool1d", "AdaptiveMaxPool1d")
+SPELLINGS = ("torch.max", "method.values", "unpacked", "amax", "adaptive_max_pool1d", "AdaptiveMaxPool1d")
 
 
 class GlobalMaxNet(nn.Module):
@@ -39,6 +39,8 @@ class GlobalMaxNet(nn.Module):
             g = torch.max(h, 2)[0]
         elif s == "method.values":
             g = h.max(dim=-1, keepdim=True).values.flatten(1)
+        elif s == "unpacked":
+            g, _ = torch.max(h, dim=2)  # the indices are never used
         elif s == "amax":
             g = torch.amax(h, 2)
         elif s == "adaptive_max_pool1d":

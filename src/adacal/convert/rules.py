@@ -232,8 +232,9 @@ def _all_ones(size: object) -> bool:
 def _max_over_spec(gm: fx.GraphModule, node: fx.Node) -> tuple[tuple[int, ...], bool, list[fx.Node]] | None:
     """``(dims, keepdim, value nodes)`` if ``node`` is a max over whole non-batch dims, else None.
 
-    ``value nodes``: the nodes that read the max's values (``[0]``, ``.values``) — all of its users
-    must be such, since indices have no spiking equivalent — or ``[node]`` for ops returning values.
+    ``value nodes``: the nodes that read the max's values (``[0]``, ``.values``; unused reads of the
+    indices may follow them and are dropped) — indices that are used have no spiking equivalent —
+    or ``[node]`` for ops returning values only.
     """
     x = node.args[0] if node.args else None
     if not isinstance(x, fx.Node):
@@ -244,12 +245,16 @@ def _max_over_spec(gm: fx.GraphModule, node: fx.Node) -> tuple[tuple[int, ...], 
         if isinstance(dim, fx.Node) or dim is None:
             return None  # max(a, b) of two tensors, or a max over everything
         dims = _reduced_dims(dim, rank)
-        users = list(node.users)
-        values = all(u.op == "call_function" and ((u.target is operator.getitem and u.args[1] == 0) or (
-            u.target is getattr and u.args[1] == "values")) for u in users)
-        if dims is None or not users or not values:
+
+        def reads(u: fx.Node, index: int, attr: str) -> bool:
+            return u.op == "call_function" and (
+                (u.target is operator.getitem and u.args[1] == index) or (u.target is getattr and u.args[1] == attr))
+
+        values = [u for u in node.users if reads(u, 0, "values")]
+        unused = [u for u in node.users if reads(u, 1, "indices") and not u.users]  # `v, _ = torch.max(...)`
+        if dims is None or not values or len(values) + len(unused) != len(node.users):
             return None
-        return dims, bool(_arg(node, 2, "keepdim", False)), users
+        return dims, bool(_arg(node, 2, "keepdim", False)), values + unused
     if node.op in ("call_function", "call_method") and node.target in _AMAX_FUNCS:
         dims = _reduced_dims(_arg(node, 1, "dim", ()), rank)
         return None if dims is None else (dims, bool(_arg(node, 2, "keepdim", False)), [node])
@@ -306,7 +311,7 @@ def canonical_max_reductions(gm: fx.GraphModule) -> int:
             new = gm.graph.call_module(name, (node.args[0],))
         new.meta = dict(values[0].meta)
         for v in values:
-            v.replace_all_uses_with(new)
+            v.replace_all_uses_with(new)  # unused index reads have no uses to replace
         for v in values:
             if v is not node:
                 gm.graph.erase_node(v)
