@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torchmetrics import Metric
 
 from adacal import inputs
 from adacal.datasets.pointcloud import SHAPENET_PART_COUNTS
@@ -94,34 +95,30 @@ def shape_mious(logits: Tensor, target: Tensor, masks: Tensor) -> tuple[Tensor, 
 
 
 # ------------------------------------------------------------------------------------------- metrics
-class PartSegMetric:
-    """Accumulates per-category sums of shape mIoUs and point hits (adds across batches exactly).
+class PartSegMetric(Metric):
+    """torchmetrics metric: per-category sums of shape mIoUs and point hits (sums, so batches and
+    processes combine exactly, never averages of averages).
 
     ``kind``: ``instance_miou`` | ``class_miou`` | ``accuracy`` (points whose restricted prediction
     is right). Values are fractions; :class:`~adacal.tasks.base.MetricSet` scales them to percent.
     """
 
     KINDS = ("instance_miou", "class_miou", "accuracy")
+    full_state_update = False
+    is_differentiable = False
+    higher_is_better = True
 
     def __init__(self, part_counts: Sequence[int], kind: str) -> None:
+        super().__init__()
         if kind not in self.KINDS:
             raise DataError(f"unknown part-segmentation metric {kind!r}; valid: {list(self.KINDS)}")
         self.kind = kind
-        self.masks = part_masks(part_counts)
-        self.reset()
-
-    def reset(self) -> None:
-        n = self.masks.shape[0]
-        self.iou_sum = torch.zeros(n, dtype=torch.float64)
-        self.shapes = torch.zeros(n, dtype=torch.long)
-        self.hits = torch.zeros((), dtype=torch.long)
-        self.points = torch.zeros((), dtype=torch.long)
-
-    def to(self, device: torch.device) -> PartSegMetric:
-        self.masks = self.masks.to(device)
-        for k in ("iou_sum", "shapes", "hits", "points"):
-            setattr(self, k, getattr(self, k).to(device))
-        return self
+        self.register_buffer("masks", part_masks(part_counts), persistent=False)
+        n = len(part_counts)
+        self.add_state("iou_sum", default=torch.zeros(n, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("shapes", default=torch.zeros(n, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("hits", default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("points", default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, logits: Tensor, target: Tensor) -> None:
         target = torch.as_tensor(target, device=logits.device)
