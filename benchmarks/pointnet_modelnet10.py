@@ -119,7 +119,8 @@ def pivot(part: dict[str, Any], key: str, *, energy: bool = True) -> list[str]:
 def ann_line(part: dict[str, Any], keys: tuple[str, ...]) -> str:
     m = part["ann"]["metrics"]
     e = part["ann"].get("energy_mj")
-    return ("ANN: " + ", ".join(f"{part['task']['metrics'][k]['label']} {m[k]:.2f}" for k in keys)
+    return ("ANN: " + ", ".join(f"{part['task']['metrics'][k]['label'].removesuffix(' (%)')} {m[k]:.2f} %"
+                                for k in keys)
             + (f"; {1e3 * e:.1f} µJ per shape (all MACs at 4.6 pJ)" if e else ""))
 
 
