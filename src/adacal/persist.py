@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from adacal import inputs
 from adacal.atomic import atomic_write_bytes, atomic_write_json
 from adacal.config import ConversionConfig, NeuronConfig
 from adacal.convert import prepare
@@ -83,7 +84,12 @@ def load_snn(
     *,
     config: ConversionConfig | None = None,
 ) -> tuple[SpikingModel, dict[str, Any]]:
-    """Re-convert ``ann`` (same architecture as when saved) and load the saved SNN state."""
+    """Re-convert ``ann`` (same architecture as when saved) and load the saved SNN state.
+
+    ``config``: how to re-convert; by default the ops kept in floating point (``analog``), the
+    opaque submodules and the check tolerance recorded at conversion (``record["config"]``).
+    ``example_input``: a tensor, or a tuple/dict of tensors for a model with several inputs.
+    """
     folder = Path(folder)
     wpath, rpath = folder / WEIGHTS, folder / RECORD
     for p in (wpath, rpath):
@@ -100,10 +106,7 @@ def load_snn(
     bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
         raise CheckpointError(f"the saved SNN state {str(wpath)!r} holds NaN or Inf values in {bad[:8]}; convert again")
-    if config is None:  # the neuron kind is not a tensor: take it from the record
-        kind = ((record.get("config") or {}).get("conversion") or {}).get("neuron", {}).get("kind", "if")
-        config = ConversionConfig(neuron=NeuronConfig(kind=kind))
-    snn = prepare(ann, example_input, config=config)
+    snn = prepare(ann, example_input, config=config or _recorded_conversion(record))
     names = list(snn.neurons())
     if record.get("neurons") and record["neurons"] != names:
         raise CheckpointError(
@@ -114,5 +117,20 @@ def load_snn(
         snn.graph_module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise CheckpointError(f"saved SNN state does not fit this model: {str(exc).splitlines()[0]}") from exc
-    snn.to(example_input.device)
+    snn.to(inputs.leaves(example_input)[0].device)
     return snn, record
+
+
+def _recorded_conversion(record: dict[str, Any]) -> ConversionConfig:
+    """The recorded conversion settings that decide the converted graph (activation types and
+    functions are stored by name only: pass ``config=`` to re-convert with those)."""
+    conv = (record.get("config") or {}).get("conversion") or {}
+    if not isinstance(conv, dict):
+        return ConversionConfig()
+    kw: dict[str, Any] = {k: tuple(conv[k]) for k in ("analog", "leaf_modules") if conv.get(k)}
+    kind = (conv.get("neuron") or {}).get("kind") if isinstance(conv.get("neuron"), dict) else None
+    if kind:  # the neuron kind is not a tensor: take it from the record
+        kw["neuron"] = NeuronConfig(kind=str(kind))
+    if isinstance(conv.get("check_rtol"), (int, float)):
+        kw["check_rtol"] = float(conv["check_rtol"])
+    return ConversionConfig(**kw)

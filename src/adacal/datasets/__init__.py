@@ -7,6 +7,7 @@ See :mod:`adacal.datasets.api` for names, sources and expected files.
 
 from __future__ import annotations
 
+from adacal.datasets import pointcloud as _pointcloud  # noqa: F401  (registers modelnet10, modelnet40, shapenetpart)
 from adacal.datasets import segmentation as _segmentation  # noqa: F401  (registers camvid, voc, cityscapes)
 from adacal.datasets.api import get_dataset, get_splits
 from adacal.datasets.arrays import (

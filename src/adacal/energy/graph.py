@@ -10,6 +10,9 @@ that turning recorded spike counts into synaptic operations is then a few dot pr
   synaptic event; every other weighted layer is *analog-fed* and costs its dense MACs per run.
 * **MACs** come from ``torch.utils.flop_counter.FlopCounterMode`` on one sample: MACs = FLOPs / 2
   (torch counts a multiply-accumulate as two FLOPs; bias adds are not counted).
+* **Products of two variable tensors** (``bmm``/``matmul``/``einsum`` with no constant operand, e.g.
+  a T-Net's learned matrix times the features, kept in floating point with ``analog=[...]``) are
+  priced like analog-fed layers: their dense MACs every time they run.
 * **Fan-out maps** ``f_{N→L}(p)``: the number of synapses (non-zero weight entries × output
   positions) of layer L that one spike at position p of neuron N's output drives, with any pooling
   in between folded in. They are the gradients of an *indicator network*: weights replaced by
@@ -23,6 +26,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import operator
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,6 +54,10 @@ SPIKE, ANALOG, MIXED, CONST = "spike", "analog", "mixed", "const"
 _SPIKY = (SPIKE, MIXED)
 #: Ops that forward spikes as 0/1 connectivity (maybe with copies or sums): the spikes stay spikes.
 _PASS = {Op.PASS, Op.CAST, Op.ADD, Op.SUM, Op.MEAN, Op.AVG_POOL, Op.ADAPTIVE_POOL, Op.CHANNEL_SCALE}
+#: Products of two tensors: with two variable operands (e.g. a PointNet T-Net's learned matrix times the
+#: features, kept in floating point with ``analog=[...]``) they cost their dense MACs every time they run.
+_PRODUCTS: dict[Any, str] = {torch.bmm: "bmm", torch.matmul: "matmul", operator.matmul: "matmul",
+                             torch.einsum: "einsum", "bmm": "bmm", "matmul": "matmul", "__matmul__": "matmul"}
 
 
 @dataclass(frozen=True)
@@ -139,6 +147,7 @@ class _Profiler(fx.Interpreter):
         self.flops: dict[fx.Node, int] = {}
         self.shapes: dict[fx.Node, tuple[int, ...]] = {}
         self.weighted: dict[fx.Node, str] = {}  # node -> op description
+        self.products: set[fx.Node] = set()  # weighted nodes that multiply two variable tensors
         self.nonlinear_on_spikes: Counter[str] = Counter()
         # values that are the (single) network input passed on unweighted: 0/1 connectivity to it
         self.input_path: set[fx.Node] = set()
@@ -194,6 +203,12 @@ class _Profiler(fx.Interpreter):
             if not isinstance(w, fx.Node) or self.kind.get(w) == CONST:
                 self.weighted[n] = WEIGHTED_FUNCS[n.target]
                 return ANALOG, none
+        product = _PRODUCTS.get(n.target if n.op == "call_function" else str(n.target)) if op is Op.SCALE else None
+        operands = [self.kind[a] for a in (*n.args, *n.kwargs.values()) if isinstance(a, fx.Node)]
+        if product is not None and len(operands) >= 2 and all(k != CONST for k in operands):
+            self.weighted[n] = product  # two variable operands: an analog product, dense MACs per run
+            self.products.add(n)
+            return ANALOG, none
         if op in _PASS:
             kind = _combine(kinds)
             return kind, srcs if kind in _SPIKY else none
@@ -303,7 +318,7 @@ class _FanoutTracer(fx.Interpreter):
             args, kwargs = self.fetch_args_kwargs_from_env(n)
         layer = self.layer_of.get(n.name)
         if layer is not None:
-            if n.op == "call_function":  # functional layer: indicator weight, no bias
+            if n.op == "call_function" and n.target in WEIGHTED_FUNCS:  # indicator weight, no bias
                 args, kwargs = self._functional_indicator(args, kwargs)
             if layer.kind != SPIKE and not layer.input_fed:
                 with torch.no_grad():
@@ -431,9 +446,9 @@ def analyze_graph(gm: fx.GraphModule, example: Any) -> GraphAnalysis:
         used[base] += 1
         inp = _first_arg(n)
         in_kind = profile.kind.get(inp, ANALOG) if isinstance(inp, fx.Node) else CONST
-        if in_kind == MIXED:
+        if in_kind == MIXED and n not in profile.products:
             mixed.append(name)
-        kind = SPIKE if in_kind == SPIKE else ANALOG
+        kind = SPIKE if in_kind == SPIKE and n not in profile.products else ANALOG
         sources = tuple(sorted(profile.sources[inp], key=list(neuron_shapes).index)) if kind == SPIKE else ()
         info = LayerInfo(name=name, op=op, kind=kind, macs=profile.flops.get(n, 0) // 2,
                          in_prefix=n not in spiking, sources=sources,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from adacal.models import pointnet as _pointnet  # noqa: F401  (registers pointnet_cls and pointnet_seg)
 from adacal.models import segmentation as _segmentation  # noqa: F401  (registers fcn_small and torchvision's)
 from adacal.models.cifar import (
     BasicBlock,
