@@ -25,7 +25,6 @@ from adacal.calibrate.capture import capture_inputs, capture_outputs
 from adacal.checks import check_timesteps
 from adacal.errors import ConfigError
 from adacal.knobs import get_knob
-from adacal.neurons.functional import surrogate_rate
 from adacal.sensitivity import SensitivityTable
 from adacal.spiking_model import SpikingModel
 
@@ -116,8 +115,8 @@ def error_decomposition(snn: SpikingModel, x: Any, *, timesteps: int) -> list[di
         bias = n._bc(n.bias_offset, a)
         relu = a.clamp(min=0) if n.clip is None else a.clamp(0, n.clip)
         clipped = torch.minimum(relu, cap)
-        q_ann = surrogate_rate(a + bias, th, T, n.phi, frac)
-        q_snn = surrogate_rate(snn_in[name] + bias, th, T, n.phi, frac)
+        q_ann = n.surrogate(a + bias, th, T, n.phi, frac)
+        q_snn = n.surrogate(snn_in[name] + bias, th, T, n.phi, frac)
         rate = snn_out[name]
         rows.append({
             "layer": name,

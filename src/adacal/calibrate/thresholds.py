@@ -75,7 +75,7 @@ def calibrate_thresholds(
         mses = {
             k: MSEObserver(
                 uppers[k],
-                SurrogateSpec(timesteps, float(n.phi), float(n.rho), float(n.v_init)),
+                SurrogateSpec(timesteps, float(n.phi), float(n.rho), float(n.v_init), type(n).surrogate),
                 n.clip,
                 cfg.grid_size,
                 cfg.grid_step,
