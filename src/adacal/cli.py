@@ -196,7 +196,7 @@ def _add_pipeline(g: Any) -> None:
 
 def _add_iat(g: Any, section: str, *, flag_help: str) -> None:
     _flag(g, "--iat", key=f"{section}.iat", action=argparse.BooleanOptionalAction, help=flag_help)
-    _flag(g, "--exit-rule", key=f"{section}.exit_rule", choices=("risk", "eq15"),
+    _flag(g, "--exit-rule", key=f"{section}.exit_rule", choices=("auto", "risk", "eq15"),
           help="early-exit rule: risk (default: certified accuracy drop ≤ --exit-epsilon against full T) or "
                "eq15 (the paper's α schedule)")
     _flag(g, "--exit-epsilon", key=f"{section}.exit_epsilon", metavar="POINTS", type=_float,
@@ -344,10 +344,15 @@ def resolve_job(args: argparse.Namespace, base: Mapping[str, Any] | None = None)
     return load_config(JobConfig, tree)
 
 
+def _base(args: argparse.Namespace) -> dict[str, Any]:
+    """``adacal demo`` starts from the packaged demo config unless ``--config`` names another job."""
+    return _config_dict("demo") if args.command == "demo" and not getattr(args, "config", None) else {}
+
+
 def job_for(argv: Sequence[str]) -> JobConfig:
     """The JobConfig a command line resolves to (config file < flags), without running anything."""
     args = build_parser().parse_args(list(argv))
-    return resolve_job(args, _config_dict("demo") if args.command == "demo" else {})
+    return resolve_job(args, _base(args))
 
 
 # --------------------------------------------------------------------------------------- runtime
@@ -596,7 +601,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log = logging.getLogger("adacal.cli")
     try:
         _show_progress(bool(args.quiet), cleanups)
-        job = resolve_job(args, _config_dict("demo") if args.command == "demo" else {})
+        job = resolve_job(args, _base(args))
         _check_device(job.device)
         _seed_everything(job.seed)
         if job.threads:

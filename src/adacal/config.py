@@ -301,7 +301,9 @@ class SweepConfig:
 
     ``methods``: recipe names, or ``("all",)``. ``iat``: also run ``iat_method`` with input-aware
     adaptive timesteps at every T (default: the default method, when it is swept). The exit rule:
-    ``exit_rule="risk"`` — certified to lose at most ``exit_epsilon`` accuracy points against full T
+    ``"auto"`` (default) — the risk rule where the task supports it (class scores against labels)
+    and held-out training data is given (``data.holdout_size``), else eq. 15; ``"risk"`` — certified
+    to lose at most ``exit_epsilon`` accuracy points against full T
     with probability ``exit_confidence``, calibrated on held-out training data
     (:func:`adacal.iat.calibrate_exit`) — or ``"eq15"``, the paper's α schedule with ``alpha_base``;
     ``iat_curve``: α_base values for the eq. 15 accuracy-versus-mean-timesteps curve at the largest T;
@@ -321,7 +323,7 @@ class SweepConfig:
     iat_curve: tuple[float, ...] = DEFAULT_IAT_CURVE
     profile_rows: int | None = None
     check_rows: int | None = None
-    exit_rule: str = "risk"
+    exit_rule: str = "auto"
     exit_epsilon: float = 0.3
     exit_confidence: float = 0.9
     exit_loss: str = "error"
@@ -363,7 +365,7 @@ class SweepConfig:
 
 
 #: Early-exit rules: ``risk`` (certified accuracy drop, :mod:`adacal.iat.risk`), ``eq15`` (the paper's α schedule).
-EXIT_RULES = ("risk", "eq15")
+EXIT_RULES = ("auto", "risk", "eq15")
 
 
 def check_exit(section: str, cfg: Any) -> None:
@@ -382,7 +384,7 @@ class EvaluateConfig:
     iat: bool = False
     alpha_base: float = 0.6
     iat_curve: tuple[float, ...] = ()
-    exit_rule: str = "risk"
+    exit_rule: str = "auto"
     exit_epsilon: float = 0.3
     exit_confidence: float = 0.9
     exit_loss: str = "error"

@@ -252,9 +252,13 @@ def evaluate_snn(snn: Any, data: Data, *, timesteps: int, iat: bool = False, alp
         return evaluate(snn, data.test, timesteps=timesteps, task=task, examples=examples), None, None
     if not task.supports_exit:
         raise ConfigError(f"task {task.name!r} defines no early exit; turn IAT off (--no-iat)")
-    if exit is not None and exit.exit_rule == "risk":
-        recorded = held_out_outputs(snn, held_out if held_out is not None else held_out_data(data),
-                                    timesteps=timesteps, task=task)
+    if exit is not None and exit_rule(exit, data) == "risk":
+        try:
+            recorded = held_out_outputs(snn, held_out if held_out is not None else held_out_data(data),
+                                        timesteps=timesteps, task=task)
+        except DataError as exc:
+            raise ConfigError(f"the risk exit rule needs held-out training data ({exc}): set data.holdout_size "
+                              "(e.g. 512) or use exit_rule eq15") from exc
 
         def risk_policy(eps: float) -> Any:
             return fit_risk_exit(snn, None, timesteps=timesteps, task=task, epsilon=eps / 100.0,
@@ -280,6 +284,14 @@ def evaluate_snn(snn: Any, data: Data, *, timesteps: int, iat: bool = False, alp
             curve.append({"alpha_base": float(a), "mean_timesteps": float(m["mean_timesteps"]),
                           "value": m["metrics"].get(task.headline), "energy_mj": m.get("energy_mj")})
     return evaluation, policy, curve
+
+
+def exit_rule(exit: Any, data: Data) -> str:
+    """The exit rule that runs: ``exit.exit_rule``, with ``"auto"`` resolved to the risk rule where the
+    task supports it and held-out training data was loaded, else eq. 15."""
+    if exit.exit_rule != "auto":
+        return str(exit.exit_rule)
+    return "risk" if data.task.risk_exit and data.holdout is not None else "eq15"
 
 
 class _Skip:
@@ -395,7 +407,7 @@ def run_sweep(ann: nn.Module, data: Data, job: JobConfig, *, results: dict[str, 
             if name in done:
                 continue
             with_iat = name != names[0]
-            curve = (sweep.iat_curve if sweep.exit_rule == "eq15" else sweep.exit_curve) \
+            curve = (sweep.iat_curve if exit_rule(sweep, data) == "eq15" else sweep.exit_curve) \
                 if with_iat and T == max(sweep.timesteps) else ()
             t2 = time.perf_counter()
             evaluation, policy, points = evaluate_snn(snn, data, timesteps=T, iat=with_iat,
@@ -572,8 +584,9 @@ def evaluate_saved(folder: str | os.PathLike[str], job: JobConfig, *, command: s
                               environment=_environment(device), command=command)
     t0 = time.perf_counter()
     results["ann"]["metrics"] = evaluate_ann(ann, data.test, task=data.task)
+    curve_values = ev.iat_curve if exit_rule(ev, data) == "eq15" else ev.exit_curve
     evaluation, policy, curve = evaluate_snn(snn, data, timesteps=T, iat=ev.iat, alpha_base=ev.alpha_base,
-                                             curve_alphas=ev.iat_curve if ev.exit_rule == "eq15" else ev.exit_curve,
+                                             curve_alphas=curve_values,
                                              exit=ev, delta=ev.delta,
                                              held_out=held_out_data(data, job.pipeline))
     results["ann"]["energy_mj"] = evaluation.get("ann_energy_mj")

@@ -61,6 +61,9 @@ DATASETS: dict[str, DatasetSource] = {}
 def register_dataset(info: DatasetInfo, load: Loader, files: str) -> DatasetSource:
     """Make a dataset loadable by ``info.name`` (``adacal.datasets.get_splits``, ``--dataset``)."""
     src = DatasetSource(info, load, files)
+    old = DATASETS.get(info.name)
+    if old is not None and old.load is not load:  # two families must not silently take each other's name
+        raise ConfigError(f"dataset name {info.name!r} is already registered ({old.files}); pick another name")
     DATASETS[info.name] = src
     return src
 

@@ -68,6 +68,9 @@ class Task:
     per_step: bool = False
     #: Whether input-aware adaptive timesteps (early exit) are defined for this task.
     supports_exit: bool = True
+    #: Whether the risk-controlled exit rule (:func:`adacal.iat.calibrate_exit`) applies: one score
+    #: tensor per sample against class labels. ``exit_rule="auto"`` picks eq. 15 otherwise.
+    risk_exit: bool = False
     #: Which fixed test samples a sweep keeps (:meth:`examples`) for the report's pictures: the
     #: first N, or a tuple of sample indices.
     report_examples: int | tuple[int, ...] = 0
