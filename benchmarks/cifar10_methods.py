@@ -1,147 +1,191 @@
 """CIFAR-10 accuracy and energy of every conversion method against the ANN, on the real test set.
 
-For each method (plain, calibration, burstfire φ=4, adafire φ_target=4, adafire+ssc) and each T,
-the zoo ANN is converted with calibration data from the TRAINING split and evaluated on the
-test images; adafire+ssc is also run with IAT (early exit, policy fitted on training batches) at
-every T. Sensitivity profiling uses max(16, 512 // T) calibration images. Records are appended
-to the result file as they finish, so an interrupted run resumes where it stopped.
+A client of the library's sweep (:func:`adacal.jobs.sweep_to_folder`): the zoo ResNet-20 is
+converted with every method at every T, with calibration images from the TRAINING split, and
+evaluated on the test images; the method named by ``sweep.iat_method`` also runs with early exit.
+The sweep resumes from its working folder (``runs/benchmarks/<out>/``, ignored by git) after an
+interruption; at the end (or with ``--collect``, from the runs finished so far) its results file
+(the library's schema, ``docs/results_schema.md``) is copied to ``benchmarks/results/<out>.json``
+with a table in ``<out>.md`` and the two plots.
 
-    python benchmarks/cifar10_methods.py --model resnet20 [--timesteps 1 2 4 8 16 32] [--test-size 10000]
+``--defaults`` picks a named set of settings (:data:`DEFAULTS`): ``previous`` is what the library
+defaulted to before the held-out checks and the risk-controlled exit (issue 16), ``current`` the
+library's own defaults, with 4096 held-out training images (the checks use ``8192 // T`` of them, the
+exit rule all) besides the 256 calibration images, which stay the same images. Timesteps run in the
+order given (the most informative first).
+
+    python benchmarks/cifar10_methods.py --defaults previous --timesteps 4 8 2 1 16 32 --threads 1
+    python benchmarks/cifar10_methods.py --defaults previous --collect        # results so far
 """
 from __future__ import annotations
 
 import argparse
 import json
-import logging
-import time
+from pathlib import Path
+from typing import Any
 
-import torch
-from _common import REPO, RESULTS, SHARED, command, machine, write_results
+from _common import REPO, RESULTS, SHARED, command, start, write_results
 
-from adacal.datasets import get_splits, make_loader
-from adacal.evaluate import evaluate, fit_exit_policy
-from adacal.models import build_model, load_state_dict_file
-from adacal.pipeline import PipelineConfig, convert
-from adacal.training import evaluate_classifier
+from adacal import results as res
+from adacal.config import DataSpec, JobConfig, ModelSpec, PipelineConfig, SweepConfig, load_config
 
 METHODS = ("plain", "calibration", "burstfire", "adafire", "adafire+ssc")
+
+#: Named settings: ``pipeline`` and ``sweep`` keys over the library's defaults. ``previous`` pins every
+#: option whose default changed since the committed grid of 2025 (so it reproduces that grid).
+DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "previous": {"pipeline": {"phi_profile_thresholds": "largest_phi", "sensitivity_budget": "excess",
+                              "sensitivity_ratio": 1.0, "check": "none"},
+                 "sweep": {"alpha_base": 0.6, "exit_rule": "eq15"}, "data": {}},
+    "current": {"pipeline": {}, "sweep": {"check_rows": 8192}, "data": {"holdout_size": 4096}},
+}
+
+
+def job_for(args: argparse.Namespace) -> JobConfig:
+    preset = DEFAULTS[args.defaults]
+    pipeline = load_config(PipelineConfig, {"phi_target": 4, **preset["pipeline"]}, "pipeline")
+    sweep = load_config(SweepConfig, {"methods": list(args.methods), "timesteps": list(args.timesteps),
+                                      "profile_rows": args.profile_rows, **preset["sweep"]}, "sweep")
+    extra = {**preset["data"], **({} if args.holdout_size is None else {"holdout_size": args.holdout_size})}
+    data = DataSpec(dataset="cifar10", data_dir=args.data_dir, calib_size=args.calib_size, calib_batch_size=128,
+                    batch_size=250, test_size=args.test_size, **extra)
+    weights = args.weights or str(REPO / "zoo" / f"{args.model}_cifar10.pt")
+    return JobConfig(model=ModelSpec(args.model, weights=weights), data=data, pipeline=pipeline, sweep=sweep,
+                     threads=args.threads, report=False)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--defaults", choices=list(DEFAULTS), default="current")
     ap.add_argument("--model", default="resnet20")
     ap.add_argument("--weights", default=None, help="state_dict (default: zoo/<model>_cifar10.pt)")
     ap.add_argument("--data-dir", default=str(SHARED / "data" / "cifar10"))
-    ap.add_argument("--timesteps", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
+    ap.add_argument("--timesteps", type=int, nargs="+", default=[4, 8, 2, 1, 16, 32])
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
-    ap.add_argument("--test-size", type=int, default=10000)
+    ap.add_argument("--test-size", type=int, default=None, help="seeded stratified test subset (default: all)")
     ap.add_argument("--calib-size", type=int, default=256)
-    ap.add_argument("--batch", type=int, default=250)
+    ap.add_argument("--holdout-size", type=int, default=None,
+                    help="held-out training images for the searches' checks and the exit rule (default: the "
+                         "preset's)")
     ap.add_argument("--profile-rows", type=int, default=512,
                     help="sensitivity profiling uses max(16, rows // T) calibration images")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default="cifar10_methods")
-    ap.add_argument("--plots-only", action="store_true", help="redraw the plots from the result file and exit")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=None, help="result name (default: cifar10_methods_<defaults>)")
+    ap.add_argument("--collect", action="store_true",
+                    help="write the result files from the runs finished so far, run nothing")
     args = ap.parse_args()
-    if args.plots_only:
-        plots(json.loads((RESULTS / f"{args.out}.json").read_text()), args.out)
+    name = args.out or f"cifar10_methods_{args.defaults}"
+    folder = REPO / "runs" / "benchmarks" / name
+    if args.collect:
+        publish(name, collect(folder))
         return
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    ckpt = args.weights or REPO / "zoo" / f"{args.model}_cifar10.pt"
-    ann = load_state_dict_file(build_model(args.model, 10), ckpt).eval()
-    sp = get_splits("cifar10", args.data_dir, calib_size=args.calib_size, augment=False)
-    test = torch.utils.data.Subset(sp.test, range(min(args.test_size, len(sp.test))))
-    test_loader = make_loader(test, args.batch)
-    calib_loader = make_loader(sp.calib, 128)
-    path = RESULTS / f"{args.out}.json"
-    state = json.loads(path.read_text()) if path.exists() else {}
-    records = state.get("records", [])
-    done = {(r["model"], r["method"], r["T"], r.get("iat", False)) for r in records}
-    if "ann" not in state:
-        t0 = time.perf_counter()
-        state["ann"] = {"accuracy": evaluate_classifier(ann, test_loader), "seconds": time.perf_counter() - t0}
-    ann_acc = state["ann"]["accuracy"]
+    start(args.threads)
+    from adacal.jobs import sweep_to_folder
 
-    def save() -> None:
-        state.update({"command": command(), "machine": machine(), "records": records,
-                      "test_images": len(test), "calibration": f"{args.calib_size} training images",
-                      "data": "CIFAR-10 from ../shared/data/cifar10 (JPEG-sourced copy, q≈75)"})
-        write_results(args.out, state, markdown(state))
-        plots(state, args.out)
-
-    for T in args.timesteps:
-        for method in args.methods:
-            need_fixed = (args.model, method, T, False) not in done
-            need_iat = method == "adafire+ssc" and (args.model, method + "+iat", T, True) not in done
-            if not (need_fixed or need_iat):
-                continue
-            cfg = PipelineConfig(method=method, timesteps=T, phi_target=4,
-                                 profile_batch=max(16, args.profile_rows // T))
-            t0 = time.perf_counter()
-            snn, rec = convert(ann, calib_loader, config=cfg)
-            conv_s = time.perf_counter() - t0
-            if need_fixed:
-                res = evaluate(snn, test_loader, timesteps=T)
-                records.append({"model": args.model, "method": method, "T": T, "accuracy": res["accuracy"],
-                                "energy_mj": res["energy_mj"], "mean_timesteps": res["mean_timesteps"],
-                                "ann_accuracy": ann_acc, "ann_energy_mj": res["ann_energy_mj"],
-                                "phi": rec["phi"], "rho": rec["rho"], "stage_times": rec["stage_times"],
-                                "phi_profile_thresholds": cfg.phi_profile_thresholds,
-                                "convert_s": conv_s, "eval_s": res["seconds"]})
-                logging.info("%s T=%d: %.2f%% (ANN %.2f%%), %.4f mJ", method, T, res["accuracy"], ann_acc,
-                             res["energy_mj"])
-                save()
-            if need_iat:
-                policy = fit_exit_policy(snn, calib_loader, timesteps=T, num_batches=100)
-                res = evaluate(snn, test_loader, timesteps=T, exit_policy=policy)
-                records.append({"model": args.model, "method": method + "+iat", "T": T, "iat": True,
-                                "accuracy": res["accuracy"], "energy_mj": res["energy_mj"],
-                                "mean_timesteps": res["mean_timesteps"], "ann_accuracy": ann_acc,
-                                "ann_energy_mj": res["ann_energy_mj"], "exit_histogram": res["exit_histogram"],
-                                "alpha_base": policy.alpha_base, "eval_s": res["seconds"]})
-                save()
-    save()
+    summary = sweep_to_folder(job_for(args), folder, command=command())
+    publish(name, summary)
 
 
-def plots(state: dict, name: str) -> None:
+def collect(folder: Path) -> dict[str, Any]:
+    """The sweep's results file in ``folder``: the finished one, else the partial one."""
+    for f in (res.SUMMARY_FILE, res.PARTIAL_FILE):
+        if (folder / f).is_file():
+            return res.check_results(json.loads((folder / f).read_text()), str(folder / f))
+    raise SystemExit(f"no results in {folder}; run the benchmark first")
+
+
+def records(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Flat rows (method with ``+iat``, T, accuracy, energy, ...) from a results file of any version."""
+    summary = res.check_results(summary)
+    ann = res.run_value(summary["ann"], "accuracy")
+    out = []
+    for run in summary["runs"]:
+        out.append({"method": run["method"] + ("+iat" if run["iat"] else ""), "T": run["timesteps"],
+                    "iat": run["iat"], "accuracy": res.run_value(run, "accuracy"), "energy_mj": run["energy_mj"],
+                    "ann_energy_mj": run["ann_energy_mj"], "mean_timesteps": run["mean_timesteps"],
+                    "ann_accuracy": ann, "knobs": (run.get("conversion") or {}).get("knobs"),
+                    "search": (run.get("conversion") or {}).get("search"), "exit_histogram": run.get("exit_histogram"),
+                    "iat_policy": run.get("iat_policy"), "num_samples": run.get("num_samples")})
+    return out
+
+
+def publish(name: str, summary: dict[str, Any]) -> None:
+    write_results(name, compact(summary), markdown(summary))
+    plots(summary, name)
+
+
+def compact(summary: dict[str, Any], points: int = 60) -> dict[str, Any]:
+    """The results file for the repository: Pareto frontiers thinned to ``points`` (``exact: false``, as the
+    schema allows) and floats to 5 significant digits; the full file stays in the working folder."""
+    import copy
+
+    out = copy.deepcopy(summary)
+    for run in out["runs"]:
+        for front in ((run.get("conversion") or {}).get("frontiers") or {}).values():
+            n = len(front.get("cost", []))
+            if n > points:
+                keep = sorted({round(i * (n - 1) / (points - 1)) for i in range(points)})
+                front["cost"] = [front["cost"][i] for i in keep]
+                front["score"] = [front["score"][i] for i in keep]
+                front["exact"] = False
+
+    def rounded(v: Any) -> Any:
+        if isinstance(v, float):
+            return float(f"{v:.5g}")
+        if isinstance(v, dict):
+            return {k: rounded(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [rounded(x) for x in v]
+        return v
+
+    return rounded(out)
+
+
+def plots(summary: dict[str, Any], name: str) -> None:
     """Accuracy vs T (IAT at its mean timesteps) and accuracy vs energy, with the ANN as a line."""
-    from adacal.report.plots import plot_accuracy_vs_energy, plot_accuracy_vs_timesteps, save_figure
-
-    runs = [{"method": r["method"].removesuffix("+iat"), "iat": r.get("iat", False), "timesteps": r["T"],
-             "mean_timesteps": r["mean_timesteps"], "accuracy": r["accuracy"],
-             "energy_ratio": r["energy_mj"] / r["ann_energy_mj"]}
-            for r in state["records"] if r["method"] != "plain"]  # plain is far below the rest
-    if not runs:
-        return
-    ann = state["ann"]["accuracy"]
-    ax = plot_accuracy_vs_timesteps(runs, ann_accuracy=ann)
-    for r in runs:  # IAT points sit at their mean timesteps: name the T each one ran under
-        if r["iat"]:
-            ax.annotate(f"T={r['timesteps']}", (r["mean_timesteps"], r["accuracy"]), textcoords="offset points",
-                        xytext=(5, -3), fontsize=7, color="tab:purple")
-    ax.set_title("CIFAR-10, zoo ResNet-20: accuracy vs T (plain omitted; IAT at its mean timesteps)")
-    save_figure(ax.figure, RESULTS / f"{name}_accuracy.png")
-    ax = plot_accuracy_vs_energy(runs, ann_accuracy=ann)
-    ax.set_title("CIFAR-10, zoo ResNet-20: accuracy vs energy (plain omitted)")
-    save_figure(ax.figure, RESULTS / f"{name}_energy.png")
     import matplotlib.pyplot as plt
 
+    from adacal.report.plots import plot_metric_vs_energy, plot_metric_vs_timesteps, save_figure
+
+    rows = records(summary)
+    runs = [{"method": r["method"].removesuffix("+iat"), "iat": r["iat"], "timesteps": r["T"],
+             "mean_timesteps": r["mean_timesteps"], "value": r["accuracy"],
+             "energy_ratio": r["energy_mj"] / r["ann_energy_mj"]}
+            for r in rows if r["method"] != "plain"]  # plain is far below the rest
+    if not runs:
+        return
+    ann = rows[0]["ann_accuracy"]
+    ax = plot_metric_vs_timesteps(runs, ann_value=ann)
+    for r in runs:  # IAT points sit at their mean timesteps: name the T each one ran under
+        if r["iat"]:
+            ax.annotate(f"T={r['timesteps']}", (r["mean_timesteps"], r["value"]), textcoords="offset points",
+                        xytext=(5, -3), fontsize=7, color="tab:purple")
+    ax.set_title(f"CIFAR-10, zoo ResNet-20 ({name}): accuracy vs T (plain omitted; IAT at its mean T)", fontsize=9)
+    save_figure(ax.figure, RESULTS / f"{name}_accuracy.png")
+    ax = plot_metric_vs_energy(runs, ann_value=ann)
+    ax.set_title(f"CIFAR-10, zoo ResNet-20 ({name}): accuracy vs energy (plain omitted)", fontsize=9)
+    save_figure(ax.figure, RESULTS / f"{name}_energy.png")
     plt.close("all")
 
 
-def markdown(state: dict) -> str:
-    lines = ["# CIFAR-10: conversion methods", "", f"Command: `{state['command']}`", f"Machine: {state['machine']}",
-             f"Data: {state['data']}; {state['test_images']} test images; calibration: {state['calibration']}",
-             f"ANN accuracy: {state['ann']['accuracy']:.2f}%", "",
-             "| model | method | T | accuracy % | Δ vs ANN | energy mJ/img | energy vs ANN | mean timesteps |",
-             "|---|---|---|---|---|---|---|---|"]
-    order = {m: i for i, m in enumerate((*METHODS, "adafire+ssc+iat"))}
-    for r in sorted(state["records"], key=lambda r: (r["model"], r["T"], order.get(r["method"], 99))):
-        lines.append(f"| {r['model']} | {r['method']} | {r['T']} | {r['accuracy']:.2f} | "
-                     f"{r['accuracy'] - r['ann_accuracy']:+.2f} | {r['energy_mj']:.4f} | "
-                     f"{r['energy_mj'] / r['ann_energy_mj']:.2f}× | {r['mean_timesteps']:.2f} |")
+def markdown(summary: dict[str, Any]) -> str:
+    rows = records(summary)
+    env = summary.get("environment", {})
+    data = summary.get("settings", {}).get("data", {})
+    n = rows[0]["num_samples"] if rows else "?"
+    lines = [f"# CIFAR-10: conversion methods ({summary['model'].get('name')})", "",
+             f"Command: `{summary.get('command')}`", f"Environment: {env}",
+             f"Data: {data.get('dataset')} from {data.get('data_dir')} (JPEG-sourced copy, q≈75); {n} test images; "
+             f"calibration: {data.get('calib_size')} training images"
+             + (f"; held out: {data.get('holdout_size')} other training images" if data.get("holdout_size") else ""),
+             f"ANN accuracy: {rows[0]['ann_accuracy']:.2f}%" if rows else "", "",
+             "| method | T | accuracy % | Δ vs ANN | energy mJ/img | energy vs ANN | mean timesteps |",
+             "|---|---|---|---|---|---|---|"]
+    order = {m: i for i, m in enumerate((*METHODS, "adafire+iat", "adafire+ssc+iat"))}
+    for r in sorted(rows, key=lambda r: (r["T"], order.get(r["method"], 99))):
+        lines.append(f"| {r['method']} | {r['T']} | {r['accuracy']:.2f} | {r['accuracy'] - r['ann_accuracy']:+.2f} | "
+                     f"{r['energy_mj']:.4f} | {r['energy_mj'] / r['ann_energy_mj']:.2f}× | "
+                     f"{r['mean_timesteps']:.2f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -104,12 +104,12 @@ def test_voc_folders(tmp_path: Path, devkit: bool) -> None:
     root = tmp_path / "VOCdevkit" / "VOC2007" if devkit else tmp_path
     _voc_folder(root, ["cat", "dog"])
     opts = {"image_size": [20, 40], "classes": ["cat", "dog"]}
-    sp = get_splits("voc", tmp_path, calib_size=1, augment=False, options=opts)
+    sp = get_splits("voc_detection", tmp_path, calib_size=1, augment=False, options=opts)
     _, y = sp.test[0]
     assert y["labels"][0] == 0  # im2 -> classes[2 % 2]
     torch.testing.assert_close(y["boxes"][0], torch.tensor([0.0, 0.0, 20.0, 10.0]))  # 1-based -> 0-based
     with pytest.raises(DataError, match="has class 'cat', not among"):
-        get_splits("voc", tmp_path, calib_size=1, options={"classes": ["bird"]}).test[0]
+        get_splits("voc_detection", tmp_path, calib_size=1, options={"classes": ["bird"]}).test[0]
 
 
 def test_coco_json(tmp_path: Path) -> None:

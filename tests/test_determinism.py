@@ -15,6 +15,7 @@ from adacal.calibrate import calibrate_thresholds
 from adacal.config import CalibrationConfig
 from adacal.convert import prepare
 from adacal.determinism import block_plan, blocked
+from adacal.errors import ShapeError
 from adacal.metrics import symmetric_kl
 from adacal.sensitivity import profile
 
@@ -150,7 +151,7 @@ def test_patched_forwards_are_restored_when_a_run_fails(images):
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 64, 3)).eval()
     snn = prepare(model, images(2))
     conv, fc = snn.graph_module.get_submodule("0"), snn.graph_module.get_submodule("3")
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ShapeError, match="per-sample shape"):
         snn.run(images(2, shape=(3, 10, 10)), 4)  # right rank and channels, wrong size for the Linear
     assert "forward" not in conv.__dict__ and "forward" not in fc.__dict__
     assert all(n.mode == "ann" for n in snn.neurons().values())

@@ -7,14 +7,12 @@ Public API (everything else is internal):
   pipeline     convert, PipelineConfig, RECIPES (methods), Recipe, register_recipe
   knobs        KNOBS, Knob, register_knob
   tasks        Task, get_task, register_task
-  evaluation   evaluate, evaluate_ann, fit_exit_policy, ExitPolicy, run_early_exit
+  evaluation   evaluate, evaluate_ann, fit_exit_policy, fit_risk_exit, ExitPolicy, run_early_exit
   energy       EnergyModel, CostTable
   persistence  save_snn, load_snn
   interchange  export_nir, import_nir (extra adacal[nir])
 """
 from __future__ import annotations
-
-import logging
 
 from adacal.calibrate import calibrate_thresholds, correct_bias
 from adacal.calibrate.weights import calibrate_weights
@@ -32,11 +30,12 @@ from adacal.errors import (
     TraceError,
     UnsupportedLayerError,
 )
-from adacal.evaluate import evaluate, evaluate_ann, fit_exit_policy
+from adacal.evaluate import evaluate, evaluate_ann, fit_exit_policy, fit_risk_exit
 from adacal.export import NIRExportError, NIRImportError, export_nir, import_nir
 from adacal.iat import ExitPolicy
 from adacal.iat.runtime import run_early_exit
 from adacal.knobs import KNOBS, Knob, register_knob
+from adacal.logs import install_fallback
 from adacal.neurons import IFNeuron
 from adacal.persist import load_snn, save_snn
 from adacal.pipeline import PipelineConfig, convert
@@ -46,7 +45,7 @@ from adacal.sensitivity import SensitivityTable, profile
 from adacal.spiking_model import SpikingModel
 from adacal.tasks import Task, get_task, register_task
 
-logging.getLogger("adacal").addHandler(logging.NullHandler())
+install_fallback()  # warnings reach users who configured no logging; steps aside once they do (adacal.logs)
 
 __version__ = "0.1.0"
 
@@ -87,6 +86,7 @@ __all__ = [
     "evaluate_ann",
     "export_nir",
     "fit_exit_policy",
+    "fit_risk_exit",
     "get_task",
     "import_nir",
     "load_snn",

@@ -26,7 +26,7 @@ from typing import Any
 
 from adacal.config import JobConfig, load_config, read_yaml
 from adacal.distributed import is_main
-from adacal.errors import AdacalError, CheckpointError, ConfigError
+from adacal.errors import AdacalError, CheckpointError, ConfigError, plain_text
 from adacal.recipes import DEFAULT_METHOD
 
 __all__ = ["build_parser", "job_for", "main", "resolve_job"]
@@ -197,6 +197,11 @@ def _add_pipeline(g: Any) -> None:
 
 def _add_iat(g: Any, section: str, *, flag_help: str) -> None:
     _flag(g, "--iat", key=f"{section}.iat", action=argparse.BooleanOptionalAction, help=flag_help)
+    _flag(g, "--exit-rule", key=f"{section}.exit_rule", choices=("auto", "risk", "eq15"),
+          help="early-exit rule: risk (default: certified accuracy drop ≤ --exit-epsilon against full T) or "
+               "eq15 (the paper's α schedule)")
+    _flag(g, "--exit-epsilon", key=f"{section}.exit_epsilon", metavar="POINTS", type=_float,
+          help="tolerated accuracy drop of the risk rule against full T, in points (default 0.3)")
     _flag(g, "--alpha-base", key=f"{section}.alpha_base", metavar="A", type=_float,
           help="IAT α_base of eq. 15 (default 0.6; ImageNet: 0.995)")
     _flag(g, "--iat-curve", key=f"{section}.iat_curve", type=_float_list, metavar="A,B,...",
@@ -340,15 +345,20 @@ def resolve_job(args: argparse.Namespace, base: Mapping[str, Any] | None = None)
     return load_config(JobConfig, tree)
 
 
+def _base(args: argparse.Namespace) -> dict[str, Any]:
+    """``adacal demo`` starts from the packaged demo config unless ``--config`` names another job."""
+    return _config_dict("demo") if args.command == "demo" and not getattr(args, "config", None) else {}
+
+
 def job_for(argv: Sequence[str]) -> JobConfig:
     """The JobConfig a command line resolves to (config file < flags), without running anything."""
     args = build_parser().parse_args(list(argv))
-    return resolve_job(args, _config_dict("demo") if args.command == "demo" else {})
+    return resolve_job(args, _base(args))
 
 
 # --------------------------------------------------------------------------------------- runtime
 #: Loggers whose INFO lines are the job-level progress shown by default (``--verbose`` shows all).
-_PROGRESS_LOGGERS = ("adacal.jobs", "adacal.training", "adacal.report", "adacal.cli")
+_PROGRESS_LOGGERS = ("adacal.jobs", "adacal.training", "adacal.report", "adacal.cli", "adacal.progress")
 
 
 class _ProgressFilter(logging.Filter):
@@ -425,7 +435,7 @@ def _cmd_demo(job: JobConfig, args: argparse.Namespace, command: str) -> int:
     if args.fast:
         job = replace(job, data=replace(job.data, calib_size=128, test_size=job.data.test_size or 128),
                       train=replace(job.train, epochs=3),
-                      sweep=replace(job.sweep, timesteps=(2,), iat_curve=(0.5, 0.9)))
+                      sweep=replace(job.sweep, timesteps=(2,), iat_curve=(0.5, 0.9), exit_curve=(1.0, 3.0)))
     out = args.out or "runs/demo"
     results = sweep_to_folder(job, out, kind="demo", command=command, train=True, restart=True)
     _print_table(results)
@@ -583,6 +593,9 @@ def _join_process_group(job: JobConfig, command: str, cleanups: list[Callable[[]
         level = logger.level
         logger.setLevel(max(level, logging.WARNING))
         stack.callback(logger.setLevel, level)
+        from adacal import progress
+
+        stack.enter_context(progress.reporting(None))  # progress bars from rank 0 only
         cleanups.append(stack.close)
     return replace(job, device=str(device))
 
@@ -592,18 +605,43 @@ def _error_line(exc: BaseException) -> str:
         where = f" {str(exc.filename)!r}" if exc.filename else ""
         what = exc.strerror or " ".join(str(exc).split())
         return f"file system error at{where}: {what}; check the path and permissions, or choose another --out folder"
-    return " ".join(str(exc).split()) or type(exc).__name__
+    return " ".join(plain_text(str(exc)).split()) or type(exc).__name__
+
+
+def _show_progress(quiet: bool, cleanups: list[Callable[[], None]]) -> None:
+    """Progress of long work (:mod:`adacal.progress`): a bar on an interactive stderr (log lines are
+    routed around it), log lines every 30 s otherwise, nothing with ``--quiet``."""
+    import contextlib
+
+    from adacal import progress
+
+    if quiet:
+        return
+    stack = contextlib.ExitStack()
+    reporter = stack.enter_context(progress.reporting(progress.console(sys.stderr)))
+    if isinstance(reporter, progress.TqdmReporter):
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        stack.enter_context(logging_redirect_tqdm(loggers=[logging.getLogger("adacal")]))
+    cleanups.append(stack.close)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``adacal`` command line; returns the exit code (0 ok, 1 error, 2 usage, 130 interrupted)."""
+    """Run the ``adacal`` command line; returns the exit code (0 ok, 1 error, 2 usage, 130 interrupted).
+
+    Every error ends in one line on stderr: adacal's own errors (:class:`~adacal.errors.AdacalError`)
+    and file-system errors say what to fix; anything else is reported as an unexpected error (a
+    bug, here or in user code adacal called) with its type and first line. ``--verbose`` adds the
+    traceback.
+    """
     args_list = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(args_list)
     undo_logging = _setup_logging(bool(args.verbose), bool(args.quiet))
     cleanups: list[Callable[[], None]] = [undo_logging]
     log = logging.getLogger("adacal.cli")
     try:
-        job = resolve_job(args, _config_dict("demo") if args.command == "demo" else {})
+        _show_progress(bool(args.quiet), cleanups)
+        job = resolve_job(args, _base(args))
         _check_device(job.device)
         job = _join_process_group(job, args.command, cleanups)
         _seed_everything(job.seed)
@@ -624,6 +662,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:  # the last resort: never a raw traceback (known failures are validated at their root)
+        if args.verbose:
+            traceback.print_exc(file=sys.stderr)
+        print(f"{PROG} {args.command}: error: unexpected {type(exc).__name__}: {_error_line(exc)[:300]} — a bug in "
+              "adacal or in code it called; rerun with --verbose for the traceback and report it", file=sys.stderr)
+        return EXIT_ERROR
     finally:
         for undo in reversed(cleanups):
             undo()

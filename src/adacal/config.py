@@ -53,8 +53,10 @@ def config(cls: type) -> type:
 # ------------------------------------------------------------------------------------- engine
 @config
 class NeuronConfig:
-    """Initial neuron settings: ``kind`` (a registered neuron type), φ (max spikes per step),
-    ρ (threshold ratio) and ``v_init`` (initial potential as a fraction of the threshold)."""
+    """Initial neuron settings: ``kind`` (a registered neuron type: ``if``, or ``signed`` — negative
+    spikes take back earlier ones, for inputs that change every step; see
+    :mod:`adacal.neurons.signed`), φ (max spikes per step), ρ (threshold ratio) and ``v_init``
+    (initial potential as a fraction of the threshold)."""
 
     kind: str = "if"
     phi: int = 1
@@ -146,12 +148,23 @@ class PipelineConfig:
     ``r·Σ_i E_i(φ_target)``; ``sensitivity_ratio`` (r of the ρ search). ``search_cost``: ``"sops"`` —
     the energy model's synaptic operations, consistent with reported energy — or ``"spikes"``, the
     paper code's raw spike count. ``profile_batch``: calibration samples used for profiling.
-    ``phi_profile_thresholds``: ``"largest_phi"`` (the paper: every φ profiled at the thresholds
-    fitted for 2·φ_target; the searched network then spends ≈1.3× BurstFire's energy on CIFAR-10)
-    or ``"per_candidate"`` (each φ at its own refit threshold: BurstFire's energy, see
-    benchmarks/results/ablations.md). ``sensitivity_budget``: ``"excess"`` — only increases of
-    sensitivity count, Σ max(0, S_i(ρ_i) − S_i(1)) ≤ (r − 1)·S — or ``"sum"``, the paper's
+    ``phi_profile_thresholds``: ``"per_candidate"`` (each φ at its own refit threshold, so the profiled
+    costs are those of the network as it runs: BurstFire's energy) or ``"largest_phi"`` (the paper:
+    every φ profiled at the thresholds fitted for 2·φ_target; unchecked, the searched network then
+    spends ≈1.3× BurstFire's energy on CIFAR-10, benchmarks/results/ablations.md).
+    ``sensitivity_budget``: ``"excess"`` — only increases of sensitivity count,
+    Σ max(0, S_i(ρ_i) − S_i(1)) ≤ (r − 1)·S — or ``"sum"``, the paper's
     Σ S_i(ρ_i) ≤ r·Σ S_i(1).
+
+    The held-out check (``check="holdout"``; ``"none"``: the paper's searches, unchecked): every
+    search measures the networks it could return — uniform settings and Pareto picks, each after
+    its threshold refit and correction — on ``check_images`` held-out training images (never the
+    images thresholds are fitted on, never test images) and keeps the best by ``check_metric``
+    (``"kl"``: the task's divergence to the ANN; ``"agreement"``: top-1 disagreement with the ANN):
+    φ — the lowest score within ``energy_ratio`` × the measured energy of uniform φ_target; ρ — the
+    lowest measured energy whose score is at most (1 + ``check_tolerance``) × the unsearched
+    network's, among the picks of sensitivity ratios from 1 up to ``check_ratio`` (and
+    ``sensitivity_ratio``).
     """
 
     method: str = DEFAULT_METHOD
@@ -162,9 +175,14 @@ class PipelineConfig:
     sensitivity_ratio: float = 1.0
     rho_candidates: tuple[float, ...] = field(default_factory=default_rho_candidates)
     search_cost: str = "sops"
-    phi_profile_thresholds: str = "largest_phi"
+    phi_profile_thresholds: str = "per_candidate"
     sensitivity_budget: str = "excess"
     profile_batch: int = 128
+    check: str = "holdout"
+    check_metric: str = "kl"
+    check_images: int = 1024
+    check_tolerance: float = 0.0
+    check_ratio: float = 3.0
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     conversion: ConversionConfig = field(default_factory=ConversionConfig)
     version: int = 1
@@ -172,7 +190,11 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         get_recipe(self.method)
         check_timesteps(self.timesteps)
-        for name in ("phi_target", "phi_min", "profile_batch"):
+        check_choice("PipelineConfig.check", self.check, ("holdout", "none"))
+        check_choice("PipelineConfig.check_metric", self.check_metric, ("kl", "agreement"))
+        check_number("PipelineConfig.check_tolerance", self.check_tolerance, minimum=0.0)
+        check_number("PipelineConfig.check_ratio", self.check_ratio, minimum=1.0)
+        for name in ("phi_target", "phi_min", "profile_batch", "check_images"):
             check_int(f"PipelineConfig.{name}", getattr(self, name), minimum=1)
         if self.phi_min > 2 * self.phi_target:
             raise ConfigError(f"phi_min ({self.phi_min}) must be <= 2·phi_target ({2 * self.phi_target})")
@@ -202,6 +224,9 @@ class DataSpec:
     ``calib_batch_size``, default ``batch_size``); ``test_size`` evaluates on a seeded random
     subset of N test samples, stratified by class where there are labels (``None``: all);
     ``options``: dataset-specific settings (e.g. event frames), checked by the dataset's loader.
+    ``holdout_size``: other training samples, never used for calibration, that the searches' held-out
+    check and the risk-controlled exit rule are measured on (0: the calibration samples beyond those
+    thresholds and corrections use).
     """
 
     dataset: str = "digits"
@@ -212,6 +237,7 @@ class DataSpec:
     test_size: int | None = None
     num_workers: int = 0
     seed: int = 0
+    holdout_size: int = 0
     options: Mapping[str, Any] = field(default_factory=dict)
     version: int = 1
 
@@ -219,6 +245,7 @@ class DataSpec:
         for name in ("calib_size", "batch_size"):
             check_int(f"data.{name}", getattr(self, name), minimum=1)
         check_int("data.calib_batch_size", self.calib_batch_size, minimum=1, allow_none=True)
+        check_int("data.holdout_size", self.holdout_size, minimum=0)
         check_int("data.test_size", self.test_size, minimum=1, allow_none=True)
         check_int("data.num_workers", self.num_workers, minimum=0)
         check_int("data.seed", self.seed)
@@ -273,9 +300,19 @@ class SweepConfig:
     """Methods × timesteps to convert and evaluate, plus the IAT runs.
 
     ``methods``: recipe names, or ``("all",)``. ``iat``: also run ``iat_method`` with input-aware
-    adaptive timesteps at every T (default: the default method, when it is swept); ``iat_curve``: α_base values for the
-    accuracy-versus-mean-timesteps curve at the largest T. ``profile_rows``: if set, profiling uses
-    ``max(16, profile_rows // T)`` calibration samples at each T (constant profiling cost).
+    adaptive timesteps at every T (default: the default method, when it is swept). The exit rule:
+    ``"auto"`` (default) — the risk rule where the task supports it (class scores against labels)
+    and held-out training data is given (``data.holdout_size``), else eq. 15; ``"risk"`` — certified
+    to lose at most ``exit_epsilon`` accuracy points against full T
+    with probability ``exit_confidence``, calibrated on held-out training data
+    (:func:`adacal.iat.calibrate_exit`) — or ``"eq15"``, the paper's α schedule with ``alpha_base``;
+    ``iat_curve``: α_base values for the eq. 15 accuracy-versus-mean-timesteps curve at the largest T;
+    ``exit_curve``: the tolerated drops ε (points) of the risk rule's curve. ``delta``: δ of eq. 15
+    (the seed's 1.0; dense outputs, whose mean per-pixel entropy moves over a small range, need a
+    smaller one to exit at all). ``profile_rows``: if
+    set, profiling uses ``max(16, profile_rows // T)`` calibration samples at each T (constant
+    profiling cost); ``check_rows`` likewise sets the held-out check's images to
+    ``max(128, check_rows // T)``.
     """
 
     methods: tuple[str, ...] = ("all",)
@@ -285,6 +322,13 @@ class SweepConfig:
     alpha_base: float = 0.6
     iat_curve: tuple[float, ...] = DEFAULT_IAT_CURVE
     profile_rows: int | None = None
+    check_rows: int | None = None
+    exit_rule: str = "auto"
+    exit_epsilon: float = 0.3
+    exit_confidence: float = 0.9
+    exit_loss: str = "error"
+    exit_curve: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0)
+    delta: float = 1.0
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -306,7 +350,12 @@ class SweepConfig:
         object.__setattr__(self, "timesteps", tuple(check_timesteps(t) for t in ts))
         object.__setattr__(self, "iat_curve", tuple(check_number("sweep.iat_curve", a) for a in self.iat_curve))
         check_number("sweep.alpha_base", self.alpha_base)
+        check_number("sweep.delta", self.delta, above=0.0)
         check_int("sweep.profile_rows", self.profile_rows, minimum=1, allow_none=True)
+        check_int("sweep.check_rows", self.check_rows, minimum=1, allow_none=True)
+        check_exit("sweep", self)
+        object.__setattr__(self, "exit_curve", tuple(check_number("sweep.exit_curve", e, above=0.0, below=100.0)
+                                                     for e in self.exit_curve))
         if self.iat_method is None:  # the default method when swept; otherwise no IAT runs
             object.__setattr__(self, "iat", self.iat and DEFAULT_METHOD in methods)
             object.__setattr__(self, "iat_method", DEFAULT_METHOD)
@@ -315,20 +364,40 @@ class SweepConfig:
                               "add it or turn IAT off")
 
 
+#: Early-exit rules: ``risk`` (certified accuracy drop, :mod:`adacal.iat.risk`), ``eq15`` (the paper's α schedule).
+EXIT_RULES = ("auto", "risk", "eq15")
+
+
+def check_exit(section: str, cfg: Any) -> None:
+    check_choice(f"{section}.exit_rule", cfg.exit_rule, EXIT_RULES)
+    check_number(f"{section}.exit_epsilon", cfg.exit_epsilon, above=0.0, below=100.0)
+    check_number(f"{section}.exit_confidence", cfg.exit_confidence, above=0.0, below=1.0)
+    check_choice(f"{section}.exit_loss", cfg.exit_loss, ("error", "flip"))
+
+
 @config
 class EvaluateConfig:
-    """``adacal evaluate``: T (default: the converted T), IAT on/off, α_base and the α_base curve."""
+    """``adacal evaluate``: T (default: the converted T), IAT on/off and its exit rule (as in
+    :class:`SweepConfig`), α_base, δ and the α_base curve of the eq. 15 rule."""
 
     timesteps: int | None = None
     iat: bool = False
     alpha_base: float = 0.6
     iat_curve: tuple[float, ...] = ()
+    exit_rule: str = "auto"
+    exit_epsilon: float = 0.3
+    exit_confidence: float = 0.9
+    exit_loss: str = "error"
+    exit_curve: tuple[float, ...] = ()
+    delta: float = 1.0
     version: int = 1
 
     def __post_init__(self) -> None:
         if self.timesteps is not None:
             object.__setattr__(self, "timesteps", check_timesteps(self.timesteps))
         check_number("evaluate.alpha_base", self.alpha_base)
+        check_exit("evaluate", self)
+        check_number("evaluate.delta", self.delta, above=0.0)
 
 
 @config

@@ -11,7 +11,7 @@ from torch import Tensor
 from adacal import inputs
 from adacal.errors import ConfigError, DataError
 
-__all__ = ["default_input_fn", "take_batches"]
+__all__ = ["default_input_fn", "take_batches", "take_split"]
 
 InputFn = Callable[[Any], Any]
 
@@ -65,3 +65,40 @@ def take_batches(
     if not out:
         raise DataError(f"{what} is empty: it yielded no batch; pass a non-empty loader or tensor")
     return out
+
+
+def take_split(
+    data: Any,
+    num_batches: int,
+    images: int,
+    *,
+    input_fn: InputFn | None = None,
+    device: torch.device | None = None,
+    what: str = "calibration data",
+) -> tuple[list[Any], list[Any]]:
+    """The first ``num_batches`` batches of ``data`` and, from the same pass, the next batches up to
+    ``images`` inputs (the last one narrowed): calibration inputs and held-out inputs that can never
+    overlap, even for a shuffling loader (which would reorder a second pass). ``num_batches=0``:
+    just the first ``images`` inputs."""
+    if isinstance(data, Tensor) and num_batches:
+        return take_batches(data, num_batches, input_fn=input_fn, device=device, what=what), []
+    if isinstance(data, Tensor):
+        data = [data]
+    fn = input_fn or default_input_fn
+    try:
+        it = iter(data)
+    except TypeError as exc:
+        raise DataError(f"{what} must be a tensor or an iterable of batches, got {type(data).__name__}") from exc
+    first = take_batches(itertools.islice(it, int(num_batches)), num_batches, input_fn=input_fn, device=device,
+                         what=what) if num_batches else []
+    rest: list[Any] = []
+    got = 0
+    for batch in it:
+        if got >= images:
+            break
+        x = fn(batch)
+        inputs.validate(x, f"{what}: held-out batch {len(rest)}")
+        x = inputs.narrow(x, 0, min(inputs.batch_size(x), images - got))
+        rest.append(inputs.map_tensors(lambda t: t.to(device), x) if device is not None else x)
+        got += inputs.batch_size(x)
+    return first, rest

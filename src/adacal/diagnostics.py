@@ -25,13 +25,21 @@ from adacal.calibrate.capture import capture_inputs, capture_outputs
 from adacal.checks import check_timesteps
 from adacal.errors import ConfigError
 from adacal.knobs import get_knob
-from adacal.neurons.functional import surrogate_rate
 from adacal.sensitivity import SensitivityTable
 from adacal.spiking_model import SpikingModel
 
-__all__ = ["sensitivity_correlation", "error_decomposition"]
+__all__ = ["correlations", "error_decomposition", "sensitivity_correlation"]
 
 log = logging.getLogger(__name__)
+
+
+def correlations(scores: Sequence[float], accuracies: Sequence[float]) -> dict[str, float]:
+    """Pearson, Spearman and Kendall correlation of a score with accuracy (seed Fig. 1's three numbers)."""
+    if len(scores) != len(accuracies) or len(scores) < 3:
+        raise ConfigError(f"correlations need >= 3 (score, accuracy) pairs, got {len(scores)} and {len(accuracies)}")
+    return {"pearson": float(stats.pearsonr(scores, accuracies)[0]),
+            "spearman": float(stats.spearmanr(scores, accuracies)[0]),
+            "kendall": float(stats.kendalltau(scores, accuracies)[0])}
 
 
 @torch.no_grad()
@@ -71,15 +79,8 @@ def sensitivity_correlation(
     finally:
         for k, v in saved.items():
             knob.set(neurons[k], v)
-    s = [p["sensitivity"] for p in points]
-    a = [p["accuracy"] for p in points]
-    result = {
-        "knob": table.knob,
-        "points": points,
-        "pearson": float(stats.pearsonr(s, a)[0]),
-        "spearman": float(stats.spearmanr(s, a)[0]),
-        "kendall": float(stats.kendalltau(s, a)[0]),
-    }
+    result = {"knob": table.knob, "points": points,
+              **correlations([p["sensitivity"] for p in points], [p["accuracy"] for p in points])}
     log.info("sensitivity vs accuracy over %d settings: Pearson %.3f, Spearman %.3f, Kendall %.3f",
              num_settings, result["pearson"], result["spearman"], result["kendall"])
     return result
@@ -114,8 +115,8 @@ def error_decomposition(snn: SpikingModel, x: Any, *, timesteps: int) -> list[di
         bias = n._bc(n.bias_offset, a)
         relu = a.clamp(min=0) if n.clip is None else a.clamp(0, n.clip)
         clipped = torch.minimum(relu, cap)
-        q_ann = surrogate_rate(a + bias, th, T, n.phi, frac)
-        q_snn = surrogate_rate(snn_in[name] + bias, th, T, n.phi, frac)
+        q_ann = n.surrogate(a + bias, th, T, n.phi, frac)
+        q_snn = n.surrogate(snn_in[name] + bias, th, T, n.phi, frac)
         rate = snn_out[name]
         rows.append({
             "layer": name,

@@ -5,6 +5,8 @@ have to read a stack trace from deep inside torch.
 """
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "AdacalError",
     "ConfigError",
@@ -17,7 +19,22 @@ __all__ = [
     "BudgetError",
     "CheckpointError",
     "DistributedError",
+    "first_line",
+    "plain_text",
 ]
+
+#: Terminal colour/style escape codes (torch puts some in its error texts).
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def plain_text(text: str) -> str:
+    """``text`` without terminal escape codes, so messages read the same in a log file as on a terminal."""
+    return _ANSI.sub("", text)
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's text (plain, at most ``limit`` characters), to quote in a message."""
+    return (plain_text(str(exc)).strip().splitlines() or [""])[0][:limit]
 
 
 class AdacalError(Exception):

@@ -128,6 +128,10 @@ def validate(value: Any, what: str = "input", *, dim: int = 0) -> int:
         raise DataError(f"{what} must be a tensor, or a tuple/dict of tensors; got {type(value).__name__}")
     if any(t.dim() <= dim for t in ts):
         raise DataError(f"{what} of shape {describe(value)} has no batch dimension {dim}")
+    meta = [t for t in ts if t.device.type == "meta"]
+    if meta:
+        raise DataError(f"{what} is on the meta device (shapes without data, {describe(value)}); give real tensors "
+                        "(on cpu, cuda, ...)")
     b = batch_size(value, dim)
     if b == 0 or any(t.numel() == 0 for t in ts):
         raise DataError(f"{what} is empty (shape {describe(value)})")

@@ -16,7 +16,8 @@ from typing import Any
 from adacal.checks import check_phi, check_rho, suggest
 from adacal.errors import ConfigError
 
-__all__ = ["KNOBS", "PHI", "RHO", "Knob", "Phi", "Rho", "Selection", "excess_over", "get_knob", "register_knob"]
+__all__ = ["KNOBS", "PHI", "RHO", "Checked", "Knob", "Phi", "Rho", "Selection", "excess_over", "get_knob",
+           "register_knob"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,20 @@ class Selection:
     choices: dict[str, Any]
     budget: float
     frontier: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A configuration measured by the held-out check: per-layer ``choices``, measured ``energy``
+    (pJ per input), ``score`` (the check metric: lower is closer to the ANN) and the profiled
+    ``predicted`` (cost, score) totals of the search's additive model (None if not profiled)."""
+
+    label: str
+    choices: dict[str, Any]
+    energy: float
+    score: float
+    predicted: tuple[float, float] | None = None
+    details: dict[str, Any] | None = None
 
 
 class Knob:
@@ -93,6 +108,50 @@ class Knob:
                     "exact": bool(front.exact)}
         return Selection({k: self.check(v) for k, v in sel.choices.items()}, float(budget), frontier)
 
+    # ------------------------------------------------------------------ the held-out check
+    def budget_ladder(self, table: Mapping[str, Mapping[Any, tuple[float, float]]], config: Any) -> list[float]:
+        """The search budgets whose Pareto picks the held-out check measures (default: the budget alone)."""
+        return [self.budget(table, config)]
+
+    def check_bound(self, reference: Checked, config: Any) -> float:
+        """What a checked configuration must meet, from the uniform ``reference`` as measured:
+        objective ``"score"`` — a measured energy (``energy_ratio`` × the reference's); ``"cost"`` —
+        a measured score (the reference's, plus ``check_tolerance`` × its score)."""
+        if self.objective == "score":
+            return float(getattr(config, "energy_ratio", 1.0)) * reference.energy
+        return reference.score * (1.0 + float(getattr(config, "check_tolerance", 0.0)))
+
+    def feasible(self, c: Checked, bound: float) -> bool:
+        value = c.energy if self.objective == "score" else c.score
+        return value <= bound * (1 + 1e-9)
+
+    def choose(self, measured: list[Checked], reference: Checked, config: Any) -> tuple[Checked, str]:
+        """The configuration the check keeps and why: objective ``"score"`` — the lowest measured
+        score within the measured energy bound; ``"cost"`` — the lowest measured energy whose
+        measured score is within the bound. Ties go to the earlier (simpler) candidate."""
+        from adacal.errors import BudgetError
+
+        bound = self.check_bound(reference, config)
+        ok = [c for c in measured if self.feasible(c, bound)]
+        if not ok:
+            least = min(measured, key=lambda c: c.energy)
+            raise BudgetError(f"no {self.name} configuration meets the measured bound {bound:.6g} on the held-out "
+                              f"check; the cheapest measured one ({least.label}) spends {least.energy:.6g} pJ — raise "
+                              "energy_ratio")
+        if self.objective == "score":
+            best = min(ok, key=lambda c: (c.score, c.energy))
+            uniform = [c for c in ok if c.label.startswith("uniform")]
+            base = min(uniform, key=lambda c: (c.score, c.energy)) if uniform else reference
+            why = (f"lowest held-out score {best.score:.6g} among {len(ok)} of {len(measured)} configurations within "
+                   f"the measured energy {bound:.6g} pJ ({getattr(config, 'energy_ratio', 1.0):g} × {reference.label});"
+                   f" best uniform: {base.label} at {base.score:.6g}")
+        else:
+            best = min(ok, key=lambda c: (c.energy, c.score))
+            why = (f"lowest measured energy {best.energy:.6g} pJ among {len(ok)} of {len(measured)} configurations "
+                   f"whose held-out score is within {bound:.6g} ({reference.label} scores {reference.score:.6g}, "
+                   f"tolerance {getattr(config, 'check_tolerance', 0.0):g})")
+        return best, why
+
 
 class Phi(Knob):
     name, symbol, label, objective, integer = "phi", "φ", "max spikes per step", "score", True
@@ -154,6 +213,14 @@ class Rho(Knob):
             return table
         return excess_over(table, self._base(table))
 
+    def budget_ladder(self, table: Mapping[str, Mapping[Any, tuple[float, float]]], config: Any) -> list[float]:
+        """Sensitivity budgets from r = 1 (only compression predicted free) up to ``check_ratio``."""
+        import dataclasses
+
+        top = max(float(config.sensitivity_ratio), float(getattr(config, "check_ratio", 1.0)))
+        rs = sorted({r for r in RHO_LADDER if r < top} | {top, float(config.sensitivity_ratio)})
+        return [self.budget(table, dataclasses.replace(config, sensitivity_ratio=r)) for r in rs]
+
     def budget(self, table: Mapping[str, Mapping[Any, tuple[float, float]]], config: Any) -> float:
         base = self._base(table)
         if config.sensitivity_budget == "sum":  # the paper: Σ S_i(ρ_i) ≤ r·Σ S_i(1)
@@ -161,6 +228,10 @@ class Rho(Knob):
         # only increases count: Σ max(0, S_i(ρ_i) − S_i(1)) ≤ (r − 1)·S, S the network's KL at ρ = 1
         network = sum(row[base][1] for row in table.values()) / len(table)
         return (config.sensitivity_ratio - 1.0) * network
+
+
+#: The sensitivity ratios r whose ρ picks the held-out check measures (up to ``check_ratio``).
+RHO_LADDER = (1.0, 1.25, 1.5, 2.0, 3.0, 5.0)
 
 
 def excess_over(table: Mapping[str, Mapping[Any, tuple[float, float]]],

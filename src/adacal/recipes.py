@@ -37,9 +37,16 @@ class Thresholds:
 
 @dataclass(frozen=True)
 class Search:
-    """Profile every layer at every candidate of ``knob``, then pick per-layer values under its budget."""
+    """Profile every layer at every candidate of ``knob``, then pick per-layer values under its budget.
+
+    ``then``: the stages that turn a pick into the network as it runs (threshold refit, bias
+    correction). They run once on the pick, or — with ``PipelineConfig.check="holdout"`` — on every
+    configuration the held-out check measures (uniform values and Pareto picks), and the check keeps
+    the best one within the knob's budget (:meth:`adacal.knobs.Knob.choose`).
+    """
 
     knob: str
+    then: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -66,7 +73,7 @@ class Recipe:
 
 
 _CALIBRATED = (Thresholds(), WeightCalibration(), Correction())
-_ADAFIRE = (Uniform(PHI.name, "largest"), Thresholds(), Search(PHI.name), *_CALIBRATED)
+_ADAFIRE = (Uniform(PHI.name, "largest"), Thresholds(), Search(PHI.name, then=_CALIBRATED))
 
 RECIPES: dict[str, Recipe] = {}
 
@@ -94,7 +101,7 @@ for _recipe in (
            "every layer at φ_target, MSE thresholds, bias correction"),
     Recipe("adafire", _ADAFIRE,
            "φ per layer by the Pareto search under an energy budget, thresholds refit, bias correction"),
-    Recipe("adafire+ssc", (*_ADAFIRE, Search(RHO.name), Correction(fresh=True)),
+    Recipe("adafire+ssc", (*_ADAFIRE, Search(RHO.name, then=(Correction(fresh=True),))),
            "then ρ per layer (SSC) under a sensitivity budget, bias correction again"),
 ):
     register_recipe(_recipe)

@@ -7,6 +7,7 @@ to JSON after every layer and an interrupted profile resumes where it stopped.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -21,6 +22,7 @@ import torch
 from torch import Tensor, fx
 
 from adacal import inputs
+from adacal import progress as reporting
 from adacal.atomic import atomic_write_json
 from adacal.checks import check_timesteps
 from adacal.distributed import broadcast_object, deal, gather_objects, is_main, world
@@ -81,9 +83,10 @@ def _value(s: str) -> float:
 class _CachedRun:
     """One batched SNN run whose every node value is kept, to re-run any downstream part."""
 
-    def __init__(self, snn: SpikingModel, x: Any, timesteps: int) -> None:
+    def __init__(self, snn: SpikingModel, x: Any, timesteps: int, sequence: bool = False) -> None:
         # the simulation's graph: weighted function nodes on canonical row blocks, as in run()
-        self.snn, self.gm, self.T, self.batch = snn, snn.simulation_graph(), timesteps, inputs.batch_size(x)
+        self.snn, self.gm, self.T = snn, snn.simulation_graph(), timesteps
+        self.batch = inputs.batch_size(x, 1 if sequence else 0)
         self.nodes = list(self.gm.graph.nodes)
         self.neuron_nodes = {
             str(n.target): n for n in self.nodes
@@ -91,7 +94,7 @@ class _CachedRun:
         }
         from adacal.convert.prepare import positional
 
-        self.xin = positional(self.gm, inputs.repeat_over_time(x, timesteps))
+        self.xin = positional(self.gm, _stacked(x, timesteps, sequence))
         last_use: dict[fx.Node, fx.Node] = {}
         for node in self.nodes:
             for arg in node.all_input_nodes:
@@ -150,6 +153,13 @@ class _CachedRun:
         return self._execute(self.xin, todo | {self.nodes[-1]}, env, free=True, keep=keep)
 
 
+def _stacked(x: Any, timesteps: int, sequence: bool) -> Any:
+    """``[T·B, ...]``: a constant input repeated, or a sequence's first T steps, stacked on the batch axis."""
+    if sequence:
+        return inputs.map_tensors(lambda t: t[:timesteps].reshape(-1, *t.shape[2:]), x)
+    return inputs.repeat_over_time(x, timesteps)
+
+
 def _mean_output(out: Any, timesteps: int, batch: int) -> Any:
     return inputs.map_tensors(lambda o: o.view(timesteps, batch, *o.shape[1:]).mean(0), out)
 
@@ -161,9 +171,10 @@ def default_divergence(ann: Any, snn: Any) -> Any:
 
 
 def _spike_total(neuron: IFNeuron, y: Tensor) -> Tensor:
-    """Spikes per position summed over time and batch, from the neuron's output values."""
+    """Spikes per position summed over time and batch, from the neuron's output values (a negative
+    spike of a signed neuron counts as one spike too)."""
     th = neuron._bc(neuron.effective_threshold(), y)
-    return torch.round(y / th).sum(0)
+    return torch.round(y / th).abs().sum(0)
 
 
 def _fingerprint(snn: SpikingModel, x: Any, knob: str, candidates: Sequence[float], T: int,
@@ -197,6 +208,7 @@ def profile(
     progress: Progress | None = None,
     thresholds: Thresholds | None = None,
     divergence: Callable[[Any, Any], Any] | None = None,
+    sequence: bool = False,
 ) -> SensitivityTable:
     """Sensitivity of every neuron to every candidate of ``knob`` (a registered knob or its name).
 
@@ -207,6 +219,8 @@ def profile(
     data and candidates picks up from it and gives identical results. ``layers`` restricts profiling to those neurons.
     ``thresholds[name][value]``: the threshold neuron ``name`` runs with at candidate ``value``
     (e.g. refit for that φ); by default a candidate keeps the neuron's current threshold.
+    ``sequence``: ``x`` is ``[T, B, ...]``, a different input at every step (e.g. streamed events);
+    the ANN's reference output is then taken on its time average.
     Under torch.distributed (same ``snn`` and ``x`` on every rank) the (layer, candidate) pairs are
     dealt over the ranks and every rank returns the same table; rank 0 writes the checkpoint.
     """
@@ -216,14 +230,14 @@ def profile(
     cands = tuple(knob_.check(c) for c in candidates)
     divergence = divergence or default_divergence
     T = check_timesteps(timesteps)
-    snn.check_input(x)
-    batch = inputs.batch_size(x)
+    snn.check_input(x, sequence=sequence)
+    batch = inputs.batch_size(x, 1 if sequence else 0)
     cost_fn = cost_fn or (lambda _name, spikes: float(spikes.sum()) / batch)
     path = Path(checkpoint) if checkpoint is not None else None
     key = _fingerprint(snn, x, knob_.name, cands, T, thresholds)
     state = _load_state(path, key, knob_.name)
     start = time.perf_counter()
-    ann = snn.ann_forward(x)
+    ann = snn.ann_forward(inputs.map_tensors(lambda t: t[:T].mean(0), x) if sequence else x)
     neurons = snn.neurons()
     if layers is not None:
         unknown = sorted(set(layers) - set(neurons))
@@ -249,23 +263,26 @@ def profile(
     # layer's worth of work per rank), after which the rows are gathered and checkpointed by rank 0.
     pairs = [(name, value) for name in todo_layers for value in cands]
     per_round = w.size * len(cands)
-    with snn.mode("snn", timesteps=T):
-        base = _CachedRun(snn, x, T) if reuse_prefix else None
+    with snn.mode("snn", timesteps=T), contextlib.ExitStack() as stack:
+        base = _CachedRun(snn, x, T, sequence) if reuse_prefix else None
+        bar = stack.enter_context(reporting.task(f"profile {knob_.name}", len(neurons), "layer"))
+        bar.advance(len(neurons) - len(todo_layers))
         for r0 in range(0, len(pairs), per_round):
             chunk = pairs[r0:r0 + per_round]
             if progress is not None:
                 progress(len(neurons) - len(todo_layers) + r0 // len(cands), len(neurons), chunk[0][0])
             mine = [_score_pair(snn, base, neurons[name], name, value, x, T, knob_, thresholds, divergence,
-                                ann, cost_fn, batch) for name, value in deal(chunk, w)]
+                                ann, cost_fn, batch, sequence) for name, value in deal(chunk, w)]
             rows = [r for part in gather_objects(mine, what=f"profiling {knob_.name}") for r in part]
             got = {(name, value): r for name, value, *r in rows}
-            for name in dict.fromkeys(n for n, _ in chunk):
+            finished = list(dict.fromkeys(n for n, _ in chunk))
+            for name in finished:
                 scores[name] = {v: got[(name, v)][0] for v in cands}
                 costs[name] = {v: got[(name, v)][1] for v in cands}
                 spikes[name] = {v: got[(name, v)][2] for v in cands}
-            for name in dict.fromkeys(n for n, _ in chunk):
                 state["layers"][name] = {part: {repr(float(k)): v for k, v in row[name].items()}
                                          for part, row in (("scores", scores), ("costs", costs), ("spikes", spikes))}
+            bar.advance(len(finished))
             if path is not None and is_main():
                 atomic_write_json(path, state, indent=1)
     scores, costs, spikes = ({k: d[k] for k in neurons} for d in (scores, costs, spikes))
@@ -292,7 +309,7 @@ def _load_state(path: Path | None, key: str, knob: str) -> dict[str, Any]:
 
 def _score_pair(snn: SpikingModel, base: _CachedRun | None, neuron: IFNeuron, name: str, value: float, x: Any,
                 T: int, knob: Knob, thresholds: Thresholds | None, divergence: Callable[[Any, Any], Any],
-                ann: Any, cost_fn: CostFn, batch: int) -> tuple[str, float, float, float, float]:
+                ann: Any, cost_fn: CostFn, batch: int, sequence: bool) -> tuple[str, float, float, float, float]:
     """``(name, value, score, cost, spikes per sample)`` with only ``neuron``'s knob set to ``value``."""
     original = knob.get(neuron)
     original_theta = neuron.theta.detach().clone()
@@ -303,7 +320,7 @@ def _score_pair(snn: SpikingModel, base: _CachedRun | None, neuron: IFNeuron, na
         if base is not None:
             out, y = base.rerun(name, base.downstream(name))
         else:
-            out, y = _full_run(snn, x, T, name)
+            out, y = _full_run(snn, x, T, name, sequence)
         smap = _spike_total(neuron, y)
         return (name, value, float(divergence(ann, _mean_output(out, T, batch))), float(cost_fn(name, smap)),
                 float(smap.sum()) / batch)
@@ -312,7 +329,7 @@ def _score_pair(snn: SpikingModel, base: _CachedRun | None, neuron: IFNeuron, na
         neuron.theta = original_theta
 
 
-def _full_run(snn: SpikingModel, x: Any, T: int, name: str) -> tuple[Any, Tensor]:
+def _full_run(snn: SpikingModel, x: Any, T: int, name: str, sequence: bool = False) -> tuple[Any, Tensor]:
     """The naive way: simulate the whole network again (kept for the benchmark)."""
     captured: list[Tensor] = []
     neuron = snn.neurons()[name]
@@ -320,7 +337,7 @@ def _full_run(snn: SpikingModel, x: Any, T: int, name: str) -> tuple[Any, Tensor
     try:
         for n in snn.neurons().values():
             n.reset()
-        out = inputs.call(snn.simulation_graph(), inputs.repeat_over_time(x, T))
+        out = inputs.call(snn.simulation_graph(), _stacked(x, T, sequence))
     finally:
         handle.remove()
     return out, captured[0]

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -13,7 +14,7 @@ from torch.utils._pytree import tree_leaves, tree_map
 from adacal import inputs
 from adacal.checks import check_timesteps
 from adacal.determinism import canonical_blocks, deterministic_graph
-from adacal.errors import ConfigError, DataError, ShapeError
+from adacal.errors import ConfigError, DataError, ShapeError, first_line
 from adacal.neurons import IFNeuron, is_neuron, is_neuron_node
 from adacal.neurons.analog import TimeState
 from adacal.neurons.kernels import FUSED_MIN_ELEMENTS, KERNEL
@@ -73,6 +74,16 @@ def _split_constant_prefix(gm: fx.GraphModule) -> tuple[fx.GraphModule, fx.Graph
     return fx.GraphModule(gm, prefix), fx.GraphModule(gm, suffix), sorted(set(entry_neurons))
 
 
+def _explained(run: Callable[..., Any]) -> Callable[..., Any]:
+    """``run`` with torch errors on inputs unlike the conversion example explained (see ``_explain_failures``)."""
+    @functools.wraps(run)
+    def wrapper(self: SpikingModel, x: Any, *args: Any, **kwargs: Any) -> Any:
+        with self._explain_failures(x, sequence=bool(kwargs.get("sequence", False))):
+            return run(self, x, *args, **kwargs)
+
+    return wrapper
+
+
 class SpikingModel(nn.Module):
     """A converted network. ``forward`` runs the graph once with the neurons' current modes.
 
@@ -88,8 +99,12 @@ class SpikingModel(nn.Module):
     AUTO_CHUNK_BYTES = 4 << 20
 
     def __init__(self, graph_module: fx.GraphModule, input_shape: Any,
-                 activation_bytes: int = 0) -> None:
+                 activation_bytes: int = 0, input_dtypes: tuple[torch.dtype, ...] | None = None) -> None:
         super().__init__()
+        #: dtype of each input leaf seen at conversion (None: not recorded, e.g. an imported NIR graph)
+        self.input_dtypes = None if input_dtypes is None else tuple(input_dtypes)
+        #: non-linear ops before the first neuron, kept in floating point (set by prepare; see the record)
+        self.analog_prefix_ops: tuple[str, ...] = ()
         self.graph_module = graph_module
         # per-sample shape seen at conversion; a tuple of shapes for a model with several inputs
         self.input_shapes: tuple[tuple[int, ...], ...] = (
@@ -132,7 +147,33 @@ class SpikingModel(nn.Module):
 
     def call(self, x: Any) -> Any:
         """Run the graph once on ``x`` (a tensor, or a tuple/dict of the model's inputs)."""
-        return inputs.call(self.graph_module, x)
+        with self._explain_failures(x):
+            return inputs.call(self.graph_module, x)
+
+    @contextlib.contextmanager
+    def _explain_failures(self, x: Any, *, sequence: bool = False) -> Iterator[None]:
+        """A torch error on an input unlike the one seen at conversion becomes an error saying so: another
+        per-sample shape (calibration data of another size) a :class:`ShapeError`, another dtype (integer
+        pixels) a :class:`DataError`."""
+        try:
+            yield
+        except RuntimeError as exc:
+            ts = inputs.leaves(x)
+            got = [tuple(t.shape[2:] if sequence else t.shape[1:]) for t in ts]
+            dtypes = [t.dtype for t in ts]
+            same_shape = got == [tuple(s) for s in self.input_shapes]
+            same_dtype = self.input_dtypes is None or tuple(dtypes) == self.input_dtypes
+            if same_shape and same_dtype:
+                raise
+            seen = ", ".join(str(list(s)) for s in self.input_shapes)
+            what = "per-sample shape " + ", ".join(str(list(g)) for g in got) + f" (conversion saw {seen})"
+            error: type[DataError] = ShapeError
+            if not same_dtype:
+                error = DataError
+                what = (f"dtype {', '.join(str(d).replace('torch.', '') for d in dtypes)} (conversion saw "
+                        f"{', '.join(str(d).replace('torch.', '') for d in self.input_dtypes or ())})")
+            raise error(f"the network cannot run on this input: its {what}; give data like the example the SNN was "
+                        f"converted with ({type(exc).__name__}: {first_line(exc, 160)})") from exc
 
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> SpikingModel:
         self._split_cache.clear()  # split graphs may hold references to moved tensors
@@ -278,6 +319,11 @@ class SpikingModel(nn.Module):
                     f"input shape {inputs.describe(x)} does not match the model: expected {expected} "
                     "(per-sample shape seen at conversion)"
                 )
+        if self.input_dtypes is not None and tuple(t.dtype for t in ts) != self.input_dtypes:
+            got = ", ".join(str(t.dtype).replace("torch.", "") for t in ts)
+            want = ", ".join(str(d).replace("torch.", "") for d in self.input_dtypes)
+            raise DataError(f"input dtype {got} differs from the {want} the SNN was converted with; convert it first "
+                            "(e.g. x.float(), scaled as at training)")
         inputs.validate(x, "input", dim=1 if sequence else 0)
 
     def session(self, x: Any, *, sequence: bool = False) -> Session:
@@ -285,6 +331,7 @@ class SpikingModel(nn.Module):
         self.check_input(x, sequence=sequence)
         return Session(self, x, sequence=sequence)
 
+    @_explained
     @torch.no_grad()
     def run(
         self,

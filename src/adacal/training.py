@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from adacal import inputs
+from adacal import inputs, progress
 from adacal.atomic import atomic_write
 from adacal.errors import CheckpointError, ConfigError
 from adacal.evaluate import evaluate_ann
@@ -179,9 +179,10 @@ def train_model(
         t0 = time.perf_counter()
         loss_sum = 0.0
         seen = 0
-        for i, batch in enumerate(train_loader):
+        batches = progress.track(train_loader, f"train epoch {epoch + 1}/{cfg.epochs}", steps, "batch")
+        for i, batch in enumerate(batches):
             x, y = task.split_batch(batch)
-            x, y = _to_device(x, dev, channels_last), _to_device(y, dev, False)
+            x, y = _to_device(task.ann_input(x), dev, channels_last), _to_device(y, dev, False)
             with torch.autocast(dev.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 out = inputs.call(model, x)
                 loss = task.loss(out, y, label_smoothing=cfg.label_smoothing)

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from adacal import inputs
+from adacal import inputs, progress
 from adacal.calibrate.capture import capture_outputs
 from adacal.checks import check_timesteps
 from adacal.data import InputFn, take_batches
@@ -65,6 +65,7 @@ def correct_bias(
     input_fn: InputFn | None = None,
     sequence: bool = False,
     batches: list[Tensor] | None = None,
+    reference: list[Any] | None = None,
 ) -> dict[str, float]:
     """Remove each neuron's mean output error against the ANN, one layer at a time.
 
@@ -74,15 +75,21 @@ def correct_bias(
     from the initial membrane potential (``"potential"``). The batches are simulated together,
     once, with each neuron corrected as execution reaches it — the same result as re-running
     the network per layer, at the cost of one simulation. Returns the mean |e| per layer.
+
+    ``sequence``: the batches are ``[T, B, ...]`` inputs that change every step (e.g. streamed
+    events); the ANN's activations are then taken on ``reference`` (what the ANN sees for each
+    batch), by default the time average of each sequence (:mod:`adacal.presentation`).
     """
     if target not in ("bias", "potential"):
         raise ConfigError(f"correction target must be 'bias' or 'potential', got {target!r}")
     timesteps = check_timesteps(timesteps)
     dev = model_device(snn)
     xs = batches if batches is not None else take_batches(data, num_batches, input_fn=input_fn, device=dev)
-    # For event sequences the ANN target is the ANN applied to every frame, averaged.
-    ann = _ann_means(snn, [inputs.map_tensors(lambda t: t[:timesteps].flatten(0, 1), x) if sequence else x
-                           for x in xs])
+    if reference is None:  # the ANN sees the time average of a sequence (the presentation contract)
+        reference = [inputs.map_tensors(lambda t: t[:timesteps].mean(0), x) if sequence else x for x in xs]
+    if len(reference) != len(xs):
+        raise ConfigError(f"correct_bias got {len(reference)} reference batches for {len(xs)} batches")
+    ann = _ann_means(snn, list(reference))
     neurons = snn.neurons()
     x = _my_samples(inputs.cat(xs, dim=1 if sequence else 0), 1 if sequence else 0)
     errors: dict[str, float] = {}
@@ -115,7 +122,9 @@ def correct_bias(
     handles = [n.register_forward_pre_hook(correct) for n in neurons.values()]
     try:
         # all T steps in one call per neuron: the error is measured over the whole run, once
-        snn.run(x, timesteps, sequence=sequence, time_chunk=None)
+        with progress.task(f"{target} correction", len(neurons), "layer") as bar:
+            handles += [n.register_forward_hook(lambda *_: bar.advance()) for n in neurons.values()]
+            snn.run(x, timesteps, sequence=sequence, time_chunk=None)
     finally:
         for h in handles:
             h.remove()

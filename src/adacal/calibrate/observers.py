@@ -6,6 +6,7 @@ per-batch optima.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -99,6 +100,8 @@ class SurrogateSpec:
     phi: float
     rho: float
     v_init: float
+    #: the neuron type's closed form (``IFNeuron.surrogate``): thresholds fit what really runs
+    rate: Callable[..., Tensor] = surrogate_rate
 
 
 class MSEObserver:
@@ -132,7 +135,7 @@ class MSEObserver:
         centres = (torch.arange(h.bins, dtype=torch.float64, device=n.device) + 0.5) / h.bins
         centres = centres[None, :] * h.upper.double()[:, None]  # [C, bins]
         theta = (self.candidates / (s.phi * s.rho)).clamp(min=1e-30)  # [K, C]
-        q = surrogate_rate(centres[None], (theta * s.rho)[:, :, None], s.timesteps, s.phi, s.v_init)
+        q = s.rate(centres[None], (theta * s.rho)[:, :, None], s.timesteps, s.phi, s.v_init)
         return (n[None] * q * q - 2 * q * s1[None] + s2[None]).sum(dim=2)
 
     def compute(self) -> Tensor:

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from adacal import inputs, progress
 from adacal.calibrate.capture import capture_inputs
 from adacal.calibrate.observers import (
     HistogramObserver,
@@ -21,6 +22,8 @@ from adacal.config import CalibrationConfig
 from adacal.data import InputFn, take_batches
 from adacal.devices import model_device
 from adacal.distributed import deal
+from adacal.errors import CalibrationError
+from adacal.logs import warn_once
 from adacal.spiking_model import SpikingModel
 
 __all__ = ["calibrate_thresholds", "thresholds_per_phi"]
@@ -58,7 +61,7 @@ def calibrate_thresholds(
             observers[name].update(channels_first(x.detach(), cdim(name)))
 
         with snn.mode("ann"), capture_inputs(neurons, on_input):
-            for x in deal(xs):  # this rank's batches (all of them in one process)
+            for x in progress.track(deal(xs), f"thresholds ({cfg.method})", unit="batch"):  # this rank's share
                 snn.call(x)
 
     maxima = {k: MaxObserver(n.clip) for k, n in neurons.items()}
@@ -76,7 +79,7 @@ def calibrate_thresholds(
         mses = {
             k: MSEObserver(
                 uppers[k],
-                SurrogateSpec(timesteps, float(n.phi), float(n.rho), float(n.v_init)),
+                SurrogateSpec(timesteps, float(n.phi), float(n.rho), float(n.v_init), type(n).surrogate),
                 n.clip,
                 cfg.grid_size,
                 cfg.grid_step,
@@ -86,13 +89,26 @@ def calibrate_thresholds(
         sweep(mses)
         reduce_histograms(mses)
         clips = {k: o.compute() for k, o in mses.items()}
+    silent = [k for k, c in clips.items() if not bool((c > 0).any())]
+    same, constant = identical_samples(xs), describe_data(xs)
+    if silent and (same or constant):  # the data, not the network, leaves these layers without a threshold
+        raise CalibrationError(
+            f"no usable threshold for {len(silent)} of {len(clips)} spiking layer(s) {silent[:6]}"
+            f"{' …' if len(silent) > 6 else ''}: their ReLU never outputs a positive value on the calibration data"
+            f"{constant or f' (its {same} samples are all identical)'}; calibrate on real training samples (a few "
+            "hundred, all classes)")
+    if same:
+        warn_once(log, snn, "calibration data: all %d samples are identical%s; thresholds are fitted to that one "
+                  "input, so other inputs may saturate or never fire — calibrate on varied training samples", same,
+                  constant)
     out: dict[str, Tensor] = {}
     for name, n in neurons.items():
         clip = clips[name]
         dead = clip <= 0
         if bool(dead.any()):
-            log.warning("%s: %d channel(s) never activate on the calibration data; threshold set to 1",
-                        name, int(dead.sum()))
+            warn_once(log, snn, "%s: %d channel(s) never activate on the calibration data (of %d); their threshold "
+                      "is set to 1 (they stay silent unless other inputs drive them)", name, int(dead.sum()),
+                      dead.numel())
         theta = torch.where(dead, torch.ones_like(clip), clip / (n.phi.to(clip.dtype) * n.rho))
         n.set_theta(theta if per_channel else theta.reshape(()))
         n.clear_corrections()
@@ -100,6 +116,34 @@ def calibrate_thresholds(
     log.info("calibrated %d thresholds (%s, %s, T=%d) on %d batch(es)", len(out), cfg.method,
              cfg.granularity, timesteps, len(xs))
     return out
+
+
+def identical_samples(batches: list[Any]) -> int:
+    """The number of samples if there are at least two and all are equal (constant data), else 0."""
+    ref: list[Tensor] | None = None
+    count = 0
+    for x in batches:
+        ts = inputs.leaves(x)
+        if ref is None:
+            ref = [t[:1] for t in ts]
+        if not all(bool((t == r).all()) for t, r in zip(ts, ref)):
+            return 0
+        count += inputs.batch_size(x)
+    return count if count > 1 else 0
+
+
+def describe_data(batches: list[Any]) -> str:
+    """`` (all zeros)`` / `` (constant value v)`` for degenerate data, else ``""``: what the user gave."""
+    ts = [t for x in batches for t in inputs.leaves(x)]
+    if not ts or not all(t.is_floating_point() for t in ts):
+        return ""
+    lo = min(float(t.min()) for t in ts)
+    hi = max(float(t.max()) for t in ts)
+    if lo == hi == 0.0:
+        return " (it is all zeros)"
+    if lo == hi:
+        return f" (every value is {lo:g})"
+    return ""
 
 
 @torch.no_grad()

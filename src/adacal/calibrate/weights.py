@@ -14,6 +14,7 @@ import logging
 import torch
 from torch import Tensor, fx, nn
 
+from adacal import progress
 from adacal.calibrate.capture import StopForward, capture_outputs
 from adacal.checks import check_timesteps
 from adacal.errors import ConfigError
@@ -63,7 +64,7 @@ def calibrate_weights(
         raise ConfigError(f"weight calibration needs iters >= 1 and lr > 0, got {iters}, {lr}")
     neurons = snn.neurons()
     result: dict[str, tuple[float, float]] = {}
-    for name, neuron in neurons.items():
+    for name, neuron in progress.track(neurons.items(), "weight calibration", len(neurons), "layer"):
         layers = feeding_layers(snn, name)
         params = [p for m in layers for p in m.parameters()]
         if not params:

@@ -21,7 +21,9 @@ from adacal.convert.trace import describe_target, qualname, trace
 from adacal.convert.unit_pools import unit_maxpools_to_slices
 from adacal.devices import model_float
 from adacal.errors import CalibrationError, ConfigError, DataError, ModelError, UnsupportedLayerError
-from adacal.neurons import IFNeuron, is_neuron_node
+from adacal.logs import warn_once
+from adacal.neurons import is_neuron_node
+from adacal.neurons.kinds import neuron_class
 from adacal.spiking_model import SpikingModel
 
 __all__ = ["prepare"]
@@ -82,8 +84,8 @@ def _insert_neurons(
     ]
     for node, clip, original in found:
         name = _neuron_name(gm, node, used)
-        neuron = IFNeuron(clip=clip, phi=cfg.neuron.phi, rho=cfg.neuron.rho, v_init=cfg.neuron.v_init,
-                          ann_fn=original)
+        neuron = neuron_class(cfg.neuron.kind)(clip=clip, phi=cfg.neuron.phi, rho=cfg.neuron.rho,
+                                               v_init=cfg.neuron.v_init, ann_fn=original)
         neuron.to(device=device, dtype=dtype)
         gm.add_submodule(name, neuron)
         with gm.graph.inserting_after(node):
@@ -175,8 +177,15 @@ def prepare(model: nn.Module, example_input: Any, *, config: ConversionConfig | 
     check_spiking_path(gm, cfg.analog)
     analog = wrap_analog_ops(gm, cfg.analog, analog_nodes(gm, cfg.analog), args)
     gm.eval()
-    snn = SpikingModel(gm, [tuple(t.shape[1:]) for t in inputs.leaves(x)], _largest_activation(gm, batch))
+    snn = SpikingModel(gm, [tuple(t.shape[1:]) for t in inputs.leaves(x)], _largest_activation(gm, batch),
+                       input_dtypes=tuple(t.dtype for t in inputs.leaves(x)))
     snn.eval()  # like its modules: a converted network is for inference
+    snn.analog_prefix_ops = analog_prefix_ops(gm)
+    if snn.analog_prefix_ops:
+        warn_once(log, model, "%d op(s) before the first spiking neuron are not linear and stay in floating point "
+                  "(computed from the input, not from spikes): %s; the energy estimate does not count them (the "
+                  "record lists them under 'analog_prefix_ops')", len(snn.analog_prefix_ops),
+                  ", ".join(snn.analog_prefix_ops))
     got = snn.ann_forward(x)
     diff, scale = _max_diff(got, reference), _max_abs(reference)
     if not diff <= cfg.check_rtol * max(scale, 1.0):
@@ -194,6 +203,10 @@ def prepare(model: nn.Module, example_input: Any, *, config: ConversionConfig | 
 
 def _reference(ann: nn.Module, x: Any) -> Any:
     """The model's own output on the example — checked to exist, be finite and be deterministic."""
+    meta = [name for name, t in (*ann.named_parameters(), *ann.named_buffers()) if t.device.type == "meta"]
+    if meta:
+        raise ModelError(f"the model's weights are on the meta device (shapes without data) in {meta[:8]}; "
+                         "materialise them first (model.to_empty(device='cpu') and load_state_dict(...))")
     bad = [name for name, t in (*ann.named_parameters(), *ann.named_buffers())
            if t.is_floating_point() and not bool(torch.isfinite(t).all())]
     if bad:
@@ -207,6 +220,10 @@ def _reference(ann: nn.Module, x: Any) -> Any:
             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} (the model, not the "
             "conversion, rejects this input: check its shape, dtype and device)"
         ) from exc
+    if any(not bool(torch.isfinite(t).all()) for t in inputs.leaves(first) if t.is_floating_point()):
+        raise ModelError(f"the model's own output on the example input of shape {inputs.describe(x)} holds NaN or "
+                         "Inf values (its weights are finite: activations overflow); check the checkpoint and the "
+                         "input scaling before converting")
     diff = _max_diff(first, second)
     if diff != 0.0:
         raise ModelError(f"the model is not deterministic: two forward passes on the same input differ by "
@@ -220,6 +237,15 @@ def nonlinear_ops(gm: fx.GraphModule) -> list[str]:
     return [f"  - {qualname(n)} ({describe_target(gm, n)})" for n in gm.graph.nodes
             if n.op not in ("placeholder", "output", "get_attr") and n.meta.get("tensor_meta") is not None
             and op_kind(gm, n) is None and not is_neuron_node(gm, n)]
+
+
+def analog_prefix_ops(gm: fx.GraphModule) -> tuple[str, ...]:
+    """``name (type)`` of every op upstream of all neurons that is not linear (a GELU or a LayerNorm on the
+    input): computed in floating point once per input, so it is neither spiking nor priced by the energy model."""
+    spiking = spiking_nodes(gm)
+    return tuple(f"{qualname(n)} ({describe_target(gm, n)})" for n in gm.graph.nodes
+                 if n not in spiking and n.op in ("call_module", "call_function", "call_method")
+                 and n.meta.get("tensor_meta") is not None and op_kind(gm, n) is None)
 
 
 def analog_nodes(gm: fx.GraphModule, names: tuple[str, ...]) -> list[fx.Node]:

@@ -7,11 +7,15 @@ reshapes, upsampling. Everything else is reported at once, each offender with a 
 Max-pools: ``maxpool(relu(z)) == relu(maxpool(z))``, so a max-pool after a ReLU moves in front of
 its neuron (:func:`push_maxpools`); one that then pools spike-driven currents becomes a
 :class:`~adacal.neurons.pool.SpikingMaxPool`, which pools accumulated currents so that rates are
-preserved (:func:`rate_preserving_pools`).
+preserved (:func:`rate_preserving_pools`). A max over whole dimensions (a global max over points:
+``torch.max(x, 2)[0]``, ``x.max(2).values``, ``amax``, ``adaptive_max_pool1d(x, 1)``) is first
+rewritten into one :class:`~adacal.neurons.pool.MaxOver` module (:func:`canonical_max_reductions`)
+and then follows the same two rules.
 """
 from __future__ import annotations
 
 import copy
+import operator
 from collections import Counter
 from collections.abc import Iterable
 
@@ -23,9 +27,17 @@ from adacal.convert.ops import DIVISIONS, LINEAR_OPS, Op, op_kind, pool_dims
 from adacal.convert.trace import describe_target, qualname
 from adacal.errors import UnsupportedLayerError
 from adacal.neurons import is_neuron_node
-from adacal.neurons.pool import SpikingMaxPool, SpikingMaxPool1d, SpikingMaxPool2d, SpikingMaxPool3d, spiking_max_pool
+from adacal.neurons.pool import (
+    MaxOver,
+    SpikingMaxPool,
+    SpikingMaxPool1d,
+    SpikingMaxPool2d,
+    SpikingMaxPool3d,
+    spiking_max_pool,
+)
 
-__all__ = ["spiking_nodes", "check_spiking_path", "push_maxpools", "rate_preserving_pools"]
+__all__ = ["spiking_nodes", "check_spiking_path", "canonical_max_reductions", "push_maxpools",
+           "rate_preserving_pools"]
 
 is_neuron = is_neuron_node  # local short name
 
@@ -59,6 +71,9 @@ def _hint(gm: fx.GraphModule, node: fx.Node) -> str:
     if kind is Op.MAXPOOL:
         return ("max-pooling spikes is not rate-preserving; put the max-pool directly after a ReLU "
                 "(adacal then moves it in front of the neuron) or use average pooling")
+    if node.op in ("call_function", "call_method") and node.target in (_MAX_FUNCS | _AMAX_FUNCS):
+        return ("a max that returns indices or reduces the batch dimension has no spiking equivalent; take "
+                "the values over non-batch dimensions (x.max(2)[0], amax) directly after a ReLU")
     if kind in (Op.SCALE, Op.WEIGHTED):
         return ("multiplies two spiking tensors, which is not linear in the spikes; list it in "
                 "analog=[...] to compute it in floating point every step (approximate)")
@@ -124,13 +139,146 @@ def _has(gm: fx.GraphModule, name: str) -> bool:
         return False
 
 
+_MAX_FUNCS = {torch.max, "max"}
+_AMAX_FUNCS = {torch.amax, "amax"}
+_ADAPTIVE_MAX_FUNCS = {F.adaptive_max_pool1d: 1, F.adaptive_max_pool2d: 2, F.adaptive_max_pool3d: 3}
+_ADAPTIVE_MAX_MODULES = {nn.AdaptiveMaxPool1d: 1, nn.AdaptiveMaxPool2d: 2, nn.AdaptiveMaxPool3d: 3}
+
+
+def _arg(node: fx.Node, pos: int, name: str, default: object = None) -> object:
+    return node.args[pos] if len(node.args) > pos else node.kwargs.get(name, default)
+
+
+def _rank(node: object) -> int | None:
+    meta = node.meta.get("tensor_meta") if isinstance(node, fx.Node) else None
+    shape = getattr(meta, "shape", None)
+    return None if shape is None else len(shape)
+
+
+def _reduced_dims(dims: object, rank: int | None) -> tuple[int, ...] | None:
+    """Non-negative, sorted reduced dims without the batch dim 0; None if not a max over whole dims."""
+    if isinstance(dims, int) and not isinstance(dims, bool):
+        dims = (dims,)
+    if not isinstance(dims, (tuple, list)) or not dims or not all(isinstance(d, int) for d in dims):
+        return None
+    if any(d < 0 for d in dims):
+        if rank is None:
+            return None
+        dims = [d + rank if d < 0 else d for d in dims]
+    out = tuple(sorted(set(dims)))
+    return None if 0 in out or (rank is not None and out[-1] >= rank) else out
+
+
+def _all_ones(size: object) -> bool:
+    if isinstance(size, int) and not isinstance(size, bool):
+        return size == 1
+    return isinstance(size, (tuple, list)) and bool(size) and all(v == 1 for v in size)
+
+
+def _max_over_spec(gm: fx.GraphModule, node: fx.Node) -> tuple[tuple[int, ...], bool, list[fx.Node]] | None:
+    """``(dims, keepdim, value nodes)`` if ``node`` is a max over whole non-batch dims, else None.
+
+    ``value nodes``: the nodes that read the max's values (``[0]``, ``.values``; unused reads of the
+    indices may follow them and are dropped) — indices that are used have no spiking equivalent —
+    or ``[node]`` for ops returning values only.
+    """
+    x = node.args[0] if node.args else None
+    if not isinstance(x, fx.Node):
+        return None
+    rank = _rank(x)
+    if node.op in ("call_function", "call_method") and node.target in _MAX_FUNCS:
+        dim = _arg(node, 1, "dim")
+        if isinstance(dim, fx.Node) or dim is None:
+            return None  # max(a, b) of two tensors, or a max over everything
+        dims = _reduced_dims(dim, rank)
+
+        def reads(u: fx.Node, index: int, attr: str) -> bool:
+            return u.op == "call_function" and (
+                (u.target is operator.getitem and u.args[1] == index) or (u.target is getattr and u.args[1] == attr))
+
+        values = [u for u in node.users if reads(u, 0, "values")]
+        unused = [u for u in node.users if reads(u, 1, "indices") and not u.users]  # `v, _ = torch.max(...)`
+        if dims is None or not values or len(values) + len(unused) != len(node.users):
+            return None
+        return dims, bool(_arg(node, 2, "keepdim", False)), values + unused
+    if node.op in ("call_function", "call_method") and node.target in _AMAX_FUNCS:
+        dims = _reduced_dims(_arg(node, 1, "dim", ()), rank)
+        return None if dims is None else (dims, bool(_arg(node, 2, "keepdim", False)), [node])
+    nd: int | None = None
+    size: object = None
+    if node.op == "call_function" and node.target in _ADAPTIVE_MAX_FUNCS:
+        nd, size = _ADAPTIVE_MAX_FUNCS[node.target], _arg(node, 1, "output_size")
+        if _arg(node, 2, "return_indices", False):
+            return None
+    elif node.op == "call_module":
+        mod = gm.get_submodule(str(node.target))
+        if type(mod) in _ADAPTIVE_MAX_MODULES and not mod.return_indices:
+            nd, size = _ADAPTIVE_MAX_MODULES[type(mod)], mod.output_size
+    if nd is None or not _all_ones(size) or rank is None or rank < nd + 2:
+        return None
+    return tuple(range(rank - nd, rank)), True, [node]
+
+
+def _owner(gm: fx.GraphModule, node: fx.Node) -> str:
+    stack = node.meta.get("nn_module_stack") or {}
+    owner = next(reversed(stack.values()))[0] if stack else ""
+    return owner if owner and _has(gm, owner) else ""
+
+
+def canonical_max_reductions(gm: fx.GraphModule) -> int:
+    """Rewrite every max over whole non-batch dimensions into one :class:`MaxOver` module.
+
+    ``torch.max(x, d)[0]``, ``x.max(d).values``, ``torch.amax``/``x.amax`` and global adaptive
+    max-pools (output size 1) all become ``MaxOver(dims, keepdim)``, which the max-pool rules
+    then move and make rate-preserving. A max whose indices are used, or one over the batch
+    dimension, is left as is (and reported by :func:`check_spiking_path` if it is on the spiking
+    path). Needs ShapeProp metadata for negative dims. Returns how many were rewritten.
+    """
+    count = 0
+    uses = Counter(str(n.target) for n in gm.graph.nodes if n.op == "call_module")
+    for node in list(gm.graph.nodes):
+        if node.op == "call_module" and isinstance(gm.get_submodule(str(node.target)), MaxOver):
+            continue
+        spec = _max_over_spec(gm, node)
+        if spec is None:
+            continue
+        dims, keepdim, values = spec
+        if node.op == "call_module" and uses[str(node.target)] == 1:
+            name = str(node.target)  # a global adaptive max-pool module: same name, same place
+            _set_module(gm, name, MaxOver(dims, keepdim))
+        else:
+            owner = _owner(gm, node) if node.op != "call_module" else str(node.target).rpartition(".")[0]
+            base = f"{owner}.max" if owner else "max"
+            name, k = base, 1
+            while _has(gm, name):
+                name, k = f"{base}_{k}", k + 1
+            gm.add_submodule(name, MaxOver(dims, keepdim))
+        with gm.graph.inserting_after(node):
+            new = gm.graph.call_module(name, (node.args[0],))
+        new.meta = dict(values[0].meta)
+        for v in values:
+            v.replace_all_uses_with(new)  # unused index reads have no uses to replace
+        for v in values:
+            if v is not node:
+                gm.graph.erase_node(v)
+        gm.graph.erase_node(node)
+        count += 1
+    if count:
+        gm.graph.lint()
+        gm.delete_all_unused_submodules()
+        gm.recompile()
+    return count
+
+
 def push_maxpools(gm: fx.GraphModule) -> int:
     """Move each max-pool that reads neuron outputs in front of the neurons (exact for the ANN).
 
     ``maxpool(relu(z)) == relu(maxpool(z))``; a neuron used elsewhere too is duplicated; a
     channel concatenation of neuron outputs is split (``maxpool(cat) == cat(maxpool)``).
-    Max-pools over anything else are left for :func:`check_spiking_path` to report.
+    Max-pools over anything else are left for :func:`check_spiking_path` to report. Maxes over whole
+    dimensions are first rewritten by :func:`canonical_max_reductions`.
     """
+    canonical_max_reductions(gm)
     moved = 0
     changed = True
     while changed:
@@ -177,7 +325,7 @@ def _push_one(gm: fx.GraphModule, pool: fx.Node) -> bool:
     if is_cat:
         dim = src.args[1] if len(src.args) > 1 else src.kwargs.get("dim", 0)
         parts = src.args[0]
-        if dim in (1, -3) and isinstance(parts, (list, tuple)) and all(
+        if _splits_over_cat(gm, pool, src, dim) and isinstance(parts, (list, tuple)) and all(
             isinstance(p, fx.Node) and is_neuron(gm, p) for p in parts
         ):
             pooled = [_pool_like(gm, pool, p) for p in parts]
@@ -191,6 +339,16 @@ def _push_one(gm: fx.GraphModule, pool: fx.Node) -> bool:
     return False
 
 
+def _splits_over_cat(gm: fx.GraphModule, pool: fx.Node, cat: fx.Node, dim: object) -> bool:
+    """Whether ``pool(cat(parts, dim)) == cat(pool(p) for p in parts)``: channel concatenation, and
+    (for a :class:`MaxOver`) the channel dim is not among the reduced ones."""
+    if pool.op == "call_module" and isinstance(mod := gm.get_submodule(str(pool.target)), MaxOver):
+        rank = _rank(cat)
+        d = dim + rank if isinstance(dim, int) and dim < 0 and rank is not None else dim
+        return d == 1 and 1 not in mod.dims
+    return dim in (1, -3)
+
+
 def _move_after(gm: fx.GraphModule, node: fx.Node, anchor: fx.Node) -> None:
     anchor.append(node)
 
@@ -199,7 +357,7 @@ def _spiking_pool_for(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
     """A :class:`SpikingMaxPool` equivalent to the max-pool ``node`` (None: cannot be built)."""
     if node.op == "call_module":
         mod = gm.get_submodule(str(node.target))
-        if isinstance(mod, SpikingMaxPool) or mod.return_indices:
+        if isinstance(mod, SpikingMaxPool) or getattr(mod, "return_indices", False):
             return None
         return spiking_max_pool(mod)
     names = ["kernel_size", "stride", "padding", "dilation", "ceil_mode"]

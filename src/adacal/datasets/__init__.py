@@ -7,6 +7,8 @@ See :mod:`adacal.datasets.api` for names, sources and expected files.
 
 from __future__ import annotations
 
+from adacal.datasets import pointcloud as _pointcloud  # noqa: F401  (registers modelnet10, modelnet40, shapenetpart)
+from adacal.datasets import segmentation as _segmentation  # noqa: F401  (registers camvid, voc, cityscapes)
 from adacal.datasets.api import get_dataset, get_splits
 from adacal.datasets.arrays import (
     ArrayDataset,
@@ -60,3 +62,4 @@ __all__ = [
     "make_loader",
 ]
 from adacal.datasets import detection as _detection  # noqa: E402,F401  (registers bccd, raccoon, coco128, voc, coco)
+from adacal.datasets import events as _events  # noqa: F401,E402  (registers the event datasets)

@@ -42,6 +42,7 @@ from adacal.datasets.registry import (
     DatasetSplits,
     calib_indices,
     get_source,
+    labels_of,
     register_dataset,
     train_indices,
 )
@@ -218,7 +219,7 @@ def _array_splits(
         else eval_tf
     )
     full = ArrayDataset(images, labels, eval_tf, classes=classes)
-    cidx = calib_indices(len(full), calib_size, seed)
+    cidx = calib_indices(len(full), calib_size, seed, np.asarray(labels))
     return DatasetSplits(
         train=full.subset(train_indices(len(full), cidx, holdout), transform=train_tf),
         calib=full.subset(cidx, transform=eval_tf),
@@ -327,7 +328,7 @@ def _torchvision_splits(
     train_full = make(True, train_tf if augment else eval_tf)
     calib_full = make(True, eval_tf)
     n = len(train_full)  # type: ignore[arg-type]
-    cidx = calib_indices(n, calib_size, seed)
+    cidx = calib_indices(n, calib_size, seed, labels_of(calib_full))
     return DatasetSplits(
         train=Subset(train_full, train_indices(n, cidx, holdout).tolist()) if holdout else train_full,
         calib=Subset(calib_full, cidx.tolist()),

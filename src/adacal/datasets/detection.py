@@ -10,7 +10,7 @@ image. Sources and their box conventions:
 ``bccd``        ``train.npz`` + ``test.npz`` (shared layout, JPEG bytes)                  VOC 1-based
 ``raccoon``     ``train.npz`` + ``test.npz``                                              VOC 1-based
 ``coco128``     ``train.npz`` + ``val.npz``                                               continuous
-``voc``         ``VOCdevkit/VOC2007`` (torchvision ``VOCDetection``) or a folder with     VOC 1-based
+``voc_detection`` ``VOCdevkit/VOC2007`` (torchvision ``VOCDetection``) or a folder with     VOC 1-based
                 ``Annotations/``, ``JPEGImages/``, ``ImageSets/Main/{trainval,test}.txt``
 ``coco``        ``annotations/instances_{train,val}2017.json`` + ``{train,val}2017/``     COCO xywh
                 (torchvision ``CocoDetection``; needs ``pycocotools``)
@@ -256,7 +256,7 @@ _SPECS = {
     "bccd": _Spec("npz", ("train.npz", "test.npz"), "voc", (192, 256), vflip=True),
     "raccoon": _Spec("npz", ("train.npz", "test.npz"), "voc", (256, 256)),
     "coco128": _Spec("npz", ("train.npz", "val.npz"), "continuous", (320, 320)),
-    "voc": _Spec("voc", ("trainval", "test"), "voc", (320, 320)),
+    "voc_detection": _Spec("voc", ("trainval", "test"), "voc", (320, 320)),
     "coco": _Spec("coco", ("train2017", "val2017"), "xywh", (320, 320)),
 }
 
@@ -318,8 +318,8 @@ def _files(name: str) -> str:
     return "annotations/instances_{train2017,val2017}.json + train2017/ + val2017/ (COCO json)"
 
 
-_CLASSES = {"bccd": ("RBC", "WBC", "Platelets"), "raccoon": ("raccoon",), "voc": VOC_CLASSES}
-_NUM = {"bccd": 3, "raccoon": 1, "coco128": 80, "voc": 20, "coco": 80}
+_CLASSES = {"bccd": ("RBC", "WBC", "Platelets"), "raccoon": ("raccoon",), "voc_detection": VOC_CLASSES}
+_NUM = {"bccd": 3, "raccoon": 1, "coco128": 80, "voc_detection": 20, "coco": 80}
 
 for _name, _spec in _SPECS.items():
     register_dataset(DatasetInfo(_name, _NUM[_name], (3, *_spec.image_size), task="detection",

@@ -18,7 +18,7 @@ from adacal.checks import suggest
 from adacal.errors import ConfigError
 
 __all__ = ["DATASETS", "DatasetInfo", "DatasetSplits", "DatasetSource", "calib_indices", "dataset_info",
-           "get_source", "make_loader", "register_dataset", "sample_indices", "train_indices"]
+           "get_source", "make_loader", "register_dataset", "sample_indices", "stratified_order", "train_indices"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,9 @@ DATASETS: dict[str, DatasetSource] = {}
 def register_dataset(info: DatasetInfo, load: Loader, files: str) -> DatasetSource:
     """Make a dataset loadable by ``info.name`` (``adacal.datasets.get_splits``, ``--dataset``)."""
     src = DatasetSource(info, load, files)
+    old = DATASETS.get(info.name)
+    if old is not None and old.load is not load:  # two families must not silently take each other's name
+        raise ConfigError(f"dataset name {info.name!r} is already registered ({old.files}); pick another name")
     DATASETS[info.name] = src
     return src
 
@@ -75,11 +78,32 @@ def dataset_info(name: str) -> DatasetInfo:
     return get_source(name).info
 
 
-def calib_indices(n_train: int, calib_size: int, seed: int) -> np.ndarray:
-    """A seeded random subset of the training split (calibration never sees test data)."""
+def calib_indices(n_train: int, calib_size: int, seed: int, labels: np.ndarray | None = None) -> np.ndarray:
+    """A seeded random subset of the training split (calibration never sees test data), stratified by
+    class when the loader passes the training ``labels`` (every class in proportion, see :func:`sample_indices`),
+    in an order whose every prefix is a stratified sample too (:func:`stratified_order`): calibration
+    reads its first batch(es) and profiling its first ``profile_batch`` samples, and a training set
+    stored sorted by class (the CIFAR-10 ``.npz``) must not make those the first classes only."""
     if calib_size > n_train:
         raise ConfigError(f"calib_size={calib_size} exceeds the {n_train} training samples")
-    return np.sort(np.random.default_rng(seed).permutation(n_train)[:calib_size])
+    picked = sample_indices(n_train, calib_size, seed, labels)
+    return stratified_order(picked, None if labels is None else np.asarray(labels)[picked], seed)
+
+
+def stratified_order(indices: np.ndarray, labels: np.ndarray | None, seed: int) -> np.ndarray:
+    """``indices`` reordered at random (seeded) so that every prefix holds each class in proportion
+    (within one sample): the k-th of a class's n_c samples gets the key ``(k + u)/n_c``, u uniform, and
+    keys are sorted. Without labels: a seeded random permutation."""
+    rng = np.random.default_rng([seed, 1])
+    indices = np.asarray(indices)
+    if labels is None or len(labels) != len(indices):
+        return indices[rng.permutation(len(indices))]
+    keys = np.empty(len(indices))
+    for c in np.unique(labels):
+        where = np.flatnonzero(labels == c)
+        where = where[rng.permutation(len(where))]
+        keys[where] = (np.arange(len(where)) + rng.random(len(where))) / len(where)
+    return indices[np.argsort(keys, kind="stable")]
 
 
 def train_indices(n_train: int, calib_idx: np.ndarray, holdout: bool) -> np.ndarray:

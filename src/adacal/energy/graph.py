@@ -10,6 +10,9 @@ that turning recorded spike counts into synaptic operations is then a few dot pr
   synaptic event; every other weighted layer is *analog-fed* and costs its dense MACs per run.
 * **MACs** come from ``torch.utils.flop_counter.FlopCounterMode`` on one sample: MACs = FLOPs / 2
   (torch counts a multiply-accumulate as two FLOPs; bias adds are not counted).
+* **Products of two variable tensors** (``bmm``/``matmul``/``einsum`` with no constant operand, e.g.
+  a T-Net's learned matrix times the features, kept in floating point with ``analog=[...]``) are
+  priced like analog-fed layers: their dense MACs every time they run.
 * **Fan-out maps** ``f_{N→L}(p)``: the number of synapses (non-zero weight entries × output
   positions) of layer L that one spike at position p of neuron N's output drives, with any pooling
   in between folded in. They are the gradients of an *indicator network*: weights replaced by
@@ -23,6 +26,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import operator
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,6 +54,10 @@ SPIKE, ANALOG, MIXED, CONST = "spike", "analog", "mixed", "const"
 _SPIKY = (SPIKE, MIXED)
 #: Ops that forward spikes as 0/1 connectivity (maybe with copies or sums): the spikes stay spikes.
 _PASS = {Op.PASS, Op.CAST, Op.ADD, Op.SUM, Op.MEAN, Op.AVG_POOL, Op.ADAPTIVE_POOL, Op.CHANNEL_SCALE}
+#: Products of two tensors: with two variable operands (e.g. a PointNet T-Net's learned matrix times the
+#: features, kept in floating point with ``analog=[...]``) they cost their dense MACs every time they run.
+_PRODUCTS: dict[Any, str] = {torch.bmm: "bmm", torch.matmul: "matmul", operator.matmul: "matmul",
+                             torch.einsum: "einsum", "bmm": "bmm", "matmul": "matmul", "__matmul__": "matmul"}
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,9 @@ class LayerInfo:
     ``FlopCounterMode``). ``in_prefix``: it runs before any neuron (with a constant input and a
     splittable prefix it is computed once per input). ``sources``: neurons whose spikes reach it.
     ``synapses``: Σ of its fan-out maps — the synaptic events if every source position spiked once.
+    ``input_fed``: its input is the network's (single) input passed on unweighted, so when the
+    input is a stream of events the layer can run event-driven (one accumulate per synapse an input
+    event reaches; fan-out map in :attr:`GraphAnalysis.input_fanouts`).
     """
 
     name: str
@@ -70,6 +81,7 @@ class LayerInfo:
     in_prefix: bool
     sources: tuple[str, ...] = ()
     synapses: int = 0
+    input_fed: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,6 +92,7 @@ class GraphAnalysis:
     neuron_shapes: dict[str, tuple[int, ...]]
     fanouts: dict[tuple[str, str], Tensor]  # (layer, neuron) -> per-sample fan-out map
     other_macs: int  # FLOPs/2 of ops that are not conv/linear layers (matmul, ...): priced as analog layers too
+    input_fanouts: dict[str, Tensor] = dataclasses.field(default_factory=dict)  # input-fed layer -> map
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -134,7 +147,11 @@ class _Profiler(fx.Interpreter):
         self.flops: dict[fx.Node, int] = {}
         self.shapes: dict[fx.Node, tuple[int, ...]] = {}
         self.weighted: dict[fx.Node, str] = {}  # node -> op description
+        self.products: set[fx.Node] = set()  # weighted nodes that multiply two variable tensors
         self.nonlinear_on_spikes: Counter[str] = Counter()
+        # values that are the (single) network input passed on unweighted: 0/1 connectivity to it
+        self.input_path: set[fx.Node] = set()
+        self._placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
 
     def run_node(self, n: fx.Node) -> Any:
         if n.op in ("call_module", "call_function", "call_method"):
@@ -146,7 +163,22 @@ class _Profiler(fx.Interpreter):
         if isinstance(out, Tensor):
             self.shapes[n] = tuple(out.shape)
         self.kind[n], self.sources[n] = self._classify(n, out)
+        if self._on_input_path(n):
+            self.input_path.add(n)
         return out
+
+    def _on_input_path(self, n: fx.Node) -> bool:
+        if n.op == "placeholder":
+            return len(self._placeholders) == 1
+        live = [i for i in n.all_input_nodes if self.kind.get(i) != CONST]
+        if not live or not all(i in self.input_path for i in live):
+            return False
+        op = op_kind(self.gm, n)
+        if op in _PASS:
+            return True
+        operands = [a for a in (*n.args, *n.kwargs.values()) if isinstance(a, fx.Node)]
+        return op is Op.SCALE and len([a for a in operands if a in self.input_path]) == 1 and (
+            n.target not in DIVISIONS or _first_arg(n, "input") in self.input_path)
 
     def _classify(self, n: fx.Node, out: Any) -> tuple[str, frozenset[str]]:
         gm = self.gm
@@ -171,6 +203,12 @@ class _Profiler(fx.Interpreter):
             if not isinstance(w, fx.Node) or self.kind.get(w) == CONST:
                 self.weighted[n] = WEIGHTED_FUNCS[n.target]
                 return ANALOG, none
+        product = _PRODUCTS.get(n.target if n.op == "call_function" else str(n.target)) if op is Op.SCALE else None
+        operands = [self.kind[a] for a in (*n.args, *n.kwargs.values()) if isinstance(a, fx.Node)]
+        if product is not None and len(operands) >= 2 and all(k != CONST for k in operands):
+            self.weighted[n] = product  # two variable operands: an analog product, dense MACs per run
+            self.products.add(n)
+            return ANALOG, none
         if op in _PASS:
             kind = _combine(kinds)
             return kind, srcs if kind in _SPIKY else none
@@ -261,6 +299,7 @@ class _FanoutTracer(fx.Interpreter):
         self.device = device
         # pass-1 facts keyed by node name (this graph is a deep copy of the profiled one)
         self.kind = {n.name: k for n, k in profile.kind.items()}
+        self.input_path = {n.name for n in profile.input_path}
         self.shape = {n.name: s for n, s in profile.shapes.items()}
         self.layer_of = layer_of
         self.dtype = dtype
@@ -279,18 +318,27 @@ class _FanoutTracer(fx.Interpreter):
             args, kwargs = self.fetch_args_kwargs_from_env(n)
         layer = self.layer_of.get(n.name)
         if layer is not None:
-            if n.op == "call_function":  # functional layer: indicator weight, no bias
+            if n.op == "call_function" and n.target in WEIGHTED_FUNCS:  # indicator weight, no bias
                 args, kwargs = self._functional_indicator(args, kwargs)
-            if layer.kind != SPIKE:
+            if layer.kind != SPIKE and not layer.input_fed:
                 with torch.no_grad():
                     return getattr(self, n.op)(n.target, _detach(args), _detach(kwargs))
+            if layer.kind != SPIKE:  # input-fed: only its input leaf carries a gradient
+                args, kwargs = self._only_input(n, args, kwargs)
             y = getattr(self, n.op)(n.target, args, kwargs)
             self.scalars[layer.name] = y.sum()
             return y.detach()
-        if self.kind.get(n.name) in _SPIKY:
+        if self.kind.get(n.name) in _SPIKY or n.name in self.input_path:
             return self._positive(gm, n, args, kwargs)
         with torch.no_grad():
             return getattr(self, n.op)(n.target, _detach(args), _detach(kwargs))
+
+    def _only_input(self, n: fx.Node, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
+        """Arguments of an input-fed layer with everything but its input detached."""
+        first = _first_arg(n)
+        if n.args and first is n.args[0]:
+            return (args[0], *_detach(args[1:])), _detach(kwargs)
+        return _detach(args), {k: (v if k == "input" else _detach(v)) for k, v in kwargs.items()}
 
     def _functional_indicator(
         self, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -342,7 +390,8 @@ class _FanoutTracer(fx.Interpreter):
     def _scale(self, n: fx.Node, args: tuple[Any, ...]) -> Any:
         a, b = args[0], args[1] if len(args) > 1 else 1.0
         first = n.args[0] if n.args else None
-        a_spiky = isinstance(first, fx.Node) and self.kind.get(first.name) in _SPIKY
+        a_spiky = isinstance(first, fx.Node) and (self.kind.get(first.name) in _SPIKY
+                                                  or first.name in self.input_path)
         if a_spiky:
             return a * _indicator(b, self.dtype)
         return b * _indicator(a, self.dtype)
@@ -397,12 +446,13 @@ def analyze_graph(gm: fx.GraphModule, example: Any) -> GraphAnalysis:
         used[base] += 1
         inp = _first_arg(n)
         in_kind = profile.kind.get(inp, ANALOG) if isinstance(inp, fx.Node) else CONST
-        if in_kind == MIXED:
+        if in_kind == MIXED and n not in profile.products:
             mixed.append(name)
-        kind = SPIKE if in_kind == SPIKE else ANALOG
+        kind = SPIKE if in_kind == SPIKE and n not in profile.products else ANALOG
         sources = tuple(sorted(profile.sources[inp], key=list(neuron_shapes).index)) if kind == SPIKE else ()
         info = LayerInfo(name=name, op=op, kind=kind, macs=profile.flops.get(n, 0) // 2,
-                         in_prefix=n not in spiking, sources=sources)
+                         in_prefix=n not in spiking, sources=sources,
+                         input_fed=isinstance(inp, fx.Node) and inp in profile.input_path)
         layers.append(info)
         layer_of[n.name] = info
     if mixed:
@@ -422,30 +472,31 @@ def analyze_graph(gm: fx.GraphModule, example: Any) -> GraphAnalysis:
         log.info("%d MACs per sample come from ops that are not conv/linear layers (e.g. matmul); priced as "
                  "analog MACs each time they run", other_macs)
 
-    fanouts = _fanouts(gm, x, profile, layer_of)
+    fanouts, input_fanouts = _fanouts(gm, x, profile, layer_of)
     final = []
     for info in layers:
         if info.kind == SPIKE:
             total = sum(float(fanouts[(info.name, s)].sum()) for s in info.sources)
             info = dataclasses.replace(info, synapses=int(round(total)))
         final.append(info)
-    return GraphAnalysis(tuple(final), neuron_shapes, fanouts, int(other_macs))
+    return GraphAnalysis(tuple(final), neuron_shapes, fanouts, int(other_macs), input_fanouts)
 
 
 def _fanouts(
     gm: fx.GraphModule, x: tuple[Any, ...], profile: _Profiler, layer_of: dict[str, LayerInfo]
-) -> dict[tuple[str, str], Tensor]:
+) -> tuple[dict[tuple[str, str], Tensor], dict[str, Tensor]]:
     spike_layers = [info for info in layer_of.values() if info.kind == SPIKE]
-    if not spike_layers:
-        return {}
+    input_layers = [info for info in layer_of.values() if info.input_fed]
+    if not spike_layers and not input_layers:
+        return {}, {}
     with torch.inference_mode(False), torch.enable_grad():  # the fan-outs are gradients
-        return _fanouts_impl(gm, x, profile, layer_of, spike_layers)
+        return _fanouts_impl(gm, x, profile, layer_of, spike_layers, input_layers)
 
 
 def _fanouts_impl(
     gm: fx.GraphModule, x: tuple[Any, ...], profile: _Profiler, layer_of: dict[str, LayerInfo],
-    spike_layers: list[LayerInfo],
-) -> dict[tuple[str, str], Tensor]:
+    spike_layers: list[LayerInfo], input_layers: list[LayerInfo],
+) -> tuple[dict[tuple[str, str], Tensor], dict[str, Tensor]]:
     device = inputs.leaves(x)[0].device
     dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
     work = copy.deepcopy(gm).to(dtype)
@@ -461,7 +512,15 @@ def _fanouts_impl(
             if getattr(mod, "bias", None) is not None:
                 mod.bias.zero_()
     tracer = _FanoutTracer(work, profile, layer_of, dtype, device)
-    tracer.run(*inputs.map_tensors(lambda t: t.to(dtype) if t.is_floating_point() else t.clone(), x))
+    xs = inputs.map_tensors(lambda t: t.to(dtype) if t.is_floating_point() else t.clone(), x)
+    if input_layers:  # the input as a leaf of ones: its gradients are the input fan-out maps
+        xs = (torch.ones_like(xs[0], requires_grad=True),)
+    tracer.run(*xs)
+    inputs_out: dict[str, Tensor] = {}
+    for info in input_layers:
+        scalar = tracer.scalars[info.name]
+        (g,) = torch.autograd.grad(scalar, [xs[0]], retain_graph=True, allow_unused=True)
+        inputs_out[info.name] = (torch.zeros_like(xs[0]) if g is None else g.detach()).round()[0]
     out: dict[tuple[str, str], Tensor] = {}
     for info in spike_layers:
         leaves = [tracer.leaves[s] for s in info.sources]
@@ -478,4 +537,4 @@ def _fanouts_impl(
                 log.warning("fan-out %s -> %s is not integral (max deviation %.3g); an op on the path is "
                             "not a 0/1 connection", src, info.name, err)
             out[(info.name, src)] = r[0]
-    return out
+    return out, inputs_out

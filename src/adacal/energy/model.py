@@ -25,11 +25,13 @@ from adacal.energy.report import EnergyReport, LayerEnergy, NeuronActivity
 from adacal.errors import ConfigError, DataError, ShapeError
 from adacal.spiking_model import SpikingModel
 
-__all__ = ["EnergyModel", "measure", "COST_METRICS"]
+__all__ = ["EnergyModel", "measure", "COST_METRICS", "EVENT"]
 
 log = logging.getLogger(__name__)
 
 COST_METRICS = ("spikes", "sops", "energy")
+#: Kind of a layer fed by input events (an event-driven first layer): E_AC per synaptic event.
+EVENT = "event"
 
 
 def _check_samples(num_samples: Any) -> int:
@@ -149,6 +151,30 @@ class EnergyModel:
             f = self._analysis.fanouts.get((layer, neuron))
         return f.clone() if f is not None else torch.zeros(shape, dtype=torch.float64)
 
+    def input_fanout(self, layer: str) -> Tensor:
+        """Synapses of an input-fed ``layer`` that one input event at each input position drives."""
+        info = self.layer(layer)
+        if not info.input_fed:
+            raise ConfigError(f"layer {layer!r} is not fed by the network input directly")
+        return self._analysis.input_fanouts[layer].clone()
+
+    def input_sops(self, input_events: Tensor) -> dict[str, float]:
+        """Synaptic operations of each input-fed layer for ``input_events`` (events per input position,
+        per-sample input shape, summed over whatever was recorded)."""
+        ev = torch.as_tensor(input_events).detach().to(torch.float64)
+        out: dict[str, float] = {}
+        for li in self.layers:
+            if not li.input_fed:
+                continue
+            f = self._analysis.input_fanouts[li.name]
+            if tuple(ev.shape) != tuple(f.shape):
+                raise ShapeError(f"input events have shape {tuple(ev.shape)}, expected {tuple(f.shape)} (one count "
+                                 "per input position of one sample, summed over samples and steps)")
+            if bool((ev < 0).any()) or not bool(torch.isfinite(ev).all()):
+                raise DataError("input event counts must be finite and >= 0")
+            out[li.name] = float(self._dot(ev, f))
+        return out
+
     def runs_per_image(self, layer: LayerInfo, timesteps: float, *, sequence: bool = False) -> float:
         """How often an analog-fed layer runs per image: once for a constant-input prefix, else T."""
         if layer.kind == SPIKE:
@@ -260,21 +286,30 @@ class EnergyModel:
         timesteps: float,
         *,
         sequence: bool = False,
+        input_events: Tensor | None = None,
     ) -> EnergyReport:
         """Energy per image from spike counts recorded over ``num_samples`` images.
 
         ``timesteps``: mean steps run per image (T, or the mean exit step under early exit);
         analog-fed layers run that often, except a constant input's prefix, which runs once.
         ``sequence``: the input changed every step (event frames), so nothing ran only once.
+        ``input_events``: for an input that is a stream of events, the events per input position
+        (per-sample shape) summed over the samples and the steps they ran; the layers fed by the
+        input directly then run event-driven — E_AC per synapse an event reaches, kind ``"event"``
+        — instead of dense MACs every step.
         """
         n = _check_samples(num_samples)
         t = _check_mean_timesteps(timesteps)
         layer_sops, neuron_sops, spikes = self._tally(spike_counts, complete=True)
+        if input_events is not None:
+            layer_sops.update(self.input_sops(input_events))
         e_mac, e_ac = self.costs.e_mac_pj, self.costs.e_ac_pj
         rows: list[LayerEnergy] = []
         mac_pj = ac_pj = 0.0
         for li in self.layers:
-            if li.kind == SPIKE:
+            kind = li.kind
+            if li.kind == SPIKE or (li.input_fed and input_events is not None):
+                kind = li.kind if li.kind == SPIKE else EVENT
                 sops = layer_sops[li.name] / n
                 runs, macs_img, energy = 0.0, 0.0, e_ac * sops
                 ac_pj += energy
@@ -284,7 +319,7 @@ class EnergyModel:
                 macs_img = li.macs * runs
                 energy = e_mac * macs_img
                 mac_pj += energy
-            rows.append(LayerEnergy(name=li.name, kind=li.kind, op=li.op, macs=li.macs, runs_per_image=runs,
+            rows.append(LayerEnergy(name=li.name, kind=kind, op=li.op, macs=li.macs, runs_per_image=runs,
                                     macs_per_image=macs_img, sops_per_image=sops, energy_pj=energy,
                                     ann_energy_pj=e_mac * li.macs))
         neurons: list[NeuronActivity] = []

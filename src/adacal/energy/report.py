@@ -23,7 +23,8 @@ def _from_dict(cls: type, data: dict[str, Any], drop: tuple[str, ...] = ()) -> d
 class LayerEnergy:
     """One weighted layer, per image.
 
-    ``kind``: ``spike`` (energy = E_AC × ``sops_per_image``) or ``analog`` (energy = E_MAC ×
+    ``kind``: ``spike`` (energy = E_AC × ``sops_per_image``), ``event`` (fed by input events:
+    E_AC × the synaptic events they trigger, ``sops_per_image``) or ``analog`` (energy = E_MAC ×
     ``macs_per_image`` = ``macs`` × ``runs_per_image``: 1 for a constant-input prefix, else the
     timesteps run). ``macs`` is the dense count for one forward pass (FLOPs / 2), the ANN's cost.
     """

@@ -606,6 +606,8 @@ class _Exporter:
         return {"adacal": json.dumps(info)}
 
     def _neuron(self, node: fx.Node, mod: IFNeuron) -> None:
+        if getattr(mod, "signed", False):
+            self._issue(node, "negative spikes that take back earlier ones (signed neuron)", lossy=False)
         z = node.args[0]
         if not isinstance(z, fx.Node):
             raise ValueError("neuron input is not a tensor")

@@ -18,6 +18,7 @@ from adacal.iat.policy import (
     normalized_entropy,
     scores,
 )
+from adacal.iat.risk import RiskCalibration, calibrate_exit, oracle_exit_steps
 
 __all__ = [
     "ACCUMULATE_MODES",
@@ -28,10 +29,13 @@ __all__ = [
     "ExitPolicy",
     "ExitResult",
     "ExitStatistics",
+    "RiskCalibration",
+    "calibrate_exit",
     "evaluate_exits",
     "exit_mask",
     "fixed_T_accuracy",
     "normalized_entropy",
+    "oracle_exit_steps",
     "scores",
     "sweep_alpha_base",
 ]

@@ -45,8 +45,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SCORE_KINDS: tuple[str, ...] = ("entropy", "confidence")
-"""``entropy``: 1 − H(softmax(O))/log C (the paper's score); ``confidence``: max softmax probability."""
+SCORE_KINDS: tuple[str, ...] = ("entropy", "confidence", "margin")
+"""``entropy``: 1 − H(softmax(O))/log C (the paper's score); ``confidence``: max softmax probability;
+``margin``: the largest output minus the second largest (in output units, not bounded; it does not
+saturate as probabilities do when outputs are summed over many steps)."""
 
 ACCUMULATE_MODES: tuple[str, ...] = ("sum", "mean")
 """``sum``: score O_t itself (method.md); ``mean``: score O_t / t (a softmax temperature of t)."""
@@ -203,11 +205,12 @@ def _reduce(per_pixel: Tensor, reduction: str) -> Tensor:
 
 
 def scores(cum_output: Tensor, kind: str = "entropy", reduction: str = "mean") -> Tensor:
-    """Confidence of each sample's (already accumulated) output, shape [B], in [0, 1].
+    """Confidence of each sample's (already accumulated) output, shape [B].
 
-    ``kind="entropy"``: 1 − H(softmax)/log C (seed eq. 15's score); ``"confidence"``: max softmax
-    probability. Dense outputs ``[B, C, *spatial]`` are scored per pixel and reduced per image by
-    ``reduction`` (``"mean"`` over pixels, or ``"min"``: the least confident pixel decides).
+    ``kind="entropy"``: 1 − H(softmax)/log C (seed eq. 15's score) and ``"confidence"``: max softmax
+    probability, both in [0, 1]; ``"margin"``: top-1 minus top-2 output (≥ 0). Dense outputs
+    ``[B, C, *spatial]`` are scored per pixel and reduced per image by ``reduction`` (``"mean"`` over
+    pixels, or ``"min"``: the least confident pixel decides).
     The dtype is the input's, promoted to at least float32; the device is the input's.
     """
     _check_choice("kind", kind, SCORE_KINDS)
@@ -217,6 +220,10 @@ def scores(cum_output: Tensor, kind: str = "entropy", reduction: str = "mean") -
         return torch.empty(0, dtype=_acc_dtype(x.dtype), device=x.device)
     if kind == "entropy":
         per_pixel = 1.0 - normalized_entropy(x)
+    elif kind == "margin":
+        xf = x.to(_acc_dtype(x.dtype))
+        top = xf.topk(2, dim=1).values if x.shape[1] > 1 else torch.cat([xf, torch.full_like(xf, -math.inf)], 1)
+        per_pixel = top.select(1, 0) - top.select(1, 1)
     else:
         per_pixel = torch.softmax(x.to(_acc_dtype(x.dtype)), dim=1).amax(dim=1)
     return _reduce(per_pixel, reduction)
@@ -436,7 +443,8 @@ class ExitPolicy:
     An input exits at the first t with score(O_t) > α_t, and at T regardless. ``+inf`` thresholds
     never exit early, ``-inf`` always exit. ``alpha_base``, ``delta`` and ``mean_entropy`` (Ē_t)
     record how a fitted policy was made (``None`` for hand-built ones); keeping Ē_t lets
-    :meth:`with_alpha_base` re-derive thresholds without touching data again.
+    :meth:`with_alpha_base` re-derive thresholds without touching data again. ``certificate``: how
+    a risk-controlled rule was certified (:class:`adacal.iat.risk.RiskCalibration` as a dict).
     """
 
     thresholds: tuple[float, ...]
@@ -446,6 +454,7 @@ class ExitPolicy:
     alpha_base: float | None = None
     delta: float | None = None
     mean_entropy: tuple[float, ...] | None = field(default=None)
+    certificate: Mapping[str, Any] | None = field(default=None, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "thresholds", _check_thresholds(self.thresholds))
@@ -625,6 +634,7 @@ class ExitPolicy:
             "alpha_base": self.alpha_base,
             "delta": self.delta,
             "mean_entropy": None if self.mean_entropy is None else list(self.mean_entropy),
+            **({} if self.certificate is None else {"certificate": dict(self.certificate)}),
         }
 
     @classmethod
@@ -633,7 +643,7 @@ class ExitPolicy:
         if not isinstance(data, Mapping):
             raise ConfigError(f"an ExitPolicy dict is required, got {type(data).__name__}")
         allowed = {"format", "version", "thresholds", "score", "accumulate", "reduction",
-                   "alpha_base", "delta", "mean_entropy"}
+                   "alpha_base", "delta", "mean_entropy", "certificate"}
         unknown = sorted(set(data) - allowed)
         if unknown:
             raise ConfigError(f"unknown ExitPolicy keys {unknown}; expected a subset of {sorted(allowed)}")
@@ -657,6 +667,7 @@ class ExitPolicy:
             alpha_base=data.get("alpha_base"),
             delta=data.get("delta"),
             mean_entropy=None if me is None else tuple(me),
+            certificate=data.get("certificate"),
         )
 
 

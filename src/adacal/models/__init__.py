@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from adacal.models import pointnet as _pointnet  # noqa: F401  (registers pointnet_cls and pointnet_seg)
+from adacal.models import segmentation as _segmentation  # noqa: F401  (registers fcn_small and torchvision's)
 from adacal.models.cifar import (
     BasicBlock,
     CifarResNet,
@@ -36,3 +38,4 @@ __all__ = [
     "vgg16_cifar",
 ]
 from adacal.models import detection as _detection  # noqa: E402,F401  (registers fcos_lite and torchvision detectors)
+from adacal.models import events as _events  # noqa: F401,E402  (registers event_cnn, nmnist_cnn)

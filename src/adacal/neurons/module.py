@@ -40,7 +40,16 @@ class IFNeuron(nn.Module):
     membrane are never saved. ``fused`` picks the update of a step: ``"auto"`` (compiled when a
     step is large), ``True`` or ``False`` (eager); all give bit-identical results
     (:mod:`adacal.neurons.kernels`); a simulation session sets it from ``SpikingModel.fused``.
+
+    A new neuron type subclasses this, overrides :meth:`_spiking` (and :attr:`surrogate` if its
+    average output for a constant input differs) and registers with
+    :func:`adacal.neurons.register_neuron`; ``NeuronConfig.kind`` then selects it.
     """
+
+    #: ``surrogate(a, θ', T, φ, v_init) -> rate``: this neuron's time-averaged output for a constant
+    #: input ``a`` (method.md §2). ``analog`` mode, threshold calibration and the diagnostics use it,
+    #: so they fit the dynamics that really run.
+    surrogate = staticmethod(surrogate_rate)
 
     def __init__(
         self,
@@ -147,7 +156,7 @@ class IFNeuron(nn.Module):
     def _analog(self, x: Tensor) -> Tensor:
         th = self._bc(self.effective_threshold(), x)
         frac = self._bc(self.v_init + self.v_offset / self.effective_threshold(), x)
-        return surrogate_rate(x + self._bc(self.bias_offset, x), th, self.timesteps, self.phi, frac)
+        return self.surrogate(x + self._bc(self.bias_offset, x), th, self.timesteps, self.phi, frac)
 
     def _spiking(self, x: Tensor) -> Tensor:
         steps = self.timesteps

@@ -9,6 +9,10 @@ increment ``P(t) − P(t−1)`` of ``P(t) = max_i U_i(t)``: the neuron then inte
 ``max_i U_i(t)``, whose average tends to ``max_i mean(z_i)`` — the ANN's value. For a constant
 current this equals the plain max-pool at every step.
 
+The same holds for a max over whole dimensions (PointNet's global max over points,
+``torch.max(x, 2)``, ``amax``, ``adaptive_max_pool1d(x, 1)``): conversion rewrites each into a
+:class:`MaxOver` and, on spike-driven currents, its twin :class:`SpikingMaxOver`.
+
 State (``U`` and ``P``) lives only within a :class:`~adacal.spiking_model.Session` (which sets
 ``streaming``): outside one, every call is a complete run of ``timesteps`` steps.
 """
@@ -21,7 +25,8 @@ from torch import Tensor, nn
 
 from adacal.errors import ConfigError, ShapeError
 
-__all__ = ["SpikingMaxPool1d", "SpikingMaxPool2d", "SpikingMaxPool3d", "SpikingMaxPool", "spiking_max_pool"]
+__all__ = ["MaxOver", "SpikingMaxOver", "SpikingMaxPool1d", "SpikingMaxPool2d", "SpikingMaxPool3d", "SpikingMaxPool",
+           "spiking_max_pool"]
 
 _MODES = ("ann", "analog", "snn")
 
@@ -94,6 +99,39 @@ class SpikingMaxPool3d(SpikingMaxPool, nn.MaxPool3d):
         self._init_state()
 
 
+class MaxOver(nn.Module):
+    """``x.amax(dims, keepdim)``: a max over whole dimensions, as a module conversion can rewrite.
+
+    The one spelling of ``torch.max(x, d)[0]``, ``x.max(d).values``, ``amax`` and global adaptive
+    max-pools in a converted graph. ``dims`` never include the batch dimension 0 (timesteps are
+    stacked on it in ``snn`` mode).
+    """
+
+    def __init__(self, dims: int | tuple[int, ...], keepdim: bool = False) -> None:
+        super().__init__()
+        dims = (dims,) if isinstance(dims, int) else tuple(int(d) for d in dims)
+        if not dims or 0 in dims:
+            raise ConfigError(f"MaxOver reduces non-batch dimensions only, got dims={dims}")
+        self.dims = dims
+        self.keepdim = bool(keepdim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if any(d < 0 and x.dim() + d == 0 for d in self.dims):
+            raise ShapeError(f"MaxOver(dims={self.dims}) would reduce the batch dimension of a {x.dim()}-d input")
+        return x.amax(dim=self.dims, keepdim=self.keepdim)
+
+    def extra_repr(self) -> str:
+        return f"dims={self.dims}, keepdim={self.keepdim}"
+
+
+class SpikingMaxOver(SpikingMaxPool, MaxOver):
+    """Rate-preserving :class:`MaxOver`: the max of accumulated currents, passed on as increments."""
+
+    def __init__(self, dims: int | tuple[int, ...], keepdim: bool = False) -> None:
+        MaxOver.__init__(self, dims, keepdim)
+        self._init_state()
+
+
 _BY_DIM: dict[type, type] = {
     nn.MaxPool1d: SpikingMaxPool1d,
     nn.MaxPool2d: SpikingMaxPool2d,
@@ -102,7 +140,9 @@ _BY_DIM: dict[type, type] = {
 
 
 def spiking_max_pool(pool: nn.Module) -> SpikingMaxPool:
-    """The rate-preserving twin of an ``nn.MaxPool{1,2,3}d`` (same hyper-parameters)."""
+    """The rate-preserving twin of an ``nn.MaxPool{1,2,3}d`` or a :class:`MaxOver` (same hyper-parameters)."""
+    if isinstance(pool, MaxOver):
+        return SpikingMaxOver(pool.dims, pool.keepdim)
     for base, cls in _BY_DIM.items():
         if isinstance(pool, base):
             return cls(

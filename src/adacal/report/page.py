@@ -44,7 +44,8 @@ _PLOT_TEXT: dict[str, tuple[str, str]] = {
     "iat_exit_histogram": ("IAT exit histogram", "The timestep at which each test input stopped."),
     "iat_curve": (
         "IAT accuracy versus latency",
-        "Early exit at several α_base against running every input a fixed number of steps.",
+        "Early exit at several α_base (eq. 15) or tolerated drops ε (risk rule) against running every input "
+        "a fixed number of steps.",
     ),
 }
 
@@ -163,13 +164,16 @@ def page_blocks(results: Mapping[str, Any], plots: Mapping[str, Path], folder: P
             )
         )
         policy = iat.get("iat_policy") or {}
+        cert = policy.get("certificate")
         if policy.get("thresholds"):
+            how = (f"α_base {_fmt(policy.get('alpha_base'))}" if not cert else
+                   f"{policy.get('score')} score; certified drop ≤ {_fmt(100 * cert['epsilon'], '.2g')} points "
+                   f"against all T steps with confidence {_fmt(1 - cert['delta'], '.2g')} on {cert['n']} held-out "
+                   f"training inputs" + ("" if cert.get("certified") else " — nothing certified: no early exit"))
             blocks.append(
                 Block(
                     "p",
-                    "exit thresholds α_t: "
-                    + ", ".join(_fmt(v, ".3f") for v in policy["thresholds"])
-                    + f" (α_base {_fmt(policy.get('alpha_base'))})",
+                    "exit thresholds α_t: " + ", ".join(_fmt(v, ".3f") for v in policy["thresholds"]) + f" ({how})",
                 )
             )
         img("iat_exit_histogram")

@@ -486,9 +486,10 @@ def plot_iat_curve(
     path: PathLike | None = None,
     ax: Axes | None = None,
 ) -> Axes:
-    """The metric versus mean timesteps: IAT for several α_base against running every input t steps.
+    """The metric versus mean timesteps: IAT for several α_base (or ε) against running every input t steps.
 
-    ``curve``: dicts with ``alpha_base``, ``mean_timesteps`` and ``value`` (the metric).
+    ``curve``: dicts with ``alpha_base`` (eq. 15) or ``epsilon`` (the risk rule, in points),
+    ``mean_timesteps`` and ``value`` (the metric).
     ``fixed[t-1]``: the metric when every input runs exactly t steps (the baseline).
     """
     _require(len(curve) > 0 or bool(fixed), "no IAT curve and no fixed-T values")
@@ -509,13 +510,15 @@ def plot_iat_curve(
         pts = sorted(curve, key=lambda c: float(c["mean_timesteps"]))
         xs = [float(c["mean_timesteps"]) for c in pts]
         ys = [float(c["value"]) for c in pts]
-        ax.plot(xs, ys, marker="o", color="tab:purple", linewidth=1.4, label="IAT (one point per α_base)")
+        what = "ε" if "epsilon" in pts[0] else "α_base"
+        ax.plot(xs, ys, marker="o", color="tab:purple", linewidth=1.4, label=f"IAT (one point per {what})")
     if ann_value is not None:
         ax.axhline(float(ann_value), label=f"ANN ({ann_value:.2f})", **_ANN_STYLE)
     _metric_axis(ax, label)
     if curve:
         _annotate_sparse(
-            ax, [(x, y, f"α={float(c['alpha_base']):g}", "tab:purple") for c, x, y in zip(pts, xs, ys)]
+            ax, [(x, y, f"ε={float(c['epsilon']):g}" if "epsilon" in c else f"α={float(c['alpha_base']):g}",
+                  "tab:purple") for c, x, y in zip(pts, xs, ys)]
         )
     ax.set_xlabel("mean timesteps per input")
     ax.set_title("Input-aware adaptive timesteps")

@@ -36,3 +36,6 @@ def get_task(task: str | Task, **info: Any) -> Task:
 
 register_task(Classification)
 from adacal.tasks import detection as _detection  # noqa: E402,F401  (registers the detection task)
+from adacal.tasks import events as _events  # noqa: E402,F401  (registers event_classification)
+from adacal.tasks import pointcloud as _pointcloud  # noqa: E402,F401  (registers pointcloud_classification, part_segmentation)
+from adacal.tasks import segmentation as _segmentation  # noqa: E402,F401  (registers the task)

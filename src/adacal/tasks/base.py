@@ -19,6 +19,7 @@ from torch import Tensor
 from adacal import inputs
 from adacal.errors import DataError, ShapeError
 from adacal.metrics import symmetric_kl
+from adacal.presentation import Presentation
 
 __all__ = ["MetricSet", "Task"]
 
@@ -67,8 +68,12 @@ class Task:
     per_step: bool = False
     #: Whether input-aware adaptive timesteps (early exit) are defined for this task.
     supports_exit: bool = True
-    #: How many fixed test samples a sweep keeps (:meth:`examples`) for the report's pictures.
-    report_examples: int = 0
+    #: Whether the risk-controlled exit rule (:func:`adacal.iat.calibrate_exit`) applies: one score
+    #: tensor per sample against class labels. ``exit_rule="auto"`` picks eq. 15 otherwise.
+    risk_exit: bool = False
+    #: Which fixed test samples a sweep keeps (:meth:`examples`) for the report's pictures: the
+    #: first N, or a tuple of sample indices.
+    report_examples: int | tuple[int, ...] = 0
     #: What :meth:`exit_score` and :meth:`correct` see at step t: the running ``"sum"`` O_t or its
     #: ``"mean"`` O_t/t (a task that decodes the output, e.g. boxes from head maps, needs the mean).
     exit_accumulate: str = "sum"
@@ -107,6 +112,23 @@ class Task:
 
     def check_outputs(self, outputs: Any, what: str = "model") -> None:
         """Raise :class:`ShapeError` if the model's outputs do not fit this task's data."""
+
+    def ann_input(self, x: Any) -> Any:
+        """What the ANN is given for the task's inputs ``x`` (training, ANN evaluation, tracing).
+
+        Default: ``x`` itself. A task whose inputs carry more than the ANN sees (event recordings in
+        time bins, of which the ANN sees the accumulated frame) reduces them here.
+        """
+        return x
+
+    def present(self, x: Any, timesteps: int) -> Presentation:
+        """What the SNN is shown over ``timesteps`` steps for the inputs ``x``.
+
+        Default: the ANN's input at every step. Contract (relied on by calibration, correction,
+        profiling and evaluation): the time average of the presented input equals
+        :meth:`ann_input` of ``x``; a sequence has exactly ``timesteps`` slices.
+        """
+        return Presentation(self.ann_input(x))
 
     # ------------------------------------------------------------------ predictions and metrics
     def reduce_time(self, per_step: Any) -> Any:

@@ -45,6 +45,7 @@ class _Top1:
 
 
 class Classification(Task):
+    risk_exit = True
     name = "classification"
     headline = "accuracy"
     labels = {"accuracy": "top-1 accuracy (%)"}
