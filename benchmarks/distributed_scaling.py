@@ -132,7 +132,9 @@ def markdown(p: dict[str, Any]) -> str:
                      f"{' / '.join(f'{c:.1f}' for c in c2)} |")
     lines += ["", f"Identical with 2 processes (thresholds, bias currents, sensitivity table, metrics): "
               f"{p['identical']}", f"Accuracy {one['metrics']['accuracy']:.2f} % on {one['metrics']['num_samples']} "
-              "images (both runs)."]
+              "images (both runs).", "",
+              "Bias correction is the first simulation, so it includes each process's one-off torch.compile of "
+              "the fused neuron kernel (paid in parallel, not divided)."]
     return "\n".join(lines) + "\n"
 
 
