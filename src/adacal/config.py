@@ -21,11 +21,8 @@ from adacal.checks import check_choice, check_int, check_number, check_phi, chec
 from adacal.errors import ConfigError
 from adacal.recipes import DEFAULT_METHOD, get_recipe
 
-__all__ = [
-    "CalibrationConfig", "ConversionConfig", "DataSpec", "EvaluateConfig", "JobConfig", "ModelSpec",
-    "NeuronConfig", "PipelineConfig", "SweepConfig", "TrainSpec", "config_to_dict", "load_config",
-    "read_yaml",
-]
+__all__ = ["CalibrationConfig", "ConversionConfig", "DataSpec", "EvaluateConfig", "JobConfig", "ModelSpec",
+           "NeuronConfig", "PipelineConfig", "SweepConfig", "TrainSpec", "config_to_dict", "load_config", "read_yaml"]
 
 
 def _strict_kwargs(cls: type) -> type:

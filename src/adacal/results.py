@@ -25,10 +25,8 @@ from adacal.atomic import atomic_write_json
 from adacal.errors import DataError
 from adacal.knobs import PHI, RHO
 
-__all__ = [
-    "PARTIAL_FILE", "SCHEMA", "SUMMARY_FILE", "VERSION", "check_results", "fingerprint", "headline",
-    "load_results", "make_run", "new_results", "run_name", "run_value", "save_partial", "summary_rows",
-]
+__all__ = ["PARTIAL_FILE", "SCHEMA", "SUMMARY_FILE", "VERSION", "check_results", "fingerprint", "headline",
+           "load_results", "make_run", "new_results", "run_name", "run_value", "save_partial", "summary_rows"]
 
 SCHEMA = "adacal-results"
 VERSION = 2

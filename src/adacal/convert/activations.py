@@ -35,9 +35,7 @@ def _clamp_clip(lo: Any, hi: Any) -> Any:
     return NOT_AN_ACTIVATION
 
 
-def activation_clip(
-    gm: fx.GraphModule, node: fx.Node, extra: Iterable[type | Callable[..., Any]] = ()
-) -> Any:
+def activation_clip(gm: fx.GraphModule, node: fx.Node, extra: Iterable[type | Callable[..., Any]] = ()) -> Any:
     """``None`` for a plain ReLU, the clip value for a clipped one, or ``NOT_AN_ACTIVATION``."""
     extra = tuple(extra)
     if node.op == "call_module":

@@ -71,9 +71,7 @@ def positional(gm: fx.GraphModule, x: Any) -> tuple[Any, ...]:
     return tuple(x[n] for n in names if n in x)
 
 
-def _insert_neurons(
-    gm: fx.GraphModule, cfg: ConversionConfig, device: torch.device, dtype: torch.dtype
-) -> int:
+def _insert_neurons(gm: fx.GraphModule, cfg: ConversionConfig, device: torch.device, dtype: torch.dtype) -> int:
     used: Counter[str] = Counter()
     count = 0
     # Decide first, rewrite after: replacing a reused ReLU module must not hide its later uses.

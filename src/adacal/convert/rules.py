@@ -115,9 +115,7 @@ def check_spiking_path(gm: fx.GraphModule, analog: Iterable[str] = ()) -> None:
         if not _allowed(gm, node, spiking):
             bad.append(f"  - {qualname(node)} ({describe_target(gm, node)}): {_hint(gm, node)}")
     if bad:
-        raise UnsupportedLayerError(
-            f"{len(bad)} op(s) on the spiking path cannot be converted:\n" + "\n".join(bad)
-        )
+        raise UnsupportedLayerError(f"{len(bad)} op(s) on the spiking path cannot be converted:\n" + "\n".join(bad))
 
 
 def _copy_neuron(gm: fx.GraphModule, neuron_node: fx.Node, suffix: str) -> str:

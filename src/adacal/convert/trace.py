@@ -34,12 +34,7 @@ def _user_frame(exc: BaseException) -> str:
     return "unknown location"
 
 
-def trace(
-    model: nn.Module,
-    *,
-    leaf_types: Iterable[type] = (),
-    leaf_names: Iterable[str] = (),
-) -> fx.GraphModule:
+def trace(model: nn.Module, *, leaf_types: Iterable[type] = (), leaf_names: Iterable[str] = ()) -> fx.GraphModule:
     """Symbolically trace ``model`` (not modified) into a GraphModule.
 
     Raises TraceError naming the op (file, line and source) that broke tracing — typically

@@ -154,11 +154,9 @@ def _array_splits(images: np.ndarray, labels: np.ndarray, test_images: np.ndarra
     train_tf = ImageTransform(norm, crop_padding=crop_padding, hflip=hflip, max_value=max_value) if augment else eval_tf
     full = ArrayDataset(images, labels, eval_tf, classes=classes)
     cidx = calib_indices(len(full), calib_size, seed, np.asarray(labels))
-    return DatasetSplits(
-        train=full.subset(train_indices(len(full), cidx, holdout), transform=train_tf),
-        calib=full.subset(cidx, transform=eval_tf),
-        test=ArrayDataset(test_images, test_labels, eval_tf, classes=classes),
-    )
+    return DatasetSplits(train=full.subset(train_indices(len(full), cidx, holdout), transform=train_tf),
+                         calib=full.subset(cidx, transform=eval_tf),
+                         test=ArrayDataset(test_images, test_labels, eval_tf, classes=classes))
 
 
 def _first_existing(root: Path, names: tuple[str, ...], what: str, name: str) -> Path:
@@ -236,11 +234,8 @@ def _torchvision_splits(name: str, root: Path, calib_size: int, seed: int, holdo
     calib_full = make(True, eval_tf)
     n = len(train_full)  # type: ignore[arg-type]
     cidx = calib_indices(n, calib_size, seed, labels_of(calib_full))
-    return DatasetSplits(
-        train=Subset(train_full, train_indices(n, cidx, holdout).tolist()) if holdout else train_full,
-        calib=Subset(calib_full, cidx.tolist()),
-        test=make(False, eval_tf),
-    )
+    return DatasetSplits(train=Subset(train_full, train_indices(n, cidx, holdout).tolist()) if holdout else train_full,
+                         calib=Subset(calib_full, cidx.tolist()), test=make(False, eval_tf))
 
 
 for _info, _files in (

@@ -30,18 +30,8 @@ from torch import Tensor
 from adacal import inputs
 from adacal.errors import ConfigError, DataError, ShapeError
 
-__all__ = [
-    "ACCUMULATE_MODES",
-    "DENSE_CORRECT_PIXEL_ACCURACY",
-    "ENTROPY_SAMPLES",
-    "REDUCTIONS",
-    "SCORE_KINDS",
-    "ExitPolicy",
-    "ExitStatistics",
-    "exit_mask",
-    "normalized_entropy",
-    "scores",
-]
+__all__ = ["ACCUMULATE_MODES", "DENSE_CORRECT_PIXEL_ACCURACY", "ENTROPY_SAMPLES", "REDUCTIONS", "SCORE_KINDS",
+           "ExitPolicy", "ExitStatistics", "exit_mask", "normalized_entropy", "scores"]
 
 logger = logging.getLogger(__name__)
 
@@ -287,17 +277,9 @@ class ExitStatistics:
         return len(self.sum_entropy_all)
 
     @classmethod
-    def from_outputs(
-        cls,
-        per_step_outputs: Tensor,
-        labels: Tensor,
-        *,
-        accumulate: str = "sum",
-        reduction: str = "mean",
-        ignore_index: int | None = None,
-        scorer: Scorer | None = None,
-        correct: Correct | None = None,
-    ) -> ExitStatistics:
+    def from_outputs(cls, per_step_outputs: Tensor, labels: Tensor, *, accumulate: str = "sum", reduction: str = "mean",
+                     ignore_index: int | None = None, scorer: Scorer | None = None,
+                     correct: Correct | None = None) -> ExitStatistics:
         """Gather statistics from one batch of per-step outputs ``[T, B, C, *spatial]`` and labels.
 
         ``labels``: ``[B]`` class ids, or ``[B, *spatial]`` for dense outputs (pixels equal to
@@ -334,16 +316,9 @@ class ExitStatistics:
                    count_correct=tuple(counts), sum_entropy_all=tuple(sums_a), count_all=B)
 
     @classmethod
-    def from_batches(
-        cls,
-        batches: Iterable[tuple[Tensor, Tensor]],
-        *,
-        accumulate: str = "sum",
-        reduction: str = "mean",
-        ignore_index: int | None = None,
-        scorer: Scorer | None = None,
-        correct: Correct | None = None,
-    ) -> ExitStatistics:
+    def from_batches(cls, batches: Iterable[tuple[Tensor, Tensor]], *, accumulate: str = "sum", reduction: str = "mean",
+                     ignore_index: int | None = None, scorer: Scorer | None = None,
+                     correct: Correct | None = None) -> ExitStatistics:
         """Sum statistics over an iterable of ``(per_step_outputs, labels)`` batches."""
         total: ExitStatistics | None = None
         for i, item in enumerate(batches):
@@ -561,16 +536,10 @@ class ExitPolicy:
         if isinstance(raw, (str, bytes)) or not isinstance(raw, Iterable):
             raise ConfigError(f"'thresholds' must be a list, got {raw!r}")
         me = data.get("mean_entropy")
-        return cls(
-            thresholds=tuple(_decode_float(v, f"thresholds[{i}]") for i, v in enumerate(raw)),
-            score=data.get("score", "entropy"),
-            accumulate=data.get("accumulate", "sum"),
-            reduction=data.get("reduction", "mean"),
-            alpha_base=data.get("alpha_base"),
-            delta=data.get("delta"),
-            mean_entropy=None if me is None else tuple(me),
-            certificate=data.get("certificate"),
-        )
+        return cls(thresholds=tuple(_decode_float(v, f"thresholds[{i}]") for i, v in enumerate(raw)),
+                   score=data.get("score", "entropy"), accumulate=data.get("accumulate", "sum"),
+                   reduction=data.get("reduction", "mean"), alpha_base=data.get("alpha_base"), delta=data.get("delta"),
+                   mean_entropy=None if me is None else tuple(me), certificate=data.get("certificate"))
 
 
 def _encode_float(v: float) -> float | str:

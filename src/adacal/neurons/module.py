@@ -51,16 +51,8 @@ class IFNeuron(nn.Module):
     #: so they fit the dynamics that really run.
     surrogate = staticmethod(surrogate_rate)
 
-    def __init__(
-        self,
-        *,
-        clip: float | None = None,
-        phi: int = 1,
-        rho: float = 1.0,
-        v_init: float = 0.5,
-        channel_dim: int = 1,
-        ann_fn: Callable[[Tensor], Tensor] | None = None,
-    ) -> None:
+    def __init__(self, *, clip: float | None = None, phi: int = 1, rho: float = 1.0, v_init: float = 0.5,
+                 channel_dim: int = 1, ann_fn: Callable[[Tensor], Tensor] | None = None) -> None:
         super().__init__()
         if not 0.0 <= v_init < 1.0:
             raise ConfigError(f"v_init is a fraction of the threshold in [0, 1), got {v_init!r}")
@@ -164,9 +156,7 @@ class IFNeuron(nn.Module):
             batch = x.shape[0]
         else:
             if x.shape[0] % steps:
-                raise ShapeError(
-                    f"snn-mode input has {x.shape[0]} rows, not a multiple of the {steps} timesteps"
-                )
+                raise ShapeError(f"snn-mode input has {x.shape[0]} rows, not a multiple of the {steps} timesteps")
             batch = x.shape[0] // steps
         rest = x.shape[1:]
         th = self._bc(self.effective_threshold(), x)

@@ -29,17 +29,8 @@ from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator, PercentF
 from adacal.atomic import atomic_write
 from adacal.errors import DataError
 
-__all__ = [
-    "energy_unit",
-    "plot_exit_histogram",
-    "plot_iat_curve",
-    "plot_layer_energy",
-    "plot_layer_settings",
-    "plot_metric_vs_energy",
-    "plot_metric_vs_timesteps",
-    "plot_pareto",
-    "save_figure",
-]
+__all__ = ["energy_unit", "plot_exit_histogram", "plot_iat_curve", "plot_layer_energy", "plot_layer_settings",
+           "plot_metric_vs_energy", "plot_metric_vs_timesteps", "plot_pareto", "save_figure"]
 
 PathLike = str | os.PathLike[str]
 
