@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from adacal.convert.ops import DIVISIONS, LINEAR_OPS, Op, op_kind, pool_dims
-from adacal.convert.trace import describe_target, qualname
+from adacal.convert.ops import DIVISIONS, LINEAR_OPS, Op, node_arg, op_kind, pool_dims
+from adacal.convert.trace import describe_target, qualname, rebuild
 from adacal.errors import UnsupportedLayerError
 from adacal.neurons import is_neuron_node
 from adacal.neurons.pool import (
@@ -143,10 +143,6 @@ _ADAPTIVE_MAX_FUNCS = {F.adaptive_max_pool1d: 1, F.adaptive_max_pool2d: 2, F.ada
 _ADAPTIVE_MAX_MODULES = {nn.AdaptiveMaxPool1d: 1, nn.AdaptiveMaxPool2d: 2, nn.AdaptiveMaxPool3d: 3}
 
 
-def _arg(node: fx.Node, pos: int, name: str, default: object = None) -> object:
-    return node.args[pos] if len(node.args) > pos else node.kwargs.get(name, default)
-
-
 def _rank(node: object) -> int | None:
     meta = node.meta.get("tensor_meta") if isinstance(node, fx.Node) else None
     shape = getattr(meta, "shape", None)
@@ -185,7 +181,7 @@ def _max_over_spec(gm: fx.GraphModule, node: fx.Node) -> tuple[tuple[int, ...], 
         return None
     rank = _rank(x)
     if node.op in ("call_function", "call_method") and node.target in _MAX_FUNCS:
-        dim = _arg(node, 1, "dim")
+        dim = node_arg(node, 1, "dim")
         if isinstance(dim, fx.Node) or dim is None:
             return None  # max(a, b) of two tensors, or a max over everything
         dims = _reduced_dims(dim, rank)
@@ -198,15 +194,15 @@ def _max_over_spec(gm: fx.GraphModule, node: fx.Node) -> tuple[tuple[int, ...], 
         unused = [u for u in node.users if reads(u, 1, "indices") and not u.users]  # `v, _ = torch.max(...)`
         if dims is None or not values or len(values) + len(unused) != len(node.users):
             return None
-        return dims, bool(_arg(node, 2, "keepdim", False)), values + unused
+        return dims, bool(node_arg(node, 2, "keepdim", False)), values + unused
     if node.op in ("call_function", "call_method") and node.target in _AMAX_FUNCS:
-        dims = _reduced_dims(_arg(node, 1, "dim", ()), rank)
-        return None if dims is None else (dims, bool(_arg(node, 2, "keepdim", False)), [node])
+        dims = _reduced_dims(node_arg(node, 1, "dim", ()), rank)
+        return None if dims is None else (dims, bool(node_arg(node, 2, "keepdim", False)), [node])
     nd: int | None = None
     size: object = None
     if node.op == "call_function" and node.target in _ADAPTIVE_MAX_FUNCS:
-        nd, size = _ADAPTIVE_MAX_FUNCS[node.target], _arg(node, 1, "output_size")
-        if _arg(node, 2, "return_indices", False):
+        nd, size = _ADAPTIVE_MAX_FUNCS[node.target], node_arg(node, 1, "output_size")
+        if node_arg(node, 2, "return_indices", False):
             return None
     elif node.op == "call_module":
         mod = gm.get_submodule(str(node.target))
@@ -262,9 +258,7 @@ def canonical_max_reductions(gm: fx.GraphModule) -> int:
         gm.graph.erase_node(node)
         count += 1
     if count:
-        gm.graph.lint()
-        gm.delete_all_unused_submodules()
-        gm.recompile()
+        rebuild(gm)
     return count
 
 
@@ -408,9 +402,7 @@ def rate_preserving_pools(gm: fx.GraphModule) -> int:
         gm.graph.erase_node(node)
         spiking.add(new_node)  # a chained pool reading this one is replaced too
         replaced += 1
-    gm.graph.lint()
-    gm.delete_all_unused_submodules()
-    gm.recompile()
+    rebuild(gm)
     return replaced
 
 

@@ -74,3 +74,8 @@ def describe_target(gm: fx.GraphModule, node: fx.Node) -> str:
     return node.op
 
 
+def rebuild(gm: fx.GraphModule) -> None:
+    """After a graph rewrite: check the graph, drop submodules no node uses any more, regenerate the code."""
+    gm.graph.lint()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
