@@ -253,9 +253,6 @@ class EventDataset(Dataset[tuple[torch.Tensor, int]]):
     def targets(self) -> np.ndarray:
         return np.asarray([int(src.labels[k]) for src, k in self.items], dtype=np.int64)
 
-    def with_transform(self, transform: EventToBins) -> EventDataset:
-        return EventDataset(self.items, transform)
-
 
 # ------------------------------------------------------------------------------------------- npz layout
 def _npz_recordings(path: Path, name: str, sensor: tuple[int, int, int] | None,
