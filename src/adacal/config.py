@@ -21,11 +21,8 @@ from adacal.checks import check_choice, check_int, check_number, check_phi, chec
 from adacal.errors import ConfigError
 from adacal.recipes import DEFAULT_METHOD, get_recipe
 
-__all__ = [
-    "CalibrationConfig", "ConversionConfig", "DataSpec", "EvaluateConfig", "JobConfig", "ModelSpec",
-    "NeuronConfig", "PipelineConfig", "SweepConfig", "TrainSpec", "config_to_dict", "load_config",
-    "read_yaml",
-]
+__all__ = ["CalibrationConfig", "ConversionConfig", "DataSpec", "EvaluateConfig", "JobConfig", "ModelSpec",
+           "NeuronConfig", "PipelineConfig", "SweepConfig", "TrainSpec", "config_to_dict", "load_config", "read_yaml"]
 
 
 def _strict_kwargs(cls: type) -> type:
@@ -144,27 +141,20 @@ def default_rho_candidates() -> tuple[float, ...]:
 class PipelineConfig:
     """Everything :func:`adacal.convert` decides with; defaults from method.md.
 
-    ``method``: a recipe name (:mod:`adacal.recipes`). ``energy_ratio`` (r of the φ search): budget
-    ``r·Σ_i E_i(φ_target)``; ``sensitivity_ratio`` (r of the ρ search). ``search_cost``: ``"sops"`` —
-    the energy model's synaptic operations, consistent with reported energy — or ``"spikes"``, the
-    paper code's raw spike count. ``profile_batch``: calibration samples used for profiling.
-    ``phi_profile_thresholds``: ``"per_candidate"`` (each φ at its own refit threshold, so the profiled
-    costs are those of the network as it runs: BurstFire's energy) or ``"largest_phi"`` (the paper:
-    every φ profiled at the thresholds fitted for 2·φ_target; unchecked, the searched network then
-    spends ≈1.3× BurstFire's energy on CIFAR-10, benchmarks/results/ablations.md).
-    ``sensitivity_budget``: ``"excess"`` — only increases of sensitivity count,
-    Σ max(0, S_i(ρ_i) − S_i(1)) ≤ (r − 1)·S — or ``"sum"``, the paper's
-    Σ S_i(ρ_i) ≤ r·Σ S_i(1).
+    ``method``: a recipe name (:mod:`adacal.recipes`). ``energy_ratio`` / ``sensitivity_ratio``: r of
+    the φ budget ``r·Σ_i E_i(φ_target)`` / of the ρ budget. ``search_cost``: ``"sops"`` (consistent with
+    reported energy) or ``"spikes"`` (the paper code's raw count). ``phi_profile_thresholds``:
+    ``"per_candidate"`` profiles each φ at its own refit threshold, as the network will run;
+    ``"largest_phi"`` (the paper) at those fitted for 2·φ_target, which unchecked spends ≈1.3×
+    BurstFire's energy on CIFAR-10 (benchmarks/results/ablations.md). ``sensitivity_budget``:
+    ``"excess"`` counts only increases, Σ max(0, S_i(ρ_i) − S_i(1)) ≤ (r − 1)·S; ``"sum"`` is the
+    paper's Σ S_i(ρ_i) ≤ r·Σ S_i(1).
 
-    The held-out check (``check="holdout"``; ``"none"``: the paper's searches, unchecked): every
-    search measures the networks it could return — uniform settings and Pareto picks, each after
-    its threshold refit and correction — on ``check_images`` held-out training images (never the
-    images thresholds are fitted on, never test images) and keeps the best by ``check_metric``
-    (``"kl"``: the task's divergence to the ANN; ``"agreement"``: top-1 disagreement with the ANN):
-    φ — the lowest score within ``energy_ratio`` × the measured energy of uniform φ_target; ρ — the
-    lowest measured energy whose score is at most (1 + ``check_tolerance``) × the unsearched
-    network's, among the picks of sensitivity ratios from 1 up to ``check_ratio`` (and
-    ``sensitivity_ratio``).
+    ``check="holdout"`` measures every network a search could return on ``check_images`` held-out
+    training images (never calibration or test images) and keeps the best by ``check_metric``
+    (``"kl"`` or top-1 ``"agreement"`` with the ANN) within the measured φ budget, or the cheapest
+    within (1 + ``check_tolerance``) × the unsearched score among ρ picks up to ``check_ratio``
+    (:meth:`adacal.knobs.Knob.choose`, README *Held-out checks*); ``"none"``: the paper's searches.
     """
 
     method: str = DEFAULT_METHOD
@@ -300,19 +290,15 @@ class SweepConfig:
     """Methods × timesteps to convert and evaluate, plus the IAT runs.
 
     ``methods``: recipe names, or ``("all",)``. ``iat``: also run ``iat_method`` with input-aware
-    adaptive timesteps at every T (default: the default method, when it is swept). The exit rule:
-    ``"auto"`` (default) — the risk rule where the task supports it (class scores against labels)
-    and held-out training data is given (``data.holdout_size``), else eq. 15; ``"risk"`` — certified
-    to lose at most ``exit_epsilon`` accuracy points against full T
-    with probability ``exit_confidence``, calibrated on held-out training data
-    (:func:`adacal.iat.calibrate_exit`) — or ``"eq15"``, the paper's α schedule with ``alpha_base``;
-    ``iat_curve``: α_base values for the eq. 15 accuracy-versus-mean-timesteps curve at the largest T;
-    ``exit_curve``: the tolerated drops ε (points) of the risk rule's curve. ``delta``: δ of eq. 15
-    (the seed's 1.0; dense outputs, whose mean per-pixel entropy moves over a small range, need a
-    smaller one to exit at all). ``profile_rows``: if
-    set, profiling uses ``max(16, profile_rows // T)`` calibration samples at each T (constant
-    profiling cost); ``check_rows`` likewise sets the held-out check's images to
-    ``max(128, check_rows // T)``.
+    adaptive timesteps at every T (default: the default method, when it is swept). ``exit_rule``:
+    ``"auto"`` — ``"risk"`` where the task supports it and ``data.holdout_size`` gives held-out data,
+    else ``"eq15"``; ``"risk"`` loses at most ``exit_epsilon`` accuracy points against full T with
+    probability ``exit_confidence`` (:func:`adacal.iat.calibrate_exit`); ``"eq15"`` is the paper's α
+    schedule. ``iat_curve`` / ``exit_curve``: the α_base / ε values of the accuracy-versus-timesteps
+    curves. ``delta``: δ of eq. 15 (dense outputs, whose mean per-pixel entropy moves little, need a
+    smaller one than 1 to exit at all). ``profile_rows`` / ``check_rows``: profile on
+    ``max(16, profile_rows // T)`` samples and check on ``max(128, check_rows // T)`` at each T, for a
+    constant cost across T.
     """
 
     methods: tuple[str, ...] = ("all",)

@@ -33,14 +33,8 @@ def default_input_fn(batch: Any) -> Any:
     )
 
 
-def take_batches(
-    data: Any,
-    num_batches: int,
-    *,
-    input_fn: InputFn | None = None,
-    device: torch.device | None = None,
-    what: str = "calibration data",
-) -> list[Any]:
+def take_batches(data: Any, num_batches: int, *, input_fn: InputFn | None = None, device: torch.device | None = None,
+                 what: str = "calibration data") -> list[Any]:
     """The first ``num_batches`` inputs of ``data`` (tensors, or tuples/dicts of tensors), validated,
     on ``device``.
 
@@ -67,15 +61,8 @@ def take_batches(
     return out
 
 
-def take_split(
-    data: Any,
-    num_batches: int,
-    images: int,
-    *,
-    input_fn: InputFn | None = None,
-    device: torch.device | None = None,
-    what: str = "calibration data",
-) -> tuple[list[Any], list[Any]]:
+def take_split(data: Any, num_batches: int, images: int, *, input_fn: InputFn | None = None,
+               device: torch.device | None = None, what: str = "calibration data") -> tuple[list[Any], list[Any]]:
     """The first ``num_batches`` batches of ``data`` and, from the same pass, the next batches up to
     ``images`` inputs (the last one narrowed): calibration inputs and held-out inputs that can never
     overlap, even for a shuffling loader (which would reorder a second pass). ``num_batches=0``:

@@ -41,15 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
-__all__ = [
-    "BLOCK_ELEMENTS",
-    "MAX_BLOCK_ROWS",
-    "WEIGHTED_MODULES",
-    "blocked",
-    "block_plan",
-    "canonical_blocks",
-    "deterministic_graph",
-]
+__all__ = ["BLOCK_ELEMENTS", "MAX_BLOCK_ROWS", "WEIGHTED_MODULES", "blocked", "block_plan", "canonical_blocks",
+           "deterministic_graph"]
 
 log = logging.getLogger(__name__)
 

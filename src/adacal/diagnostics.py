@@ -43,15 +43,8 @@ def correlations(scores: Sequence[float], accuracies: Sequence[float]) -> dict[s
 
 
 @torch.no_grad()
-def sensitivity_correlation(
-    snn: SpikingModel,
-    table: SensitivityTable,
-    data: Sequence[tuple[Tensor, Tensor]],
-    *,
-    timesteps: int,
-    num_settings: int = 20,
-    seed: int = 0,
-) -> dict[str, Any]:
+def sensitivity_correlation(snn: SpikingModel, table: SensitivityTable, data: Sequence[tuple[Tensor, Tensor]], *,
+                            timesteps: int, num_settings: int = 20, seed: int = 0) -> dict[str, Any]:
     """Total sensitivity vs accuracy for ``num_settings`` random assignments of ``table.knob``.
 
     ``data`` is held-out labelled batches (not the profiling batch). Knobs are restored after.

@@ -7,21 +7,9 @@ from __future__ import annotations
 
 import re
 
-__all__ = [
-    "AdacalError",
-    "ConfigError",
-    "DataError",
-    "ShapeError",
-    "TraceError",
-    "UnsupportedLayerError",
-    "CalibrationError",
-    "ModelError",
-    "BudgetError",
-    "CheckpointError",
-    "DistributedError",
-    "first_line",
-    "plain_text",
-]
+__all__ = ["AdacalError", "ConfigError", "DataError", "ShapeError", "TraceError", "UnsupportedLayerError",
+           "CalibrationError", "ModelError", "BudgetError", "CheckpointError", "DistributedError", "first_line",
+           "plain_text"]
 
 #: Terminal colour/style escape codes (torch puts some in its error texts).
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")

@@ -18,19 +18,8 @@ from torch import Tensor, nn
 
 from adacal.errors import DataError, ShapeError
 
-__all__ = [
-    "batch_size",
-    "call",
-    "cat",
-    "describe",
-    "index_select",
-    "leaves",
-    "map_tensors",
-    "narrow",
-    "repeat_over_time",
-    "split",
-    "validate",
-]
+__all__ = ["batch_size", "call", "cat", "describe", "index_select", "leaves", "map_tensors", "narrow",
+           "repeat_over_time", "split", "validate"]
 
 Inputs = Any  # Tensor | tuple[Tensor, ...] | list[Tensor] | dict[str, Tensor] (nested allowed)
 

@@ -77,13 +77,8 @@ def read_record(folder: str | os.PathLike[str]) -> dict[str, Any]:
     return record
 
 
-def load_snn(
-    ann: nn.Module,
-    folder: str | os.PathLike[str],
-    example_input: Tensor,
-    *,
-    config: ConversionConfig | None = None,
-) -> tuple[SpikingModel, dict[str, Any]]:
+def load_snn(ann: nn.Module, folder: str | os.PathLike[str], example_input: Tensor, *,
+             config: ConversionConfig | None = None) -> tuple[SpikingModel, dict[str, Any]]:
     """Re-convert ``ann`` (same architecture as when saved) and load the saved SNN state.
 
     ``config``: how to re-convert; by default the ops kept in floating point (``analog``), the

@@ -14,10 +14,8 @@ from adacal.checks import suggest
 from adacal.errors import ConfigError
 from adacal.knobs import PHI, RHO
 
-__all__ = [
-    "Correction", "DEFAULT_METHOD", "RECIPES", "Recipe", "Search", "Thresholds", "Uniform", "WeightCalibration",
-    "get_recipe", "register_recipe",
-]
+__all__ = ["Correction", "DEFAULT_METHOD", "RECIPES", "Recipe", "Search", "Thresholds", "Uniform", "WeightCalibration",
+           "get_recipe", "register_recipe"]
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import math
 import os
 import platform
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,10 +25,8 @@ from adacal.atomic import atomic_write_json
 from adacal.errors import DataError
 from adacal.knobs import PHI, RHO
 
-__all__ = [
-    "PARTIAL_FILE", "SCHEMA", "SUMMARY_FILE", "VERSION", "check_results", "fingerprint", "headline",
-    "load_results", "make_run", "new_results", "run_name", "run_value", "save_partial", "summary_rows",
-]
+__all__ = ["PARTIAL_FILE", "SCHEMA", "SUMMARY_FILE", "VERSION", "check_results", "fingerprint", "headline",
+           "load_results", "make_run", "new_results", "run_name", "run_value", "save_partial", "summary_rows"]
 
 SCHEMA = "adacal-results"
 VERSION = 2
@@ -228,7 +226,3 @@ def load_results(path: str | os.PathLike[str]) -> dict[str, Any]:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"results file {str(p)!r} is not valid JSON ({exc}); rerun the job that wrote it") from exc
     return check_results(data, source=repr(str(p)))
-
-
-def select_runs(results: Mapping[str, Any], *, iat: bool | None = None) -> Sequence[Mapping[str, Any]]:
-    return [r for r in results.get("runs", []) if iat is None or bool(r.get("iat")) == iat]

@@ -53,9 +53,7 @@ class TrainConfig:
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"lr must be a positive finite number, got {self.lr}")
         if self.weight_decay < 0 or not 0 <= self.momentum < 1:
-            raise ConfigError(
-                f"need weight_decay >= 0 and 0 <= momentum < 1, got {self.weight_decay}, {self.momentum}"
-            )
+            raise ConfigError(f"need weight_decay >= 0 and 0 <= momentum < 1, got {self.weight_decay}, {self.momentum}")
         if self.nesterov and self.momentum == 0:
             raise ConfigError("nesterov=True needs momentum > 0")
         if self.schedule not in _SCHEDULES:
@@ -97,28 +95,12 @@ def _to_device(x: Any, device: torch.device, channels_last: bool) -> Any:
     return inputs.map_tensors(move, x)
 
 
-def train_model(
-    model: nn.Module,
-    train_loader: Iterable[Any],
-    *,
-    task: str | Task = "classification",
-    epochs: int,
-    lr: float = 0.1,
-    weight_decay: float = 5e-4,
-    momentum: float = 0.9,
-    device: str | torch.device = "cpu",
-    checkpoint_path: str | os.PathLike[str] | None = None,
-    resume: bool = True,
-    eval_loader: Iterable[Any] | None = None,
-    log_every: int = 100,
-    schedule: str = "onecycle",
-    warmup_frac: float = 0.0,
-    label_smoothing: float = 0.0,
-    nesterov: bool = True,
-    seed: int | None = 0,
-    channels_last: bool = False,
-    autocast_dtype: torch.dtype | None = None,
-) -> dict[str, Any]:
+def train_model(model: nn.Module, train_loader: Iterable[Any], *, task: str | Task = "classification", epochs: int,
+                lr: float = 0.1, weight_decay: float = 5e-4, momentum: float = 0.9, device: str | torch.device = "cpu",
+                checkpoint_path: str | os.PathLike[str] | None = None, resume: bool = True,
+                eval_loader: Iterable[Any] | None = None, log_every: int = 100, schedule: str = "onecycle",
+                warmup_frac: float = 0.0, label_smoothing: float = 0.0, nesterov: bool = True, seed: int | None = 0,
+                channels_last: bool = False, autocast_dtype: torch.dtype | None = None) -> dict[str, Any]:
     """Train ``model`` in place with SGD on ``task``'s loss; returns ``{"history", "epochs_completed",
     "final_eval", "resumed_from_epoch", "train_time_s", "config"}`` (``final_eval``: the task's
     metrics on ``eval_loader``).
@@ -136,29 +118,16 @@ def train_model(
         steps = len(train_loader)  # type: ignore[arg-type]
     except TypeError as exc:
         raise ConfigError("train_loader must have a length (a DataLoader over a map-style dataset)") from exc
-    cfg = TrainConfig(
-        epochs=int(epochs),
-        lr=float(lr),
-        weight_decay=float(weight_decay),
-        momentum=float(momentum),
-        nesterov=bool(nesterov),
-        schedule=schedule,
-        warmup_frac=float(warmup_frac),
-        label_smoothing=float(label_smoothing),
-        steps_per_epoch=int(steps),
-    )
+    cfg = TrainConfig(epochs=int(epochs), lr=float(lr), weight_decay=float(weight_decay), momentum=float(momentum),
+                      nesterov=bool(nesterov), schedule=schedule, warmup_frac=float(warmup_frac),
+                      label_smoothing=float(label_smoothing), steps_per_epoch=int(steps))
     cfg.validate()
     dev = torch.device(device)
     model.to(dev)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(
-        model.parameters(),
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay,
-        nesterov=cfg.nesterov,
-    )
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                          nesterov=cfg.nesterov)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(cfg, s))
     task = get_task(task)
     history: list[dict[str, float]] = []
@@ -239,14 +208,9 @@ def train_model(
     }
 
 
-def _load_checkpoint(
-    path: Path,
-    model: nn.Module,
-    opt: torch.optim.Optimizer,
-    sched: torch.optim.lr_scheduler.LRScheduler,
-    cfg: TrainConfig,
-    dev: torch.device,
-) -> tuple[int, list[dict[str, float]]]:
+def _load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer,
+                     sched: torch.optim.lr_scheduler.LRScheduler, cfg: TrainConfig,
+                     dev: torch.device) -> tuple[int, list[dict[str, float]]]:
     try:
         state = torch.load(path, map_location=dev, weights_only=True)
     except Exception as exc:

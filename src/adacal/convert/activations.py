@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from adacal.convert.ops import node_arg
+
 __all__ = ["activation_clip", "declared_activation", "NOT_AN_ACTIVATION"]
 
 NOT_AN_ACTIVATION = object()
@@ -16,12 +18,6 @@ _RELU_FUNCS: set[Any] = {F.relu, torch.relu, torch.relu_, F.relu_}
 _RELU_METHODS = {"relu", "relu_"}
 _CLAMP_FUNCS: set[Any] = {torch.clamp, torch.clip, torch.clamp_min}
 _CLAMP_METHODS = {"clamp", "clamp_", "clip", "clip_", "clamp_min", "clamp_min_"}
-
-
-def _arg(node: fx.Node, index: int, name: str, default: Any) -> Any:
-    if len(node.args) > index:
-        return node.args[index]
-    return node.kwargs.get(name, default)
 
 
 def _clamp_clip(lo: Any, hi: Any) -> Any:
@@ -35,9 +31,7 @@ def _clamp_clip(lo: Any, hi: Any) -> Any:
     return NOT_AN_ACTIVATION
 
 
-def activation_clip(
-    gm: fx.GraphModule, node: fx.Node, extra: Iterable[type | Callable[..., Any]] = ()
-) -> Any:
+def activation_clip(gm: fx.GraphModule, node: fx.Node, extra: Iterable[type | Callable[..., Any]] = ()) -> Any:
     """``None`` for a plain ReLU, the clip value for a clipped one, or ``NOT_AN_ACTIVATION``."""
     extra = tuple(extra)
     if node.op == "call_module":
@@ -59,11 +53,11 @@ def activation_clip(
         if t is F.relu6:
             return 6.0
         if t in (F.hardtanh, F.hardtanh_):
-            return _clamp_clip(_arg(node, 1, "min_val", -1.0), _arg(node, 2, "max_val", 1.0))
+            return _clamp_clip(node_arg(node, 1, "min_val", -1.0), node_arg(node, 2, "max_val", 1.0))
         if t is torch.clamp_min:
-            return _clamp_clip(_arg(node, 1, "min", None), None)
+            return _clamp_clip(node_arg(node, 1, "min", None), None)
         if t in _CLAMP_FUNCS:
-            return _clamp_clip(_arg(node, 1, "min", None), _arg(node, 2, "max", None))
+            return _clamp_clip(node_arg(node, 1, "min", None), node_arg(node, 2, "max", None))
         if any(t is e for e in extra if not isinstance(e, type)):
             return None
         return NOT_AN_ACTIVATION
@@ -71,9 +65,9 @@ def activation_clip(
         if node.target in _RELU_METHODS:
             return None
         if node.target in ("clamp_min", "clamp_min_"):
-            return _clamp_clip(_arg(node, 1, "min", None), None)
+            return _clamp_clip(node_arg(node, 1, "min", None), None)
         if node.target in _CLAMP_METHODS:
-            return _clamp_clip(_arg(node, 1, "min", None), _arg(node, 2, "max", None))
+            return _clamp_clip(node_arg(node, 1, "min", None), node_arg(node, 2, "max", None))
     return NOT_AN_ACTIVATION
 
 

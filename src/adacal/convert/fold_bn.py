@@ -7,6 +7,8 @@ from collections import Counter
 import torch
 from torch import Tensor, fx, nn
 
+from adacal.convert.trace import rebuild
+
 __all__ = ["ChannelAffine", "batchnorm_types", "fold_batchnorm"]
 
 log = logging.getLogger(__name__)
@@ -114,9 +116,7 @@ def fold_batchnorm(gm: fx.GraphModule) -> tuple[int, int]:
         else:
             _replace_module(gm, node.target, ChannelAffine.from_batchnorm(bn))
             kept += 1
-    gm.graph.lint()
-    gm.delete_all_unused_submodules()
-    gm.recompile()
+    rebuild(gm)
     log.debug("folded %d BatchNorm layers, kept %d as channel affine", folded, kept)
     return folded, kept
 

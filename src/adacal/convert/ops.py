@@ -89,7 +89,8 @@ DIVISIONS = {operator.truediv, operator.itruediv, torch.div, torch.divide, torch
              "divide", "true_divide"}
 
 
-def _arg(node: fx.Node, index: int, name: str, default: Any) -> Any:
+def node_arg(node: fx.Node, index: int, name: str, default: Any = None) -> Any:
+    """Argument ``index`` of a call node, whether passed by position or as keyword ``name``."""
     return node.args[index] if len(node.args) > index else node.kwargs.get(name, default)
 
 
@@ -116,10 +117,10 @@ def op_kind(gm: fx.GraphModule, node: fx.Node) -> Op | None:
         if node.target in WEIGHTED_FUNCS:
             return Op.WEIGHTED
         if node.target is F.interpolate:
-            return Op.PASS if _arg(node, 3, "mode", "nearest") in _NEAREST else Op.RESAMPLE
+            return Op.PASS if node_arg(node, 3, "mode", "nearest") in _NEAREST else Op.RESAMPLE
         if node.target is F.pad:  # copies (zero, reflect, replicate, circular); a non-zero constant is affine
-            constant = _arg(node, 2, "mode", "constant") == "constant"
-            return None if constant and _arg(node, 3, "value", None) not in (None, 0, 0.0) else Op.PASS
+            constant = node_arg(node, 2, "mode", "constant") == "constant"
+            return None if constant and node_arg(node, 3, "value", None) not in (None, 0, 0.0) else Op.PASS
         return _FUNCS.get(node.target)
     if node.op == "call_method":
         return _METHODS.get(str(node.target))

@@ -17,7 +17,7 @@ from adacal.convert.analog import wrap_analog_ops
 from adacal.convert.fold_bn import batchnorm_types, fold_batchnorm
 from adacal.convert.ops import LINEAR_OPS, op_kind
 from adacal.convert.rules import check_spiking_path, push_maxpools, rate_preserving_pools, spiking_nodes
-from adacal.convert.trace import describe_target, qualname, trace
+from adacal.convert.trace import describe_target, qualname, rebuild, trace
 from adacal.convert.unit_pools import unit_maxpools_to_slices
 from adacal.devices import model_float
 from adacal.errors import CalibrationError, ConfigError, DataError, ModelError, UnsupportedLayerError
@@ -71,9 +71,7 @@ def positional(gm: fx.GraphModule, x: Any) -> tuple[Any, ...]:
     return tuple(x[n] for n in names if n in x)
 
 
-def _insert_neurons(
-    gm: fx.GraphModule, cfg: ConversionConfig, device: torch.device, dtype: torch.dtype
-) -> int:
+def _insert_neurons(gm: fx.GraphModule, cfg: ConversionConfig, device: torch.device, dtype: torch.dtype) -> int:
     used: Counter[str] = Counter()
     count = 0
     # Decide first, rewrite after: replacing a reused ReLU module must not hide its later uses.
@@ -94,9 +92,7 @@ def _insert_neurons(
         node.replace_all_uses_with(new)
         gm.graph.erase_node(node)
         count += 1
-    gm.graph.lint()
-    gm.delete_all_unused_submodules()
-    gm.recompile()
+    rebuild(gm)
     return count
 
 

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from adacal.convert.ops import DIVISIONS, LINEAR_OPS, Op, op_kind, pool_dims
-from adacal.convert.trace import describe_target, qualname
+from adacal.convert.ops import DIVISIONS, LINEAR_OPS, Op, node_arg, op_kind, pool_dims
+from adacal.convert.trace import describe_target, qualname, rebuild
 from adacal.errors import UnsupportedLayerError
 from adacal.neurons import is_neuron_node
 from adacal.neurons.pool import (
@@ -115,9 +115,7 @@ def check_spiking_path(gm: fx.GraphModule, analog: Iterable[str] = ()) -> None:
         if not _allowed(gm, node, spiking):
             bad.append(f"  - {qualname(node)} ({describe_target(gm, node)}): {_hint(gm, node)}")
     if bad:
-        raise UnsupportedLayerError(
-            f"{len(bad)} op(s) on the spiking path cannot be converted:\n" + "\n".join(bad)
-        )
+        raise UnsupportedLayerError(f"{len(bad)} op(s) on the spiking path cannot be converted:\n" + "\n".join(bad))
 
 
 def _copy_neuron(gm: fx.GraphModule, neuron_node: fx.Node, suffix: str) -> str:
@@ -143,10 +141,6 @@ _MAX_FUNCS = {torch.max, "max"}
 _AMAX_FUNCS = {torch.amax, "amax"}
 _ADAPTIVE_MAX_FUNCS = {F.adaptive_max_pool1d: 1, F.adaptive_max_pool2d: 2, F.adaptive_max_pool3d: 3}
 _ADAPTIVE_MAX_MODULES = {nn.AdaptiveMaxPool1d: 1, nn.AdaptiveMaxPool2d: 2, nn.AdaptiveMaxPool3d: 3}
-
-
-def _arg(node: fx.Node, pos: int, name: str, default: object = None) -> object:
-    return node.args[pos] if len(node.args) > pos else node.kwargs.get(name, default)
 
 
 def _rank(node: object) -> int | None:
@@ -187,7 +181,7 @@ def _max_over_spec(gm: fx.GraphModule, node: fx.Node) -> tuple[tuple[int, ...], 
         return None
     rank = _rank(x)
     if node.op in ("call_function", "call_method") and node.target in _MAX_FUNCS:
-        dim = _arg(node, 1, "dim")
+        dim = node_arg(node, 1, "dim")
         if isinstance(dim, fx.Node) or dim is None:
             return None  # max(a, b) of two tensors, or a max over everything
         dims = _reduced_dims(dim, rank)
@@ -200,15 +194,15 @@ def _max_over_spec(gm: fx.GraphModule, node: fx.Node) -> tuple[tuple[int, ...], 
         unused = [u for u in node.users if reads(u, 1, "indices") and not u.users]  # `v, _ = torch.max(...)`
         if dims is None or not values or len(values) + len(unused) != len(node.users):
             return None
-        return dims, bool(_arg(node, 2, "keepdim", False)), values + unused
+        return dims, bool(node_arg(node, 2, "keepdim", False)), values + unused
     if node.op in ("call_function", "call_method") and node.target in _AMAX_FUNCS:
-        dims = _reduced_dims(_arg(node, 1, "dim", ()), rank)
-        return None if dims is None else (dims, bool(_arg(node, 2, "keepdim", False)), [node])
+        dims = _reduced_dims(node_arg(node, 1, "dim", ()), rank)
+        return None if dims is None else (dims, bool(node_arg(node, 2, "keepdim", False)), [node])
     nd: int | None = None
     size: object = None
     if node.op == "call_function" and node.target in _ADAPTIVE_MAX_FUNCS:
-        nd, size = _ADAPTIVE_MAX_FUNCS[node.target], _arg(node, 1, "output_size")
-        if _arg(node, 2, "return_indices", False):
+        nd, size = _ADAPTIVE_MAX_FUNCS[node.target], node_arg(node, 1, "output_size")
+        if node_arg(node, 2, "return_indices", False):
             return None
     elif node.op == "call_module":
         mod = gm.get_submodule(str(node.target))
@@ -264,9 +258,7 @@ def canonical_max_reductions(gm: fx.GraphModule) -> int:
         gm.graph.erase_node(node)
         count += 1
     if count:
-        gm.graph.lint()
-        gm.delete_all_unused_submodules()
-        gm.recompile()
+        rebuild(gm)
     return count
 
 
@@ -410,9 +402,7 @@ def rate_preserving_pools(gm: fx.GraphModule) -> int:
         gm.graph.erase_node(node)
         spiking.add(new_node)  # a chained pool reading this one is replaced too
         replaced += 1
-    gm.graph.lint()
-    gm.delete_all_unused_submodules()
-    gm.recompile()
+    rebuild(gm)
     return replaced
 
 

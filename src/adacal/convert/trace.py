@@ -34,12 +34,7 @@ def _user_frame(exc: BaseException) -> str:
     return "unknown location"
 
 
-def trace(
-    model: nn.Module,
-    *,
-    leaf_types: Iterable[type] = (),
-    leaf_names: Iterable[str] = (),
-) -> fx.GraphModule:
+def trace(model: nn.Module, *, leaf_types: Iterable[type] = (), leaf_names: Iterable[str] = ()) -> fx.GraphModule:
     """Symbolically trace ``model`` (not modified) into a GraphModule.
 
     Raises TraceError naming the op (file, line and source) that broke tracing — typically
@@ -79,3 +74,8 @@ def describe_target(gm: fx.GraphModule, node: fx.Node) -> str:
     return node.op
 
 
+def rebuild(gm: fx.GraphModule) -> None:
+    """After a graph rewrite: check the graph, drop submodules no node uses any more, regenerate the code."""
+    gm.graph.lint()
+    gm.delete_all_unused_submodules()
+    gm.recompile()

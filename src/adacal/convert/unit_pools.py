@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from adacal.convert.trace import rebuild
+
 __all__ = ["unit_maxpools_to_slices"]
 
 _FUNCS = {F.max_pool1d: 1, F.max_pool2d: 2, F.max_pool3d: 3, torch.max_pool1d: 1, torch.max_pool2d: 2,
@@ -64,7 +66,5 @@ def unit_maxpools_to_slices(gm: fx.GraphModule) -> int:
         gm.graph.erase_node(node)
         count += 1
     if count:
-        gm.graph.lint()
-        gm.delete_all_unused_submodules()
-        gm.recompile()
+        rebuild(gm)
     return count

@@ -37,29 +37,9 @@ from adacal.datasets.transforms import (
     Normalization,
 )
 
-__all__ = [
-    "ArrayDataset",
-    "CIFAR10_NORM",
-    "CIFAR100_NORM",
-    "DATASETS",
-    "DIGITS_NORM",
-    "DatasetInfo",
-    "DatasetSplits",
-    "IMAGENET_NORM",
-    "ImageTransform",
-    "MNIST_NORM",
-    "Normalization",
-    "clear_decode_cache",
-    "dataset_info",
-    "labels_of",
-    "register_dataset",
-    "sample_indices",
-    "decode_jpeg_arrays",
-    "get_dataset",
-    "get_splits",
-    "load_image_npz",
-    "load_sklearn_digits",
-    "make_loader",
-]
+__all__ = ["ArrayDataset", "CIFAR10_NORM", "CIFAR100_NORM", "DATASETS", "DIGITS_NORM", "DatasetInfo", "DatasetSplits",
+           "IMAGENET_NORM", "ImageTransform", "MNIST_NORM", "Normalization", "clear_decode_cache", "dataset_info",
+           "labels_of", "register_dataset", "sample_indices", "decode_jpeg_arrays", "get_dataset", "get_splits",
+           "load_image_npz", "load_sklearn_digits", "make_loader"]
 from adacal.datasets import detection as _detection  # noqa: E402,F401  (registers bccd, raccoon, coco128, voc, coco)
 from adacal.datasets import events as _events  # noqa: F401,E402  (registers the event datasets)

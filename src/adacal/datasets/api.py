@@ -68,51 +68,24 @@ _SOURCES = ("auto", "npz", "torchvision")
 _SPLITS = ("train", "calib", "test")
 
 
-def get_dataset(
-    name: str,
-    root: str | os.PathLike[str] | None = None,
-    split: str = "train",
-    *,
-    augment: bool | None = None,
-    calib_size: int = 1024,
-    seed: int = 0,
-    holdout_calib: bool = False,
-    source: str = "auto",
-    download: bool = False,
-    options: Mapping[str, Any] | None = None,
-) -> Dataset[Any]:
+def get_dataset(name: str, root: str | os.PathLike[str] | None = None, split: str = "train", *,
+                augment: bool | None = None, calib_size: int = 1024, seed: int = 0, holdout_calib: bool = False,
+                source: str = "auto", download: bool = False, options: Mapping[str, Any] | None = None) -> Dataset[Any]:
     """One split (``"train"``, ``"calib"`` or ``"test"``) of a named dataset; see :func:`get_splits`.
 
     ``augment`` defaults to True for ``"train"`` and is ignored for the other splits.
     """
     if split not in _SPLITS:
         raise ConfigError(f"unknown split {split!r}; valid: {list(_SPLITS)}")
-    splits = get_splits(
-        name,
-        root,
-        calib_size=calib_size,
-        seed=seed,
-        holdout_calib=holdout_calib,
-        augment=True if augment is None else augment,
-        source=source,
-        download=download,
-        options=options,
-    )
+    splits = get_splits(name, root, calib_size=calib_size, seed=seed, holdout_calib=holdout_calib,
+                        augment=True if augment is None else augment, source=source, download=download,
+                        options=options)
     return getattr(splits, split)
 
 
-def get_splits(
-    name: str,
-    root: str | os.PathLike[str] | None = None,
-    *,
-    calib_size: int = 1024,
-    seed: int = 0,
-    holdout_calib: bool = False,
-    augment: bool = True,
-    source: str = "auto",
-    download: bool = False,
-    options: Mapping[str, Any] | None = None,
-) -> DatasetSplits:
+def get_splits(name: str, root: str | os.PathLike[str] | None = None, *, calib_size: int = 1024, seed: int = 0,
+               holdout_calib: bool = False, augment: bool = True, source: str = "auto", download: bool = False,
+               options: Mapping[str, Any] | None = None) -> DatasetSplits:
     """(train, calib, test) for a named dataset; ``calib`` always comes from the training data.
 
     ``source`` picks among a dataset's file layouts (``"auto"``: by the files present);
@@ -125,18 +98,9 @@ def get_splits(
                     source=source, download=download, options=dict(options or {}))
 
 
-def _image_splits(
-    name: str,
-    root: str | os.PathLike[str] | None,
-    *,
-    calib_size: int,
-    seed: int,
-    holdout_calib: bool,
-    augment: bool,
-    source: str,
-    download: bool,
-    options: Mapping[str, Any],
-) -> DatasetSplits:
+def _image_splits(name: str, root: str | os.PathLike[str] | None, *, calib_size: int, seed: int,
+                  holdout_calib: bool, augment: bool, source: str, download: bool,
+                  options: Mapping[str, Any]) -> DatasetSplits:
     if options:
         raise ConfigError(f"dataset {name!r} takes no options, got {sorted(options)}")
     if source not in _SOURCES:
@@ -147,10 +111,8 @@ def _image_splits(
         raise DataError(f"dataset {name!r} needs a root directory (none given)")
     rootp = Path(root)
     if not rootp.is_dir():
-        raise DataError(
-            f"data root {str(rootp)!r} for {name!r} is not a directory; "
-            f"expected files: {_expected_files(name)}"
-        )
+        raise DataError(f"data root {str(rootp)!r} for {name!r} is not a directory; "
+                        f"expected files: {_expected_files(name)}")
     src = _pick_source(name, rootp, source, download)
     if src == "npz":
         return _npz_splits(name, rootp, calib_size, seed, holdout_calib, augment)
@@ -158,15 +120,9 @@ def _image_splits(
 
 
 # --------------------------------------------------------------------------- internals
-
-
 def _expected_files(name: str) -> list[str]:
     return {
-        "cifar10": [
-            "train_jpeg.npz (or train.npz)",
-            "test.npz (or test_jpeg.npz)",
-            "or cifar-10-batches-py/",
-        ],
+        "cifar10": ["train_jpeg.npz (or train.npz)", "test.npz (or test_jpeg.npz)", "or cifar-10-batches-py/"],
         "cifar100": ["cifar-100-python/"],
         "mnist": ["train.npz", "test.npz", "or MNIST/raw/"],
         "imagenet": ["train/<class>/*.JPEG", "val/<class>/*.JPEG"],
@@ -182,49 +138,25 @@ def _pick_source(name: str, root: Path, source: str, download: bool) -> str:
         return "npz"
     if source == "torchvision":
         return "torchvision"
-    if npz_ok and any(
-        (root / f).is_file() for f in ("train_jpeg.npz", "train.npz", "test.npz", "test_jpeg.npz")
-    ):
+    if npz_ok and any((root / f).is_file() for f in ("train_jpeg.npz", "train.npz", "test.npz", "test_jpeg.npz")):
         return "npz"
-    tv_marker = {
-        "cifar10": "cifar-10-batches-py",
-        "cifar100": "cifar-100-python",
-        "mnist": "MNIST",
-        "imagenet": "train",
-    }[name]
+    tv_marker = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python", "mnist": "MNIST",
+                 "imagenet": "train"}[name]
     if (root / tv_marker).exists() or download:
         return "torchvision"
     raise DataError(f"no {name!r} data found under {str(root)!r}; expected files: {_expected_files(name)}")
 
 
-def _array_splits(
-    images: np.ndarray,
-    labels: np.ndarray,
-    test_images: np.ndarray,
-    test_labels: np.ndarray,
-    norm: Normalization,
-    classes: list[str] | None,
-    calib_size: int,
-    seed: int,
-    holdout: bool,
-    augment: bool,
-    crop_padding: int,
-    hflip: bool,
-    max_value: float = 255.0,
-) -> DatasetSplits:
+def _array_splits(images: np.ndarray, labels: np.ndarray, test_images: np.ndarray, test_labels: np.ndarray,
+                  norm: Normalization, classes: list[str] | None, calib_size: int, seed: int, holdout: bool,
+                  augment: bool, crop_padding: int, hflip: bool, max_value: float = 255.0) -> DatasetSplits:
     eval_tf = ImageTransform(norm, max_value=max_value)
-    train_tf = (
-        ImageTransform(norm, crop_padding=crop_padding, hflip=hflip, max_value=max_value)
-        if augment
-        else eval_tf
-    )
+    train_tf = ImageTransform(norm, crop_padding=crop_padding, hflip=hflip, max_value=max_value) if augment else eval_tf
     full = ArrayDataset(images, labels, eval_tf, classes=classes)
     cidx = calib_indices(len(full), calib_size, seed, np.asarray(labels))
-    return DatasetSplits(
-        train=full.subset(train_indices(len(full), cidx, holdout), transform=train_tf),
-        calib=full.subset(cidx, transform=eval_tf),
-        test=ArrayDataset(test_images, test_labels, eval_tf, classes=classes),
-    )
+    return DatasetSplits(train=full.subset(train_indices(len(full), cidx, holdout), transform=train_tf),
+                         calib=full.subset(cidx, transform=eval_tf),
+                         test=ArrayDataset(test_images, test_labels, eval_tf, classes=classes))
 
 
 def _first_existing(root: Path, names: tuple[str, ...], what: str, name: str) -> Path:
@@ -234,9 +166,7 @@ def _first_existing(root: Path, names: tuple[str, ...], what: str, name: str) ->
     raise DataError(f"{name} {what} split not found under {str(root)!r}; expected one of {list(names)}")
 
 
-def _npz_splits(
-    name: str, root: Path, calib_size: int, seed: int, holdout: bool, augment: bool
-) -> DatasetSplits:
+def _npz_splits(name: str, root: Path, calib_size: int, seed: int, holdout: bool, augment: bool) -> DatasetSplits:
     if name == "cifar10":
         train_p = _first_existing(root, ("train.npz", "train_jpeg.npz"), "train", name)
         test_p = _first_existing(root, ("test.npz", "test_jpeg.npz"), "test", name)
@@ -247,21 +177,16 @@ def _npz_splits(
         crop, flip = 0, False
     x, y, classes = load_image_npz(train_p)
     xt, yt, _ = load_image_npz(test_p)
-    return _array_splits(
-        x, y, xt, yt, _NORMS[name], classes or None, calib_size, seed, holdout, augment, crop, flip
-    )
+    return _array_splits(x, y, xt, yt, _NORMS[name], classes or None, calib_size, seed, holdout, augment, crop, flip)
 
 
-def _digits_splits(
-    root: str | os.PathLike[str] | None, calib_size: int, seed: int, holdout: bool, augment: bool
-) -> DatasetSplits:
+def _digits_splits(root: str | os.PathLike[str] | None, calib_size: int, seed: int, holdout: bool,
+                   augment: bool) -> DatasetSplits:
     if root is not None and (Path(root) / "digits.npz").is_file():
         images, labels, _ = load_image_npz(Path(root) / "digits.npz")
     elif root is not None and not Path(root).is_dir():
-        raise DataError(
-            f"digits root {str(root)!r} is not a directory (expected digits.npz, or pass root=None "
-            f"to use the copy bundled with scikit-learn)"
-        )
+        raise DataError(f"digits root {str(root)!r} is not a directory (expected digits.npz, or pass root=None "
+                        f"to use the copy bundled with scikit-learn)")
     else:
         images, labels = load_sklearn_digits()
     from sklearn.model_selection import train_test_split
@@ -270,26 +195,12 @@ def _digits_splits(
     tr, te = train_test_split(idx, test_size=0.2, random_state=0, stratify=labels)
     tr, te = np.sort(tr), np.sort(te)
     # 8x8 digits: a 1-pixel shift is the only sensible augmentation
-    return _array_splits(
-        images[tr],
-        labels[tr],
-        images[te],
-        labels[te],
-        DIGITS_NORM,
-        None,
-        calib_size,
-        seed,
-        holdout,
-        augment,
-        crop_padding=1,
-        hflip=False,
-        max_value=16.0,
-    )
+    return _array_splits(images[tr], labels[tr], images[te], labels[te], DIGITS_NORM, None, calib_size, seed, holdout,
+                         augment, crop_padding=1, hflip=False, max_value=16.0)
 
 
-def _torchvision_splits(
-    name: str, root: Path, calib_size: int, seed: int, holdout: bool, augment: bool, download: bool
-) -> DatasetSplits:
+def _torchvision_splits(name: str, root: Path, calib_size: int, seed: int, holdout: bool, augment: bool,
+                        download: bool) -> DatasetSplits:
     import torchvision
     from torchvision import transforms as T
 
@@ -300,18 +211,14 @@ def _torchvision_splits(
         eval_tf = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), normalize])
         for sub in ("train", "val"):
             if not (root / sub).is_dir():
-                raise DataError(
-                    f"ImageNet folder {str(root / sub)!r} not found; expected files: {_expected_files(name)}"
-                )
+                raise DataError(f"ImageNet folder {str(root / sub)!r} not found; expected files: "
+                                f"{_expected_files(name)}")
 
         def make(train: bool, tf: Any) -> Dataset[Any]:
             return torchvision.datasets.ImageFolder(str(root / ("train" if train else "val")), transform=tf)
     else:
-        cls = {
-            "cifar10": torchvision.datasets.CIFAR10,
-            "cifar100": torchvision.datasets.CIFAR100,
-            "mnist": torchvision.datasets.MNIST,
-        }[name]
+        cls = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100,
+               "mnist": torchvision.datasets.MNIST}[name]
         aug = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()] if name != "mnist" else []
         train_tf = T.Compose([*aug, T.ToTensor(), normalize])
         eval_tf = T.Compose([T.ToTensor(), normalize])
@@ -320,20 +227,15 @@ def _torchvision_splits(
             try:
                 return cls(str(root), train=train, transform=tf, download=download)
             except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted"
-                raise DataError(
-                    f"torchvision {name!r} not found under {str(root)!r} ({exc}); expected files: "
-                    f"{_expected_files(name)}; pass download=True to fetch it"
-                ) from exc
+                raise DataError(f"torchvision {name!r} not found under {str(root)!r} ({exc}); expected files: "
+                                f"{_expected_files(name)}; pass download=True to fetch it") from exc
 
     train_full = make(True, train_tf if augment else eval_tf)
     calib_full = make(True, eval_tf)
     n = len(train_full)  # type: ignore[arg-type]
     cidx = calib_indices(n, calib_size, seed, labels_of(calib_full))
-    return DatasetSplits(
-        train=Subset(train_full, train_indices(n, cidx, holdout).tolist()) if holdout else train_full,
-        calib=Subset(calib_full, cidx.tolist()),
-        test=make(False, eval_tf),
-    )
+    return DatasetSplits(train=Subset(train_full, train_indices(n, cidx, holdout).tolist()) if holdout else train_full,
+                         calib=Subset(calib_full, cidx.tolist()), test=make(False, eval_tf))
 
 
 for _info, _files in (

@@ -23,13 +23,7 @@ from torch.utils.data import Dataset
 
 from adacal.errors import DataError
 
-__all__ = [
-    "ArrayDataset",
-    "load_image_npz",
-    "decode_jpeg_arrays",
-    "load_sklearn_digits",
-    "clear_decode_cache",
-]
+__all__ = ["ArrayDataset", "load_image_npz", "decode_jpeg_arrays", "load_sklearn_digits", "clear_decode_cache"]
 
 
 class ArrayDataset(Dataset[tuple[torch.Tensor, int]]):
@@ -39,14 +33,9 @@ class ArrayDataset(Dataset[tuple[torch.Tensor, int]]):
     decoded copy in memory.
     """
 
-    def __init__(
-        self,
-        images: np.ndarray,
-        labels: np.ndarray,
-        transform: Callable[[np.ndarray], torch.Tensor] | None = None,
-        indices: Sequence[int] | np.ndarray | None = None,
-        classes: Sequence[str] | None = None,
-    ) -> None:
+    def __init__(self, images: np.ndarray, labels: np.ndarray,
+                 transform: Callable[[np.ndarray], torch.Tensor] | None = None,
+                 indices: Sequence[int] | np.ndarray | None = None, classes: Sequence[str] | None = None) -> None:
         if len(images) != len(labels):
             raise DataError(f"images ({len(images)}) and labels ({len(labels)}) differ in length")
         self.images = images
@@ -69,20 +58,12 @@ class ArrayDataset(Dataset[tuple[torch.Tensor, int]]):
         """Labels of the selected samples (used for stratified splits)."""
         return self.labels[self.indices]
 
-    def subset(
-        self,
-        indices: Sequence[int] | np.ndarray,
-        transform: Callable[[np.ndarray], torch.Tensor] | None = None,
-    ) -> ArrayDataset:
+    def subset(self, indices: Sequence[int] | np.ndarray,
+               transform: Callable[[np.ndarray], torch.Tensor] | None = None) -> ArrayDataset:
         """A view on positions ``indices`` of this dataset, optionally with another transform."""
         idx = self.indices[np.asarray(indices, dtype=np.int64)]
-        return ArrayDataset(
-            self.images,
-            self.labels,
-            transform if transform is not None else self.transform,
-            idx,
-            self.classes,
-        )
+        return ArrayDataset(self.images, self.labels, transform if transform is not None else self.transform, idx,
+                            self.classes)
 
 
 def _open_npz(path: Path, required: Sequence[str]) -> dict[str, np.ndarray]:
@@ -92,9 +73,7 @@ def _open_npz(path: Path, required: Sequence[str]) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as z:
             missing = [k for k in required if k not in z.files]
             if missing:
-                raise DataError(
-                    f"{str(path)!r} lacks keys {missing}; it has {z.files}, expected {list(required)}"
-                )
+                raise DataError(f"{str(path)!r} lacks keys {missing}; it has {z.files}, expected {list(required)}")
             return {k: z[k] for k in z.files if k in required or k == "classes"}
     except DataError:
         raise

@@ -253,9 +253,6 @@ class EventDataset(Dataset[tuple[torch.Tensor, int]]):
     def targets(self) -> np.ndarray:
         return np.asarray([int(src.labels[k]) for src, k in self.items], dtype=np.int64)
 
-    def with_transform(self, transform: EventToBins) -> EventDataset:
-        return EventDataset(self.items, transform)
-
 
 # ------------------------------------------------------------------------------------------- npz layout
 def _npz_recordings(path: Path, name: str, sensor: tuple[int, int, int] | None,
@@ -397,11 +394,9 @@ def _split(train: Recordings, test: Recordings | None, opts: EventOptions, *, ca
     keep = train_idx if not holdout_calib else np.delete(train_idx, cidx)
     log.info("%s: %d training recordings (%d for calibration), %d evaluation recordings (%d held out of "
              "training)", name, len(keep), len(cidx), len(test_items), opts.holdout)
-    return DatasetSplits(
-        train=EventDataset([(train, int(i)) for i in keep], train_tf),
-        calib=EventDataset([(train, int(train_idx[i])) for i in cidx], tf),
-        test=EventDataset(test_items, tf),
-    )
+    return DatasetSplits(train=EventDataset([(train, int(i)) for i in keep], train_tf),
+                         calib=EventDataset([(train, int(train_idx[i])) for i in cidx], tf),
+                         test=EventDataset(test_items, tf))
 
 
 def _require_tonic() -> None:

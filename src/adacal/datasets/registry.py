@@ -135,16 +135,9 @@ def sample_indices(n: int, size: int, seed: int, labels: np.ndarray | None = Non
     return np.sort(np.concatenate(pick))
 
 
-def make_loader(
-    dataset: Dataset[Any],
-    batch_size: int,
-    *,
-    shuffle: bool = False,
-    num_workers: int = 0,
-    seed: int | None = None,
-    drop_last: bool = False,
-    collate_fn: Callable[[list[Any]], Any] | None = None,
-) -> DataLoader[Any]:
+def make_loader(dataset: Dataset[Any], batch_size: int, *, shuffle: bool = False, num_workers: int = 0,
+                seed: int | None = None, drop_last: bool = False,
+                collate_fn: Callable[[list[Any]], Any] | None = None) -> DataLoader[Any]:
     """A DataLoader with a seeded shuffle order (reproducible epochs) when ``seed`` is given."""
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")

@@ -131,11 +131,9 @@ class SegmentationTransform:
         fill = {tv_tensors.Image: self._fill, tv_tensors.Mask: self.ignore_index}
         if self.train:
             assert self.crop is not None
-            img, msk = v2.Compose([
-                v2.ScaleJitter(self.crop, scale_range=self.scale, antialias=True),
-                v2.RandomCrop(self.crop, pad_if_needed=True, fill=fill),
-                v2.RandomHorizontalFlip(),
-            ])(img, msk)
+            img, msk = v2.Compose([v2.ScaleJitter(self.crop, scale_range=self.scale, antialias=True),
+                                   v2.RandomCrop(self.crop, pad_if_needed=True, fill=fill),
+                                   v2.RandomHorizontalFlip()])(img, msk)
         elif self.size is not None and tuple(img.shape[-2:]) != self.size:
             img, msk = _letterbox(img, msk, self.size, fill)
         x = img.to(torch.float32).div_(255.0)
@@ -266,11 +264,8 @@ def _splits(full_train: Any, test: Any, make_tf: Callable[[bool], SegmentationTr
     n = len(full_train)
     cidx = calib_indices(n, calib_size, seed)
     eval_tf = make_tf(False)
-    return DatasetSplits(
-        train=full_train.subset(train_indices(n, cidx, holdout), make_tf(augment)),
-        calib=full_train.subset(cidx, eval_tf),
-        test=test.subset(np.arange(len(test)), eval_tf),
-    )
+    return DatasetSplits(train=full_train.subset(train_indices(n, cidx, holdout), make_tf(augment)),
+                         calib=full_train.subset(cidx, eval_tf), test=test.subset(np.arange(len(test)), eval_tf))
 
 
 def _root(name: str, root: str | os.PathLike[str] | None, files: str) -> Path:

@@ -14,15 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = [
-    "Normalization",
-    "CIFAR10_NORM",
-    "CIFAR100_NORM",
-    "MNIST_NORM",
-    "DIGITS_NORM",
-    "IMAGENET_NORM",
-    "ImageTransform",
-]
+__all__ = ["Normalization", "CIFAR10_NORM", "CIFAR100_NORM", "MNIST_NORM", "DIGITS_NORM", "IMAGENET_NORM",
+           "ImageTransform"]
 
 
 @dataclass(frozen=True)

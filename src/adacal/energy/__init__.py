@@ -11,18 +11,5 @@ from adacal.energy.graph import ANALOG, SPIKE, GraphAnalysis, LayerInfo, analyze
 from adacal.energy.model import COST_METRICS, EnergyModel, measure
 from adacal.energy.report import EnergyReport, LayerEnergy, NeuronActivity
 
-__all__ = [
-    "ANALOG",
-    "COST_METRICS",
-    "COST_PRESETS",
-    "SPIKE",
-    "CostTable",
-    "EnergyModel",
-    "EnergyReport",
-    "GraphAnalysis",
-    "LayerEnergy",
-    "LayerInfo",
-    "NeuronActivity",
-    "analyze_graph",
-    "measure",
-]
+__all__ = ["ANALOG", "COST_METRICS", "COST_PRESETS", "SPIKE", "CostTable", "EnergyModel", "EnergyReport",
+           "GraphAnalysis", "LayerEnergy", "LayerInfo", "NeuronActivity", "analyze_graph", "measure"]

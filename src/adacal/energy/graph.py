@@ -237,18 +237,14 @@ def _ntuple(v: Any, nd: int) -> tuple[int, ...]:
     return tuple(int(v) for _ in range(nd))
 
 
-def _sum_pool(
-    nd: int, input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
-    count_include_pad: bool = True, divisor_override: Any = None,
-) -> Tensor:
+def _sum_pool(nd: int, input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
+              count_include_pad: bool = True, divisor_override: Any = None) -> Tensor:
     """Average pooling without the division (same signature as ``F.avg_poolNd``)."""
     k = _ntuple(kernel_size, nd)
     s = k if stride is None or (isinstance(stride, (list, tuple)) and not stride) else _ntuple(stride, nd)
     p = _ntuple(padding, nd)
     if nd == 1:  # avg_pool1d has no divisor_override: go through 2d with a unit axis
-        y = F.avg_pool2d(
-            input.unsqueeze(-2), (1, k[0]), (1, s[0]), (0, p[0]), ceil_mode, True, divisor_override=1
-        )
+        y = F.avg_pool2d(input.unsqueeze(-2), (1, k[0]), (1, s[0]), (0, p[0]), ceil_mode, True, divisor_override=1)
         return y.squeeze(-2)
     fn = F.avg_pool2d if nd == 2 else F.avg_pool3d
     return fn(input, k, s, p, ceil_mode, True, divisor_override=1)
@@ -290,10 +286,8 @@ def _detach(x: Any) -> Any:
 class _FanoutTracer(fx.Interpreter):
     """The indicator network (module docstring); collects one scalar per spike-fed layer."""
 
-    def __init__(
-        self, gm: fx.GraphModule, profile: _Profiler, layer_of: dict[str, LayerInfo], dtype: torch.dtype,
-        device: torch.device,
-    ) -> None:
+    def __init__(self, gm: fx.GraphModule, profile: _Profiler, layer_of: dict[str, LayerInfo], dtype: torch.dtype,
+                 device: torch.device) -> None:
         super().__init__(gm)
         self.gm = gm
         self.device = device

@@ -279,15 +279,8 @@ class EnergyModel:
         return {k: scale * v / n for k, v in sops.items()}
 
     # ------------------------------------------------------------------ the estimate
-    def estimate(
-        self,
-        spike_counts: Mapping[str, Tensor],
-        num_samples: int,
-        timesteps: float,
-        *,
-        sequence: bool = False,
-        input_events: Tensor | None = None,
-    ) -> EnergyReport:
+    def estimate(self, spike_counts: Mapping[str, Tensor], num_samples: int, timesteps: float, *,
+                 sequence: bool = False, input_events: Tensor | None = None) -> EnergyReport:
         """Energy per image from spike counts recorded over ``num_samples`` images.
 
         ``timesteps``: mean steps run per image (T, or the mean exit step under early exit);
@@ -328,11 +321,9 @@ class EnergyModel:
             size = math.prod(shape)
             total_neurons += size
             spk = spikes[name] / n
-            neurons.append(NeuronActivity(
-                name=name, num_neurons=size, spikes_per_image=spk,
-                firing_rate=spk / (size * t) if size else 0.0,
-                sops_per_image=neuron_sops[name] / n, energy_pj=e_ac * neuron_sops[name] / n,
-            ))
+            neurons.append(NeuronActivity(name=name, num_neurons=size, spikes_per_image=spk,
+                                          firing_rate=spk / (size * t) if size else 0.0,
+                                          sops_per_image=neuron_sops[name] / n, energy_pj=e_ac * neuron_sops[name] / n))
         total_spikes = sum(r.spikes_per_image for r in neurons)
         return EnergyReport(
             costs=self.costs, num_samples=n, timesteps=t, sequence=bool(sequence), ann_macs=self.ann_macs,
@@ -355,16 +346,8 @@ class EnergyModel:
         }
 
 
-def measure(
-    snn: SpikingModel,
-    x: Tensor,
-    timesteps: int,
-    *,
-    sequence: bool = False,
-    energy: EnergyModel | None = None,
-    costs: CostTable | None = None,
-    **run_kwargs: Any,
-) -> tuple[Any, EnergyReport]:
+def measure(snn: SpikingModel, x: Tensor, timesteps: int, *, sequence: bool = False, energy: EnergyModel | None = None,
+            costs: CostTable | None = None, **run_kwargs: Any) -> tuple[Any, EnergyReport]:
     """Run ``snn`` for ``timesteps`` steps on ``x`` while counting spikes; return (per-step outputs, report).
 
     ``energy``: a prebuilt :class:`EnergyModel` (built from ``x`` if None — pass one when measuring

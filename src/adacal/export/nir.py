@@ -62,15 +62,7 @@ from adacal.neurons.module import IFNeuron
 from adacal.neurons.pool import SpikingMaxPool2d
 from adacal.spiking_model import SpikingModel
 
-__all__ = [
-    "NIRError",
-    "NIRExportError",
-    "NIRIssue",
-    "export_nir",
-    "export_run_folder",
-    "FORMAT",
-    "NEURON_FORMS",
-]
+__all__ = ["NIRError", "NIRExportError", "NIRIssue", "export_nir", "export_run_folder", "FORMAT", "NEURON_FORMS"]
 
 log = logging.getLogger(__name__)
 
@@ -408,11 +400,9 @@ class _Exporter:
         bias = self._bias(node, mod.bias, mod.out_channels)
         padding: Any = mod.padding if isinstance(mod.padding, str) else _pair(mod.padding, dims)
         if dims == 1:
-            nir_node = self.nir.Conv1d(
-                input_shape=int(spatial[0]), weight=weight, stride=int(_pair(mod.stride, 1)[0]),
-                padding=padding if isinstance(padding, str) else int(padding[0]),
-                dilation=int(_pair(mod.dilation, 1)[0]), groups=1, bias=bias,
-            )
+            nir_node = self.nir.Conv1d(input_shape=int(spatial[0]), weight=weight, stride=int(_pair(mod.stride, 1)[0]),
+                                       padding=padding if isinstance(padding, str) else int(padding[0]),
+                                       dilation=int(_pair(mod.dilation, 1)[0]), groups=1, bias=bias)
         else:
             nir_node = self.nir.Conv2d(
                 input_shape=tuple(int(s) for s in spatial), weight=weight, stride=_pair(mod.stride, 2),
@@ -671,17 +661,9 @@ def _exit_policy_dict(policy: Any) -> dict[str, Any]:
     return dict(to_dict())
 
 
-def export_nir(
-    snn: SpikingModel,
-    example_input: Tensor,
-    path: str | os.PathLike[str] | None = None,
-    *,
-    allow_lossy: bool = False,
-    neuron_form: NeuronForm = "exact",
-    exit_policy: Any = None,
-    timesteps: int | None = None,
-    metadata: Mapping[str, Any] | None = None,
-) -> Any:
+def export_nir(snn: SpikingModel, example_input: Tensor, path: str | os.PathLike[str] | None = None, *,
+               allow_lossy: bool = False, neuron_form: NeuronForm = "exact", exit_policy: Any = None,
+               timesteps: int | None = None, metadata: Mapping[str, Any] | None = None) -> Any:
     """Write ``snn`` as a ``nir.NIRGraph`` (to ``path`` with ``nir.write`` if given) and return the graph.
 
     ``example_input`` (``[B, ...]``, one batch is enough) fixes the shapes NIR nodes carry.
@@ -759,14 +741,8 @@ def export_nir(
     return graph
 
 
-def export_run_folder(
-    folder: str | os.PathLike[str],
-    job: Any,
-    out: str | os.PathLike[str] | None = None,
-    *,
-    allow_lossy: bool = False,
-    neuron_form: NeuronForm = "exact",
-) -> Path:
+def export_run_folder(folder: str | os.PathLike[str], job: Any, out: str | os.PathLike[str] | None = None, *,
+                      allow_lossy: bool = False, neuron_form: NeuronForm = "exact") -> Path:
     """Export the SNN saved by ``adacal convert`` in ``folder`` to ``out`` (default ``folder/snn.nir``).
 
     ``job`` (an :class:`adacal.config.JobConfig`) says how to rebuild its ANN and data, as
@@ -782,9 +758,7 @@ def export_run_folder(
     target = Path(out) if out is not None else src / "snn.nir"
     if target.suffix != ".nir" and (target.is_dir() or not target.suffix):
         target = target / "snn.nir"
-    export_nir(
-        snn, example, target, allow_lossy=allow_lossy, neuron_form=neuron_form,
-        exit_policy=record.get("exit_policy"), timesteps=record.get("timesteps"),
-        metadata={"method": record.get("method"), "source": str(src.resolve())},
-    )
+    export_nir(snn, example, target, allow_lossy=allow_lossy, neuron_form=neuron_form,
+               exit_policy=record.get("exit_policy"), timesteps=record.get("timesteps"),
+               metadata={"method": record.get("method"), "source": str(src.resolve())})
     return target

@@ -179,11 +179,9 @@ class _Importer:
             o_theta = np.asarray(self.nodes[o_name].scale, dtype=np.float64)
             if not np.array_equal(o_theta, theta):
                 raise ValueError("IF node written by adacal but its output Scale is not θ'")
-            self.neurons[o_name] = _Neuron(
-                name=o_name, members={name, o_name}, inputs=list(self.ins[name]),
-                r=np.asarray(node.r, dtype=np.float64), theta=theta, u0=np.zeros_like(theta),
-                phi=int(meta.get("phi", 1)), meta=meta,
-            )
+            self.neurons[o_name] = _Neuron(name=o_name, members={name, o_name}, inputs=list(self.ins[name]),
+                                           r=np.asarray(node.r, dtype=np.float64), theta=theta, u0=np.zeros_like(theta),
+                                           phi=int(meta.get("phi", 1)), meta=meta)
             log.info("%s: nir.IF written by adacal (neuron_form='if'); restoring the neuron from its metadata", name)
             return
         if np.any(np.asarray(node.v_reset) != 0):

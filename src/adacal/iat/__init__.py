@@ -20,22 +20,6 @@ from adacal.iat.policy import (
 )
 from adacal.iat.risk import RiskCalibration, calibrate_exit, oracle_exit_steps
 
-__all__ = [
-    "ACCUMULATE_MODES",
-    "DENSE_CORRECT_PIXEL_ACCURACY",
-    "ENTROPY_SAMPLES",
-    "REDUCTIONS",
-    "SCORE_KINDS",
-    "ExitPolicy",
-    "ExitResult",
-    "ExitStatistics",
-    "RiskCalibration",
-    "calibrate_exit",
-    "evaluate_exits",
-    "exit_mask",
-    "fixed_T_accuracy",
-    "normalized_entropy",
-    "oracle_exit_steps",
-    "scores",
-    "sweep_alpha_base",
-]
+__all__ = ["ACCUMULATE_MODES", "DENSE_CORRECT_PIXEL_ACCURACY", "ENTROPY_SAMPLES", "REDUCTIONS", "SCORE_KINDS",
+           "ExitPolicy", "ExitResult", "ExitStatistics", "RiskCalibration", "calibrate_exit", "evaluate_exits",
+           "exit_mask", "fixed_T_accuracy", "normalized_entropy", "oracle_exit_steps", "scores", "sweep_alpha_base"]

@@ -65,13 +65,8 @@ def _accuracy(pred: Tensor, labels: Tensor, ignore_index: int | None) -> float:
     return float(hit.double().mean())
 
 
-def evaluate_exits(
-    per_step_outputs: Tensor,
-    policy: ExitPolicy,
-    labels: Tensor | None = None,
-    *,
-    ignore_index: int | None = None,
-) -> ExitResult:
+def evaluate_exits(per_step_outputs: Tensor, policy: ExitPolicy, labels: Tensor | None = None, *,
+                   ignore_index: int | None = None) -> ExitResult:
     """Replay ``policy`` on per-step outputs ``[T, B, C, *spatial]`` (T must equal ``policy.T``).
 
     Each sample exits at the first t where :func:`exit_mask` says so (always by T) and predicts
@@ -105,22 +100,12 @@ def evaluate_exits(
     histogram = tuple(int(c) for c in torch.bincount(exit_steps - 1, minlength=T).tolist())
     accuracy = None if y is None else _accuracy(predictions, y, ignore_index)
     mean_exit = float(exit_steps.double().mean())
-    logger.debug(
-        "IAT replay: B=%d mean exit step %.3f histogram %s accuracy %s", B, mean_exit, histogram, accuracy
-    )
-    return ExitResult(
-        predictions=predictions,
-        exit_steps=exit_steps,
-        mean_exit_step=mean_exit,
-        histogram=histogram,
-        accuracy=accuracy,
-        T=T,
-    )
+    logger.debug("IAT replay: B=%d mean exit step %.3f histogram %s accuracy %s", B, mean_exit, histogram, accuracy)
+    return ExitResult(predictions=predictions, exit_steps=exit_steps, mean_exit_step=mean_exit, histogram=histogram,
+                      accuracy=accuracy, T=T)
 
 
-def fixed_T_accuracy(
-    per_step_outputs: Tensor, labels: Tensor, *, ignore_index: int | None = None
-) -> list[float]:
+def fixed_T_accuracy(per_step_outputs: Tensor, labels: Tensor, *, ignore_index: int | None = None) -> list[float]:
     """Accuracy when every input runs exactly t steps, for t = 1..T (the fixed-timestep baseline)."""
     x = _check_per_step(per_step_outputs)
     y = _check_labels(labels, x, ignore_index)
@@ -132,19 +117,10 @@ def fixed_T_accuracy(
     return out
 
 
-def sweep_alpha_base(
-    per_step_outputs: Tensor,
-    labels: Tensor,
-    train_per_step_outputs: Tensor,
-    train_labels: Tensor,
-    alpha_bases: Iterable[float],
-    *,
-    delta: float = 1.0,
-    score: str = "entropy",
-    accumulate: str = "sum",
-    reduction: str = "mean",
-    ignore_index: int | None = None,
-) -> list[tuple[float, float, float]]:
+def sweep_alpha_base(per_step_outputs: Tensor, labels: Tensor, train_per_step_outputs: Tensor, train_labels: Tensor,
+                     alpha_bases: Iterable[float], *, delta: float = 1.0, score: str = "entropy",
+                     accumulate: str = "sum", reduction: str = "mean",
+                     ignore_index: int | None = None) -> list[tuple[float, float, float]]:
     """Accuracy-versus-latency curve: ``(alpha_base, mean_timesteps, accuracy)`` per α_base.
 
     Entropy statistics are gathered once on the training outputs; each α_base then re-derives the
@@ -153,13 +129,8 @@ def sweep_alpha_base(
     bases = [_check_finite_real("alpha_base", a) for a in alpha_bases]
     if not bases:
         raise ConfigError("alpha_bases is empty; pass at least one α_base to sweep")
-    stats = ExitStatistics.from_outputs(
-        train_per_step_outputs,
-        train_labels,
-        accumulate=accumulate,
-        reduction=reduction,
-        ignore_index=ignore_index,
-    )
+    stats = ExitStatistics.from_outputs(train_per_step_outputs, train_labels, accumulate=accumulate,
+                                        reduction=reduction, ignore_index=ignore_index)
     base_policy = ExitPolicy.from_statistics(stats, alpha_base=bases[0], delta=delta, score=score)
     curve = []
     for a in bases:

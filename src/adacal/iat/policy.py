@@ -30,18 +30,8 @@ from torch import Tensor
 from adacal import inputs
 from adacal.errors import ConfigError, DataError, ShapeError
 
-__all__ = [
-    "ACCUMULATE_MODES",
-    "DENSE_CORRECT_PIXEL_ACCURACY",
-    "ENTROPY_SAMPLES",
-    "REDUCTIONS",
-    "SCORE_KINDS",
-    "ExitPolicy",
-    "ExitStatistics",
-    "exit_mask",
-    "normalized_entropy",
-    "scores",
-]
+__all__ = ["ACCUMULATE_MODES", "DENSE_CORRECT_PIXEL_ACCURACY", "ENTROPY_SAMPLES", "REDUCTIONS", "SCORE_KINDS",
+           "ExitPolicy", "ExitStatistics", "exit_mask", "normalized_entropy", "scores"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +83,13 @@ def _check_finite_real(name: str, value: Any) -> float:
     return out
 
 
+def _check_delta(delta: Any) -> float:
+    d = _check_finite_real("delta", delta)
+    if d <= 0:
+        raise ConfigError(f"delta must be > 0 (the decay constant of eq. 15), got {d}")
+    return d
+
+
 def _check_T(T: Any) -> int:
     if isinstance(T, bool) or not isinstance(T, int) or T < 1:
         raise ConfigError(f"T must be an integer >= 1 (number of timesteps), got {T!r}")
@@ -113,10 +110,8 @@ def _check_outputs(x: Any, name: str, *, per_step: bool) -> Tensor:
         raise DataError(f"{name} must be a real (float or integer) tensor, got dtype {x.dtype}")
     min_dims = 3 if per_step else 2
     if x.dim() < min_dims:
-        raise ShapeError(
-            f"{name} must have shape {layout} (classes on dim {2 if per_step else 1}), "
-            f"got shape {tuple(x.shape)}"
-        )
+        raise ShapeError(f"{name} must have shape {layout} (classes on dim {2 if per_step else 1}), "
+                         f"got shape {tuple(x.shape)}")
     if per_step and x.shape[0] < 1:
         raise ShapeError(f"{name} has T=0 timesteps; it needs at least one, shape {tuple(x.shape)}")
     class_dim = 2 if per_step else 1
@@ -147,10 +142,8 @@ def _check_labels(labels: Any, outputs: Tensor, ignore_index: int | None, name: 
     B, C = outputs.shape[1], outputs.shape[2]
     expected = (B, *outputs.shape[3:])
     if tuple(labels.shape) != expected:
-        raise ShapeError(
-            f"{name} has shape {tuple(labels.shape)} but the outputs {tuple(outputs.shape)} need {expected} "
-            "(one class id per sample, or per pixel for dense outputs)"
-        )
+        raise ShapeError(f"{name} has shape {tuple(labels.shape)} but the outputs {tuple(outputs.shape)} need "
+                         f"{expected} (one class id per sample, or per pixel for dense outputs)")
     labels = labels.to(device=outputs.device, dtype=torch.long)
     valid = labels != ignore_index if ignore_index is not None else torch.ones_like(labels, dtype=torch.bool)
     bad = valid & ((labels < 0) | (labels >= C))
@@ -269,11 +262,9 @@ class ExitStatistics:
         _check_choice("reduction", self.reduction, REDUCTIONS)
         T = len(self.sum_entropy_all)
         if T < 1 or not (len(self.sum_entropy_correct) == len(self.count_correct) == T):
-            raise ConfigError(
-                "ExitStatistics needs one entry per timestep (T >= 1) in sum_entropy_correct, count_correct "
-                f"and sum_entropy_all; got lengths {len(self.sum_entropy_correct)}, "
-                f"{len(self.count_correct)}, {T}"
-            )
+            raise ConfigError("ExitStatistics needs one entry per timestep (T >= 1) in sum_entropy_correct, "
+                              f"count_correct and sum_entropy_all; got lengths {len(self.sum_entropy_correct)}, "
+                              f"{len(self.count_correct)}, {T}")
         object.__setattr__(self, "sum_entropy_correct", tuple(float(v) for v in self.sum_entropy_correct))
         object.__setattr__(self, "count_correct", tuple(int(v) for v in self.count_correct))
         object.__setattr__(self, "sum_entropy_all", tuple(float(v) for v in self.sum_entropy_all))
@@ -286,17 +277,9 @@ class ExitStatistics:
         return len(self.sum_entropy_all)
 
     @classmethod
-    def from_outputs(
-        cls,
-        per_step_outputs: Tensor,
-        labels: Tensor,
-        *,
-        accumulate: str = "sum",
-        reduction: str = "mean",
-        ignore_index: int | None = None,
-        scorer: Scorer | None = None,
-        correct: Correct | None = None,
-    ) -> ExitStatistics:
+    def from_outputs(cls, per_step_outputs: Tensor, labels: Tensor, *, accumulate: str = "sum", reduction: str = "mean",
+                     ignore_index: int | None = None, scorer: Scorer | None = None,
+                     correct: Correct | None = None) -> ExitStatistics:
         """Gather statistics from one batch of per-step outputs ``[T, B, C, *spatial]`` and labels.
 
         ``labels``: ``[B]`` class ids, or ``[B, *spatial]`` for dense outputs (pixels equal to
@@ -306,31 +289,12 @@ class ExitStatistics:
         """
         _check_choice("accumulate", accumulate, ACCUMULATE_MODES)
         _check_choice("reduction", reduction, REDUCTIONS)
-        if scorer is not None and correct is not None:
-            return cls._from_task(per_step_outputs, labels, accumulate, reduction, scorer, correct)
-        x = _check_per_step(per_step_outputs)
-        y = _check_labels(labels, x, ignore_index)
-        T, B = x.shape[0], x.shape[1]
-        sums_c = torch.zeros(T, dtype=torch.float64, device=x.device)
-        sums_a = torch.zeros(T, dtype=torch.float64, device=x.device)
-        counts = torch.zeros(T, dtype=torch.long, device=x.device)
-        running = torch.zeros(x.shape[1:], dtype=_acc_dtype(x.dtype), device=x.device)
-        for t in range(1, T + 1):
-            running += x[t - 1]
-            scored = running / t if accumulate == "mean" else running
-            ent = (1.0 - scores(scored, "entropy", reduction)).double()
-            ok = _sample_correct(running, y, ignore_index)
-            sums_c[t - 1] = ent[ok].sum()
-            sums_a[t - 1] = ent.sum()
-            counts[t - 1] = ok.sum()
-        return cls(
-            accumulate=accumulate,
-            reduction=reduction,
-            sum_entropy_correct=tuple(sums_c.tolist()),
-            count_correct=tuple(counts.tolist()),
-            sum_entropy_all=tuple(sums_a.tolist()),
-            count_all=B,
-        )
+        if scorer is None or correct is None:  # class logits: checked, scored per pixel, dense accuracy >= 0.5
+            per_step_outputs = _check_per_step(per_step_outputs)
+            labels = _check_labels(labels, per_step_outputs, ignore_index)
+            scorer = lambda running, kind: scores(running, kind, reduction)
+            correct = lambda running, y: _sample_correct(running, y, ignore_index)
+        return cls._from_task(per_step_outputs, labels, accumulate, reduction, scorer, correct)
 
     @classmethod
     def _from_task(cls, per_step: Any, labels: Any, accumulate: str, reduction: str, scorer: Scorer,
@@ -352,27 +316,16 @@ class ExitStatistics:
                    count_correct=tuple(counts), sum_entropy_all=tuple(sums_a), count_all=B)
 
     @classmethod
-    def from_batches(
-        cls,
-        batches: Iterable[tuple[Tensor, Tensor]],
-        *,
-        accumulate: str = "sum",
-        reduction: str = "mean",
-        ignore_index: int | None = None,
-        scorer: Scorer | None = None,
-        correct: Correct | None = None,
-    ) -> ExitStatistics:
+    def from_batches(cls, batches: Iterable[tuple[Tensor, Tensor]], *, accumulate: str = "sum", reduction: str = "mean",
+                     ignore_index: int | None = None, scorer: Scorer | None = None,
+                     correct: Correct | None = None) -> ExitStatistics:
         """Sum statistics over an iterable of ``(per_step_outputs, labels)`` batches."""
         total: ExitStatistics | None = None
         for i, item in enumerate(batches):
             if not isinstance(item, (tuple, list)) or len(item) != 2:
-                raise DataError(
-                    f"batch {i} must be a (per_step_outputs, labels) pair, got {type(item).__name__}"
-                )
-            stats = cls.from_outputs(
-                item[0], item[1], accumulate=accumulate, reduction=reduction, ignore_index=ignore_index,
-                scorer=scorer, correct=correct,
-            )
+                raise DataError(f"batch {i} must be a (per_step_outputs, labels) pair, got {type(item).__name__}")
+            stats = cls.from_outputs(item[0], item[1], accumulate=accumulate, reduction=reduction,
+                                     ignore_index=ignore_index, scorer=scorer, correct=correct)
             total = stats if total is None else total + stats
         if total is None:
             raise DataError("no batches to fit the exit policy on: the iterable was empty")
@@ -383,21 +336,17 @@ class ExitStatistics:
         if not isinstance(other, ExitStatistics):
             return NotImplemented
         if (self.T, self.accumulate, self.reduction) != (other.T, other.accumulate, other.reduction):
-            raise ConfigError(
-                "cannot combine ExitStatistics gathered with different settings: "
-                f"(T, accumulate, reduction) = {(self.T, self.accumulate, self.reduction)} vs "
-                f"{(other.T, other.accumulate, other.reduction)}"
-            )
-        return ExitStatistics(
-            accumulate=self.accumulate,
-            reduction=self.reduction,
-            sum_entropy_correct=tuple(
-                a + b for a, b in zip(self.sum_entropy_correct, other.sum_entropy_correct)
-            ),
-            count_correct=tuple(a + b for a, b in zip(self.count_correct, other.count_correct)),
-            sum_entropy_all=tuple(a + b for a, b in zip(self.sum_entropy_all, other.sum_entropy_all)),
-            count_all=self.count_all + other.count_all,
-        )
+            raise ConfigError("cannot combine ExitStatistics gathered with different settings: "
+                              f"(T, accumulate, reduction) = {(self.T, self.accumulate, self.reduction)} vs "
+                              f"{(other.T, other.accumulate, other.reduction)}")
+
+        def added(a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:
+            return tuple(x + y for x, y in zip(a, b))
+
+        return ExitStatistics(self.accumulate, self.reduction,
+                              added(self.sum_entropy_correct, other.sum_entropy_correct),
+                              added(self.count_correct, other.count_correct),
+                              added(self.sum_entropy_all, other.sum_entropy_all), self.count_all + other.count_all)
 
     def mean_entropy(self, samples: str = "correct") -> tuple[float, ...]:
         """Ē_t for t = 1..T over correctly classified samples (or ``samples="all"``).
@@ -414,19 +363,13 @@ class ExitStatistics:
                 out.append(self.sum_entropy_correct[t] / self.count_correct[t])
             else:
                 if samples == "correct":
-                    logger.warning(
-                        "IAT fit: no training sample is correctly classified at timestep %d; "
-                        "using the mean entropy of all %d samples for that step",
-                        t + 1,
-                        self.count_all,
-                    )
+                    logger.warning("IAT fit: no training sample is correctly classified at timestep %d; "
+                                   "using the mean entropy of all %d samples for that step", t + 1, self.count_all)
                 out.append(self.sum_entropy_all[t] / self.count_all)
         return tuple(out)
 
 
-def _thresholds_from_entropy(
-    mean_entropy: Sequence[float], alpha_base: float, delta: float
-) -> tuple[float, ...]:
+def _thresholds_from_entropy(mean_entropy: Sequence[float], alpha_base: float, delta: float) -> tuple[float, ...]:
     """Seed eq. 15: α_t = α_base + (1 − α_base)·exp(−(Ē_t − Ē_min)/δ)."""
     e_min = min(mean_entropy)
     beta = 1.0 - alpha_base
@@ -464,17 +407,12 @@ class ExitPolicy:
         if self.alpha_base is not None:
             object.__setattr__(self, "alpha_base", _check_finite_real("alpha_base", self.alpha_base))
         if self.delta is not None:
-            d = _check_finite_real("delta", self.delta)
-            if d <= 0:
-                raise ConfigError(f"delta must be > 0 (the decay constant of eq. 15), got {d}")
-            object.__setattr__(self, "delta", d)
+            object.__setattr__(self, "delta", _check_delta(self.delta))
         if self.mean_entropy is not None:
             me = _check_thresholds(self.mean_entropy, "mean_entropy")
             if len(me) != len(self.thresholds) or not all(math.isfinite(v) for v in me):
-                raise ConfigError(
-                    f"mean_entropy must hold {len(self.thresholds)} finite values (one per timestep), "
-                    f"got {me}"
-                )
+                raise ConfigError(f"mean_entropy must hold {len(self.thresholds)} finite values (one per timestep), "
+                                  f"got {me}")
             object.__setattr__(self, "mean_entropy", me)
 
     # -- construction ------------------------------------------------------------------------
@@ -488,29 +426,15 @@ class ExitPolicy:
         return self.thresholds[_check_step(t, self.T) - 1]
 
     @classmethod
-    def constant(
-        cls,
-        alpha: float,
-        T: int,
-        *,
-        score: str = "entropy",
-        accumulate: str = "sum",
-        reduction: str = "mean",
-    ) -> ExitPolicy:
+    def constant(cls, alpha: float, T: int, *, score: str = "entropy", accumulate: str = "sum",
+                 reduction: str = "mean") -> ExitPolicy:
         """The same threshold at every step (the pre-IAT baseline); ``+inf`` means fixed T."""
         T = _check_T(T)
         return cls(thresholds=(alpha,) * T, score=score, accumulate=accumulate, reduction=reduction)
 
     @classmethod
-    def from_statistics(
-        cls,
-        stats: ExitStatistics,
-        *,
-        alpha_base: float = 0.6,
-        delta: float = 1.0,
-        score: str = "entropy",
-        samples: str = "correct",
-    ) -> ExitPolicy:
+    def from_statistics(cls, stats: ExitStatistics, *, alpha_base: float = 0.6, delta: float = 1.0,
+                        score: str = "entropy", samples: str = "correct") -> ExitPolicy:
         """Thresholds from eq. 15 given gathered statistics (β = 1 − α_base, range α_base..1).
 
         The thresholds always come from entropy statistics (as in the paper) whatever ``score``
@@ -519,98 +443,53 @@ class ExitPolicy:
         if not isinstance(stats, ExitStatistics):
             raise ConfigError(f"stats must be ExitStatistics, got {type(stats).__name__}")
         alpha_base = _check_finite_real("alpha_base", alpha_base)
-        delta = _check_finite_real("delta", delta)
-        if delta <= 0:
-            raise ConfigError(f"delta must be > 0 (the decay constant of eq. 15), got {delta}")
+        delta = _check_delta(delta)
         _check_choice("score", score, SCORE_KINDS)
         mean_entropy = stats.mean_entropy(samples)
-        policy = cls(
-            thresholds=_thresholds_from_entropy(mean_entropy, alpha_base, delta),
-            score=score,
-            accumulate=stats.accumulate,
-            reduction=stats.reduction,
-            alpha_base=alpha_base,
-            delta=delta,
-            mean_entropy=mean_entropy,
-        )
-        logger.info(
-            "IAT policy fitted on %d samples: alpha_base=%g delta=%g mean entropy=%s thresholds=%s",
-            stats.count_all,
-            alpha_base,
-            delta,
-            [round(v, 4) for v in mean_entropy],
-            [round(v, 4) for v in policy.thresholds],
-        )
+        policy = cls(_thresholds_from_entropy(mean_entropy, alpha_base, delta), score, stats.accumulate,
+                     stats.reduction, alpha_base, delta, mean_entropy)
+        logger.info("IAT policy fitted on %d samples: alpha_base=%g delta=%g mean entropy=%s thresholds=%s",
+                    stats.count_all, alpha_base, delta, [round(v, 4) for v in mean_entropy],
+                    [round(v, 4) for v in policy.thresholds])
         return policy
 
     @classmethod
-    def fit(
-        cls,
-        per_step_outputs: Tensor,
-        labels: Tensor,
-        *,
-        alpha_base: float = 0.6,
-        delta: float = 1.0,
-        score: str = "entropy",
-        accumulate: str = "sum",
-        reduction: str = "mean",
-        ignore_index: int | None = None,
-    ) -> ExitPolicy:
+    def fit(cls, per_step_outputs: Tensor, labels: Tensor, *, alpha_base: float = 0.6, delta: float = 1.0,
+            score: str = "entropy", accumulate: str = "sum", reduction: str = "mean",
+            ignore_index: int | None = None) -> ExitPolicy:
         """Fit α_t (eq. 15) on labelled training outputs ``[T, B, C, *spatial]``.
 
         Ē_t is the mean normalised entropy of the samples correctly classified at step t (dense:
         pixel accuracy >= 0.5); see :class:`ExitStatistics`.
         """
-        stats = ExitStatistics.from_outputs(
-            per_step_outputs, labels, accumulate=accumulate, reduction=reduction, ignore_index=ignore_index
-        )
+        stats = ExitStatistics.from_outputs(per_step_outputs, labels, accumulate=accumulate, reduction=reduction,
+                                            ignore_index=ignore_index)
         return cls.from_statistics(stats, alpha_base=alpha_base, delta=delta, score=score)
 
     @classmethod
-    def fit_batches(
-        cls,
-        batches: Iterable[tuple[Tensor, Tensor]],
-        *,
-        alpha_base: float = 0.6,
-        delta: float = 1.0,
-        score: str = "entropy",
-        accumulate: str = "sum",
-        reduction: str = "mean",
-        ignore_index: int | None = None,
-        scorer: Scorer | None = None,
-        correct: Correct | None = None,
-    ) -> ExitPolicy:
+    def fit_batches(cls, batches: Iterable[tuple[Tensor, Tensor]], *, alpha_base: float = 0.6, delta: float = 1.0,
+                    score: str = "entropy", accumulate: str = "sum", reduction: str = "mean",
+                    ignore_index: int | None = None, scorer: Scorer | None = None,
+                    correct: Correct | None = None) -> ExitPolicy:
         """Like :meth:`fit` over an iterable of ``(per_step_outputs, labels)`` batches.
 
         Statistics are summed across batches, so the result equals :meth:`fit` on their
         concatenation (up to float summation order).
         """
-        stats = ExitStatistics.from_batches(
-            batches, accumulate=accumulate, reduction=reduction, ignore_index=ignore_index, scorer=scorer,
-            correct=correct,
-        )
+        stats = ExitStatistics.from_batches(batches, accumulate=accumulate, reduction=reduction,
+                                            ignore_index=ignore_index, scorer=scorer, correct=correct)
         return cls.from_statistics(stats, alpha_base=alpha_base, delta=delta, score=score)
 
     def with_alpha_base(self, alpha_base: float, delta: float | None = None) -> ExitPolicy:
         """The same fitted policy re-derived for another α_base (and optionally δ), no data needed."""
         if self.mean_entropy is None:
-            raise ConfigError(
-                "with_alpha_base needs a fitted policy (mean_entropy is None); fit one with ExitPolicy.fit"
-            )
+            raise ConfigError("with_alpha_base needs a fitted policy (mean_entropy is None); fit one with "
+                              "ExitPolicy.fit")
         alpha_base = _check_finite_real("alpha_base", alpha_base)
         delta = self.delta if delta is None else delta
-        delta = _check_finite_real("delta", 1.0 if delta is None else delta)
-        if delta <= 0:
-            raise ConfigError(f"delta must be > 0 (the decay constant of eq. 15), got {delta}")
-        return ExitPolicy(
-            thresholds=_thresholds_from_entropy(self.mean_entropy, alpha_base, delta),
-            score=self.score,
-            accumulate=self.accumulate,
-            reduction=self.reduction,
-            alpha_base=alpha_base,
-            delta=delta,
-            mean_entropy=self.mean_entropy,
-        )
+        delta = _check_delta(1.0 if delta is None else delta)
+        return ExitPolicy(_thresholds_from_entropy(self.mean_entropy, alpha_base, delta), self.score,
+                          self.accumulate, self.reduction, alpha_base, delta, self.mean_entropy)
 
     # -- the exit rule ------------------------------------------------------------------------
     def exit_mask(self, cum_output_at_t: Any, t: int, *, scorer: Scorer | None = None) -> Tensor:
@@ -650,25 +529,17 @@ class ExitPolicy:
         if data.get("format", _FORMAT) != _FORMAT:
             raise ConfigError(f"not an ExitPolicy dict: format={data.get('format')!r}")
         if data.get("version", _VERSION) != _VERSION:
-            raise ConfigError(
-                f"unsupported ExitPolicy version {data.get('version')!r}; this adacal reads {_VERSION}"
-            )
+            raise ConfigError(f"unsupported ExitPolicy version {data.get('version')!r}; this adacal reads {_VERSION}")
         if "thresholds" not in data:
             raise ConfigError("ExitPolicy dict is missing 'thresholds'")
         raw = data["thresholds"]
         if isinstance(raw, (str, bytes)) or not isinstance(raw, Iterable):
             raise ConfigError(f"'thresholds' must be a list, got {raw!r}")
         me = data.get("mean_entropy")
-        return cls(
-            thresholds=tuple(_decode_float(v, f"thresholds[{i}]") for i, v in enumerate(raw)),
-            score=data.get("score", "entropy"),
-            accumulate=data.get("accumulate", "sum"),
-            reduction=data.get("reduction", "mean"),
-            alpha_base=data.get("alpha_base"),
-            delta=data.get("delta"),
-            mean_entropy=None if me is None else tuple(me),
-            certificate=data.get("certificate"),
-        )
+        return cls(thresholds=tuple(_decode_float(v, f"thresholds[{i}]") for i, v in enumerate(raw)),
+                   score=data.get("score", "entropy"), accumulate=data.get("accumulate", "sum"),
+                   reduction=data.get("reduction", "mean"), alpha_base=data.get("alpha_base"), delta=data.get("delta"),
+                   mean_entropy=None if me is None else tuple(me), certificate=data.get("certificate"))
 
 
 def _encode_float(v: float) -> float | str:
@@ -709,8 +580,7 @@ def exit_mask(policy: ExitPolicy, cum_output_at_t: Any, t: int, *, scorer: Score
     if not isinstance(policy, ExitPolicy):
         raise ConfigError(f"policy must be an ExitPolicy, got {type(policy).__name__}")
     t = _check_step(t, policy.T)
-    x = cum_output_at_t if scorer is not None else _check_outputs(cum_output_at_t, "cum_output_at_t",
-                                                                  per_step=False)
+    x = cum_output_at_t if scorer is not None else _check_outputs(cum_output_at_t, "cum_output_at_t", per_step=False)
     first = inputs.leaves(x)[0]
     B, device = first.shape[0], first.device
     if t == policy.T:

@@ -147,18 +147,9 @@ def _trajectory(x: Tensor, score: str, accumulate: str) -> tuple[Tensor, Tensor]
     return torch.stack(conf), torch.stack(pred)
 
 
-def calibrate_exit(
-    per_step_outputs: Tensor,
-    labels: Tensor | None = None,
-    *,
-    epsilon: float,
-    delta: float = 0.1,
-    loss: str = "error",
-    score: str = "margin",
-    schedule: str = "remaining",
-    accumulate: str = "sum",
-    grid: Sequence[float] | None = None,
-) -> tuple[ExitPolicy, RiskCalibration]:
+def calibrate_exit(per_step_outputs: Tensor, labels: Tensor | None = None, *, epsilon: float, delta: float = 0.1,
+                   loss: str = "error", score: str = "margin", schedule: str = "remaining", accumulate: str = "sum",
+                   grid: Sequence[float] | None = None) -> tuple[ExitPolicy, RiskCalibration]:
     """The most eager exit rule of the family whose accuracy drop against full T is certified ≤ ε.
 
     The family: exit after step t when ``score(O_t) > α_t(λ)`` (:func:`schedule_thresholds`; ``O_t``

@@ -43,10 +43,8 @@ class EarlyExitOutput:
 
 
 @torch.no_grad()
-def run_early_exit(
-    snn: SpikingModel, x: Any, policy: ExitPolicy, *, sequence: bool = False, energy: Any = None,
-    scorer: Scorer | None = None,
-) -> EarlyExitOutput:
+def run_early_exit(snn: SpikingModel, x: Any, policy: ExitPolicy, *, sequence: bool = False, energy: Any = None,
+                   scorer: Scorer | None = None) -> EarlyExitOutput:
     """Simulate up to ``policy.T`` steps, letting each sample exit per :func:`exit_mask`.
 
     Spikes recorded by ``snn.record_activity()`` around this call count only steps actually run.

@@ -22,20 +22,7 @@ from adacal.models.registry import (
     register_model,
 )
 
-__all__ = [
-    "BUILTIN_MODELS",
-    "BasicBlock",
-    "CifarResNet",
-    "DigitsCNN",
-    "VGGCifar",
-    "available_models",
-    "build_model",
-    "digits_cnn",
-    "load_state_dict_file",
-    "register_model",
-    "resnet20",
-    "resnet20_wide",
-    "vgg16_cifar",
-]
+__all__ = ["BUILTIN_MODELS", "BasicBlock", "CifarResNet", "DigitsCNN", "VGGCifar", "available_models", "build_model",
+           "digits_cnn", "load_state_dict_file", "register_model", "resnet20", "resnet20_wide", "vgg16_cifar"]
 from adacal.models import detection as _detection  # noqa: E402,F401  (registers fcos_lite and torchvision detectors)
 from adacal.models import events as _events  # noqa: F401,E402  (registers event_cnn, nmnist_cnn)

@@ -15,16 +15,8 @@ from torch import nn
 
 from adacal.errors import ConfigError
 
-__all__ = [
-    "BasicBlock",
-    "CifarResNet",
-    "resnet20",
-    "resnet20_wide",
-    "VGGCifar",
-    "vgg16_cifar",
-    "DigitsCNN",
-    "digits_cnn",
-]
+__all__ = ["BasicBlock", "CifarResNet", "resnet20", "resnet20_wide", "VGGCifar", "vgg16_cifar", "DigitsCNN",
+           "digits_cnn"]
 
 
 class BasicBlock(nn.Module):
@@ -41,10 +33,8 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.shortcut: nn.Module
         if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(planes),
-            )
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False),
+                                          nn.BatchNorm2d(planes))
         else:
             self.shortcut = nn.Identity()
         self.relu2 = nn.ReLU(inplace=False)
@@ -58,18 +48,11 @@ class BasicBlock(nn.Module):
 class CifarResNet(nn.Module):
     """3-stage CIFAR ResNet (depth = 6n+2) with stage widths ``(w, 2w, 4w)``."""
 
-    def __init__(
-        self,
-        num_blocks: Sequence[int] = (3, 3, 3),
-        num_classes: int = 10,
-        width: int = 16,
-        in_channels: int = 3,
-    ) -> None:
+    def __init__(self, num_blocks: Sequence[int] = (3, 3, 3), num_classes: int = 10, width: int = 16,
+                 in_channels: int = 3) -> None:
         super().__init__()
         if num_classes < 1 or width < 1:
-            raise ConfigError(
-                f"num_classes and width must be >= 1, got num_classes={num_classes}, width={width}"
-            )
+            raise ConfigError(f"num_classes and width must be >= 1, got num_classes={num_classes}, width={width}")
         self.conv1 = nn.Conv2d(in_channels, width, 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=False)
@@ -105,39 +88,15 @@ def resnet20_wide(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
     return resnet20(num_classes=num_classes, width=64, in_channels=in_channels)
 
 
-_VGG16_CFG: tuple[int | str, ...] = (
-    64,
-    64,
-    "M",
-    128,
-    128,
-    "M",
-    256,
-    256,
-    256,
-    "M",
-    512,
-    512,
-    512,
-    "M",
-    512,
-    512,
-    512,
-    "M",
-)
+_VGG16_CFG: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512,
+                                     "M",)
 
 
 class VGGCifar(nn.Module):
     """VGG with BN for 32x32 inputs; the five max-pools leave 1x1 so the classifier is one Linear."""
 
-    def __init__(
-        self,
-        cfg: Sequence[int | str] = _VGG16_CFG,
-        num_classes: int = 10,
-        in_channels: int = 3,
-        hidden: int = 512,
-        dropout: float = 0.0,
-    ) -> None:
+    def __init__(self, cfg: Sequence[int | str] = _VGG16_CFG, num_classes: int = 10, in_channels: int = 3,
+                 hidden: int = 512, dropout: float = 0.0) -> None:
         super().__init__()
         if num_classes < 1:
             raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
@@ -148,21 +107,12 @@ class VGGCifar(nn.Module):
                 layers.append(nn.MaxPool2d(2, 2))
             else:
                 out = int(v)
-                layers += [
-                    nn.Conv2d(c, out, 3, padding=1, bias=False),
-                    nn.BatchNorm2d(out),
-                    nn.ReLU(inplace=False),
-                ]
+                layers += [nn.Conv2d(c, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=False)]
                 c = out
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)  # makes the head independent of the input size
-        self.classifier = nn.Sequential(
-            nn.Flatten(1),
-            nn.Linear(c, hidden),
-            nn.ReLU(inplace=False),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, num_classes),
-        )
+        self.classifier = nn.Sequential(nn.Flatten(1), nn.Linear(c, hidden), nn.ReLU(inplace=False),
+                                        nn.Dropout(dropout), nn.Linear(hidden, num_classes))
         _init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -181,9 +131,7 @@ class DigitsCNN(nn.Module):
     def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 16) -> None:
         super().__init__()
         if num_classes < 1 or width < 1:
-            raise ConfigError(
-                f"num_classes and width must be >= 1, got num_classes={num_classes}, width={width}"
-            )
+            raise ConfigError(f"num_classes and width must be >= 1, got num_classes={num_classes}, width={width}")
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
             nn.BatchNorm2d(width),
@@ -197,10 +145,8 @@ class DigitsCNN(nn.Module):
             nn.ReLU(inplace=False),
             nn.AvgPool2d(2),  # 4x4 -> 2x2
         )
-        self.classifier = nn.Sequential(
-            nn.Flatten(1), nn.Linear(2 * width * 4, 4 * width), nn.ReLU(inplace=False),
-            nn.Linear(4 * width, num_classes),
-        )
+        self.classifier = nn.Sequential(nn.Flatten(1), nn.Linear(2 * width * 4, 4 * width), nn.ReLU(inplace=False),
+                                        nn.Linear(4 * width, num_classes))
         _init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -131,9 +131,7 @@ def load_state_dict_file(model: nn.Module, path: str | os.PathLike[str]) -> nn.M
     if unexpected:
         problems.append(f"unexpected keys {_short(unexpected)}")
     if problems:
-        raise CheckpointError(
-            f"checkpoint {str(p)!r} does not match {type(model).__name__}: " + "; ".join(problems)
-        )
+        raise CheckpointError(f"checkpoint {str(p)!r} does not match {type(model).__name__}: " + "; ".join(problems))
     model.load_state_dict(state, strict=True)
     return model
 

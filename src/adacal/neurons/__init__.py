@@ -14,26 +14,9 @@ from adacal.neurons.signed import SignedIFNeuron
 
 register_neuron("signed", SignedIFNeuron)
 
-__all__ = [
-    "IFNeuron",
-    "MaxOver",
-    "NEURON_KINDS",
-    "SignedIFNeuron",
-    "neuron_class",
-    "register_neuron",
-    "NEURON_MODES",
-    "SpikingMaxOver",
-    "SpikingMaxPool",
-    "check_phi",
-    "check_rho",
-    "check_timesteps",
-    "if_step",
-    "is_neuron",
-    "is_neuron_node",
-    "spiking_max_pool",
-    "surrogate_count",
-    "surrogate_rate",
-]
+__all__ = ["IFNeuron", "MaxOver", "NEURON_KINDS", "SignedIFNeuron", "neuron_class", "register_neuron", "NEURON_MODES",
+           "SpikingMaxOver", "SpikingMaxPool", "check_phi", "check_rho", "check_timesteps", "if_step", "is_neuron",
+           "is_neuron_node", "spiking_max_pool", "surrogate_count", "surrogate_rate"]
 
 
 def is_neuron(module: Any) -> bool:

@@ -51,16 +51,8 @@ class IFNeuron(nn.Module):
     #: so they fit the dynamics that really run.
     surrogate = staticmethod(surrogate_rate)
 
-    def __init__(
-        self,
-        *,
-        clip: float | None = None,
-        phi: int = 1,
-        rho: float = 1.0,
-        v_init: float = 0.5,
-        channel_dim: int = 1,
-        ann_fn: Callable[[Tensor], Tensor] | None = None,
-    ) -> None:
+    def __init__(self, *, clip: float | None = None, phi: int = 1, rho: float = 1.0, v_init: float = 0.5,
+                 channel_dim: int = 1, ann_fn: Callable[[Tensor], Tensor] | None = None) -> None:
         super().__init__()
         if not 0.0 <= v_init < 1.0:
             raise ConfigError(f"v_init is a fraction of the threshold in [0, 1), got {v_init!r}")
@@ -158,17 +150,19 @@ class IFNeuron(nn.Module):
         frac = self._bc(self.v_init + self.v_offset / self.effective_threshold(), x)
         return self.surrogate(x + self._bc(self.bias_offset, x), th, self.timesteps, self.phi, frac)
 
-    def _spiking(self, x: Tensor) -> Tensor:
-        steps = self.timesteps
+    def _batch(self, x: Tensor) -> int:
+        """Samples in an snn-mode input: its rows, or rows / T when every step is stacked along dim 0."""
         if self.constant_input:
-            batch = x.shape[0]
-        else:
-            if x.shape[0] % steps:
-                raise ShapeError(
-                    f"snn-mode input has {x.shape[0]} rows, not a multiple of the {steps} timesteps"
-                )
-            batch = x.shape[0] // steps
-        rest = x.shape[1:]
+            return x.shape[0]
+        if x.shape[0] % self.timesteps:
+            raise ShapeError(f"snn-mode input has {x.shape[0]} rows, not a multiple of the {self.timesteps} timesteps")
+        return x.shape[0] // self.timesteps
+
+    def _record(self, total: Tensor) -> None:
+        self.spike_count = total if self.spike_count.numel() == 0 else self.spike_count + total
+
+    def _spiking(self, x: Tensor) -> Tensor:
+        steps, batch, rest = self.timesteps, self._batch(x), x.shape[1:]
         th = self._bc(self.effective_threshold(), x)
         bias = self._bc(self.bias_offset, x)
         if self.v is None or self.v.shape[0] != batch:
@@ -180,8 +174,7 @@ class IFNeuron(nn.Module):
         if done < steps:
             self._eager_steps(x, self.v, th, bias, steps, batch, out, start=done)
         if self.recording:  # n = s/θ exactly (s = n·θ rounded, n ≤ φ small)
-            total = torch.round(out / th).sum(dim=(0, 1))
-            self.spike_count = total if self.spike_count.numel() == 0 else self.spike_count + total
+            self._record(torch.round(out / th).sum(dim=(0, 1)))
         return out.view(steps * batch, *rest)
 
     def _eager_steps(self, x: Tensor, u: Tensor, th: Tensor, bias: Tensor, steps: int, batch: int,

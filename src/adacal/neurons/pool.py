@@ -145,8 +145,6 @@ def spiking_max_pool(pool: nn.Module) -> SpikingMaxPool:
         return SpikingMaxOver(pool.dims, pool.keepdim)
     for base, cls in _BY_DIM.items():
         if isinstance(pool, base):
-            return cls(
-                pool.kernel_size, stride=pool.stride, padding=pool.padding, dilation=pool.dilation,
-                return_indices=pool.return_indices, ceil_mode=pool.ceil_mode,
-            )
+            return cls(pool.kernel_size, stride=pool.stride, padding=pool.padding, dilation=pool.dilation,
+                       return_indices=pool.return_indices, ceil_mode=pool.ceil_mode)
     raise ConfigError(f"not a max-pool module: {type(pool).__name__}")

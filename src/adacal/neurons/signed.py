@@ -20,7 +20,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from adacal.errors import ShapeError
 from adacal.neurons.module import IFNeuron
 
 __all__ = ["SignedIFNeuron", "signed_if_step"]
@@ -48,14 +47,7 @@ class SignedIFNeuron(IFNeuron):
     signed = True
 
     def _spiking(self, x: Tensor) -> Tensor:
-        steps = self.timesteps
-        if self.constant_input:
-            batch = x.shape[0]
-        else:
-            if x.shape[0] % steps:
-                raise ShapeError(f"snn-mode input has {x.shape[0]} rows, not a multiple of the {steps} timesteps")
-            batch = x.shape[0] // steps
-        rest = x.shape[1:]
+        steps, batch, rest = self.timesteps, self._batch(x), x.shape[1:]
         th = self._bc(self.effective_threshold(), x)
         phi = float(self.phi)
         bias = self._bc(self.bias_offset, x)
@@ -74,6 +66,5 @@ class SignedIFNeuron(IFNeuron):
             u.addcmul_(n, th, value=-1.0)
             sent.add_(n)
         if self.recording:
-            total = counts.abs().sum(dim=(0, 1))
-            self.spike_count = total if self.spike_count.numel() == 0 else self.spike_count + total
+            self._record(counts.abs().sum(dim=(0, 1)))
         return counts.mul_(th).view(steps * batch, *rest)

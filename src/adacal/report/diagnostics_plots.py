@@ -18,10 +18,8 @@ __all__ = ["plot_error_decomposition", "plot_sensitivity_correlation", "ERROR_PA
 ERROR_PARTS = ("clipping", "quantisation", "propagated", "unevenness")
 
 
-def plot_error_decomposition(
-    rows: Sequence[Mapping[str, Any]], *, path: PathLike | None = None, ax: Axes | None = None,
-    title: str = "Conversion error per layer",
-) -> Axes:
+def plot_error_decomposition(rows: Sequence[Mapping[str, Any]], *, path: PathLike | None = None, ax: Axes | None = None,
+                             title: str = "Conversion error per layer") -> Axes:
     """Grouped bars of each error part (mean squared error, log scale) per layer, plus the total."""
     _require(len(rows) > 0, "error decomposition rows")
     fig = None

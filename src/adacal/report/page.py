@@ -28,14 +28,10 @@ _PLOT_TEXT: dict[str, tuple[str, str]] = {
         "Each method converted and simulated at every T; "
         "IAT runs sit at the mean number of timesteps they used.",
     ),
-    "metric_vs_energy": (
-        "Quality versus energy",
-        "Energy per sample relative to the ANN (100 % = the ANN's MAC energy).",
-    ),
-    "layer_settings": (
-        "Searched per-layer settings",
-        "One panel per searched knob (e.g. φ: spikes a neuron may fire per step; ρ: threshold ratio).",
-    ),
+    "metric_vs_energy": ("Quality versus energy",
+                         "Energy per sample relative to the ANN (100 % = the ANN's MAC energy).",),
+    "layer_settings": ("Searched per-layer settings",
+                       "One panel per searched knob (e.g. φ: spikes a neuron may fire per step; ρ: threshold ratio).",),
     "layer_energy": (
         "Energy per layer",
         "ANN: every MAC; SNN: MACs of layers fed with analog input plus one "
@@ -106,12 +102,8 @@ def page_blocks(results: Mapping[str, Any], plots: Mapping[str, Path], folder: P
         f"adacal {results.get('kind', 'results')}: {model.get('name', '?')} on {model.get('dataset', '?')}"
     )
     blocks = [Block("h1", title)]
-    facts = [
-        f"created {results.get('created', '?')}",
-        f"adacal {results.get('adacal_version', '?')}",
-        f"device {env.get('device', '?')}",
-        f"{len(runs)} runs",
-    ]
+    facts = [f"created {results.get('created', '?')}", f"adacal {results.get('adacal_version', '?')}",
+             f"device {env.get('device', '?')}", f"{len(runs)} runs"]
     if results.get("command"):
         facts.append(f"command `{results['command']}`")
     blocks.append(Block("p", " · ".join(facts)))
@@ -171,10 +163,8 @@ def page_blocks(results: Mapping[str, Any], plots: Mapping[str, Path], folder: P
                    f"against all T steps with confidence {_fmt(1 - cert['delta'], '.2g')} on {cert['n']} held-out "
                    f"training inputs" + ("" if cert.get("certified") else " — nothing certified: no early exit"))
             blocks.append(
-                Block(
-                    "p",
-                    "exit thresholds α_t: " + ", ".join(_fmt(v, ".3f") for v in policy["thresholds"]) + f" ({how})",
-                )
+                Block("p",
+                      "exit thresholds α_t: " + ", ".join(_fmt(v, ".3f") for v in policy["thresholds"]) + f" ({how})")
             )
         img("iat_exit_histogram")
         img("iat_curve")
@@ -193,10 +183,7 @@ def page_blocks(results: Mapping[str, Any], plots: Mapping[str, Path], folder: P
         blocks += [Block("h2", "Settings"), Block("pre", json.dumps(results["settings"], indent=2))]
     timing = results.get("timing") or {}
     if timing:
-        blocks += [
-            Block("h2", "Timing"),
-            Block("p", ", ".join(f"{k} {_fmt(v, '.1f')} s" for k, v in timing.items())),
-        ]
+        blocks += [Block("h2", "Timing"), Block("p", ", ".join(f"{k} {_fmt(v, '.1f')} s" for k, v in timing.items()))]
     blocks.append(Block("p", "Schema of summary.json: docs/results_schema.md in the adacal repository."))
     return blocks
 
@@ -241,9 +228,7 @@ def render_html(blocks: Sequence[Block]) -> str:
             body.append(f"<{b.kind}>{e(b.text)}</{b.kind}>")
         elif b.kind == "p":
             parts = e(b.text).split("`")
-            body.append(
-                "<p>" + "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts)) + "</p>"
-            )
+            body.append("<p>" + "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts)) + "</p>")
         elif b.kind == "img":
             body.append(f'<p><img src="{e(b.text)}" alt="{e(Path(b.text).stem)}"></p>')
         elif b.kind == "pre":

@@ -29,17 +29,8 @@ from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator, PercentF
 from adacal.atomic import atomic_write
 from adacal.errors import DataError
 
-__all__ = [
-    "energy_unit",
-    "plot_exit_histogram",
-    "plot_iat_curve",
-    "plot_layer_energy",
-    "plot_layer_settings",
-    "plot_metric_vs_energy",
-    "plot_metric_vs_timesteps",
-    "plot_pareto",
-    "save_figure",
-]
+__all__ = ["energy_unit", "plot_exit_histogram", "plot_iat_curve", "plot_layer_energy", "plot_layer_settings",
+           "plot_metric_vs_energy", "plot_metric_vs_timesteps", "plot_pareto", "save_figure"]
 
 PathLike = str | os.PathLike[str]
 
@@ -69,6 +60,17 @@ def _new_axes(figsize: tuple[float, float]) -> tuple[Figure, Axes]:
 def _finish(fig: Figure | None, path: PathLike | None) -> None:
     if fig is not None and path is not None:
         save_figure(fig, path)
+
+
+def _done(ax: Axes, fig: Figure | None, path: PathLike | None, title: str, *, grid: str = "both",
+          legend: str | None = "best") -> Axes:
+    """The common ending: title, grid, legend (unless None), then save when the figure is ours."""
+    ax.set_title(title)
+    ax.grid(True, axis=grid, alpha=0.3)
+    if legend is not None:
+        ax.legend(fontsize=8, loc=legend)
+    _finish(fig, path)
+    return ax
 
 
 def energy_unit(values_mj: Sequence[float]) -> tuple[float, str]:
@@ -122,8 +124,7 @@ def _metric_axis(ax: Axes, label: str) -> None:
 def _short(name: str) -> str:
     if len(name) <= MAX_TICK_CHARS:
         return name
-    keep = MAX_TICK_CHARS - 1
-    return "…" + name[-keep:]
+    return "…" + name[-(MAX_TICK_CHARS - 1):]
 
 
 def _wants_log(values: Sequence[float]) -> bool:
@@ -134,12 +135,8 @@ def _wants_log(values: Sequence[float]) -> bool:
 def _layer_ticks(ax: Axes, names: Sequence[str]) -> None:
     ax.set_xticks(range(len(names)))
     rotate = len(names) > 4 or max((len(n) for n in names), default=0) > 10
-    ax.set_xticklabels(
-        [_short(n) for n in names],
-        rotation=60 if rotate else 0,
-        ha="right" if rotate else "center",
-        fontsize=8,
-    )
+    ax.set_xticklabels([_short(n) for n in names], rotation=60 if rotate else 0, ha="right" if rotate else "center",
+                       fontsize=8)
     ax.set_xlim(-0.6, len(names) - 0.4)
 
 
@@ -153,14 +150,9 @@ def _run_label(run: Mapping[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------------------- the task metric
-def plot_metric_vs_timesteps(
-    runs: Sequence[Mapping[str, Any]],
-    *,
-    ann_value: float | None = None,
-    label: str = "top-1 accuracy (%)",
-    path: PathLike | None = None,
-    ax: Axes | None = None,
-) -> Axes:
+def plot_metric_vs_timesteps(runs: Sequence[Mapping[str, Any]], *, ann_value: float | None = None,
+                             label: str = "top-1 accuracy (%)", path: PathLike | None = None,
+                             ax: Axes | None = None) -> Axes:
     """The task metric versus timesteps T, one line per method, the ANN as a dashed horizontal line.
 
     ``runs``: dicts with ``method``, ``timesteps``, ``value`` (the metric) and optionally ``iat`` and
@@ -175,11 +167,8 @@ def plot_metric_vs_timesteps(
     iat_labels: set[str] = set()
     for r in runs:
         name = _run_label(r)
-        x = (
-            float(r["mean_timesteps"])
-            if r.get("iat") and r.get("mean_timesteps") is not None
-            else float(r["timesteps"])
-        )
+        iat_t = r.get("mean_timesteps") if r.get("iat") else None
+        x = float(r["timesteps"] if iat_t is None else iat_t)
         series.setdefault(name, []).append((x, float(r["value"])))
         if r.get("iat"):
             iat_labels.add(name)
@@ -189,16 +178,8 @@ def plot_metric_vs_timesteps(
         xs, ys = zip(*pts)
         iat = name in iat_labels
         # distinct markers, shrinking, so methods with identical results stay visible on top of each other
-        ax.plot(
-            xs,
-            ys,
-            marker="D" if iat else _MARKERS[k % len(_MARKERS)],
-            linestyle=":" if iat else "-",
-            label=name,
-            markerfacecolor="none" if iat else None,
-            markersize=max(3.0, 8.5 - 1.2 * k),
-            linewidth=1.4,
-        )
+        ax.plot(xs, ys, marker="D" if iat else _MARKERS[k % len(_MARKERS)], linestyle=":" if iat else "-", label=name,
+                markerfacecolor="none" if iat else None, markersize=max(3.0, 8.5 - 1.2 * k), linewidth=1.4)
     if ann_value is not None:
         ax.axhline(float(ann_value), label=f"ANN ({ann_value:.2f})", **_ANN_STYLE)
     if ts and min(ts) > 0:
@@ -212,21 +193,12 @@ def plot_metric_vs_timesteps(
     ax.set_xticklabels([f"{t:g}" for t in ts])
     _metric_axis(ax, label)
     ax.set_xlabel("timesteps T (IAT runs: mean timesteps used)")
-    ax.set_title(f"{label} versus timesteps")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    _finish(fig, path)
-    return ax
+    return _done(ax, fig, path, f"{label} versus timesteps", legend="lower right")
 
 
-def plot_metric_vs_energy(
-    runs: Sequence[Mapping[str, Any]],
-    *,
-    ann_value: float | None = None,
-    label: str = "top-1 accuracy (%)",
-    path: PathLike | None = None,
-    ax: Axes | None = None,
-) -> Axes:
+def plot_metric_vs_energy(runs: Sequence[Mapping[str, Any]], *, ann_value: float | None = None,
+                          label: str = "top-1 accuracy (%)", path: PathLike | None = None,
+                          ax: Axes | None = None) -> Axes:
     """The task metric versus energy per sample relative to the ANN (%), one line per method across T.
 
     ``runs``: dicts with ``method``, ``timesteps``, ``value`` and ``energy_ratio`` (SNN / ANN
@@ -245,14 +217,8 @@ def plot_metric_vs_energy(
         rs = sorted(rs, key=lambda r: float(r["energy_ratio"]))
         xs = [100.0 * float(r["energy_ratio"]) for r in rs]
         ys = [float(r["value"]) for r in rs]
-        (line,) = ax.plot(
-            xs,
-            ys,
-            marker=_MARKERS[k % len(_MARKERS)],
-            markersize=max(3.0, 8.5 - 1.2 * k),
-            linewidth=1.2,
-            label=name,
-        )
+        (line,) = ax.plot(xs, ys, marker=_MARKERS[k % len(_MARKERS)], markersize=max(3.0, 8.5 - 1.2 * k),
+                          linewidth=1.2, label=name)
         labels += [(x, y, f"T={int(r['timesteps'])}", line.get_color()) for r, x, y in zip(rs, xs, ys)]
     if ann_value is not None:
         ax.scatter([100.0], [float(ann_value)], marker="*", s=160, color="0.25", zorder=3,
@@ -269,21 +235,12 @@ def plot_metric_vs_energy(
     _metric_axis(ax, label)
     _annotate_sparse(ax, labels)
     ax.set_xlabel("energy per sample relative to the ANN")
-    ax.set_title(f"{label} versus energy")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    _finish(fig, path)
-    return ax
+    return _done(ax, fig, path, f"{label} versus energy", legend="lower right")
 
 
 # --------------------------------------------------------------------------------------- per layer
-def plot_layer_settings(
-    knobs: Mapping[str, Mapping[str, float] | None],
-    *,
-    path: PathLike | None = None,
-    axes: Sequence[Axes] | None = None,
-    title: str | None = None,
-) -> list[Axes]:
+def plot_layer_settings(knobs: Mapping[str, Mapping[str, float] | None], *, path: PathLike | None = None,
+                        axes: Sequence[Axes] | None = None, title: str | None = None) -> list[Axes]:
     """Per-layer bars of every searched knob, one panel each (``{knob name: {layer: value}}``).
 
     Knobs registered in :mod:`adacal.knobs` are labelled with their symbol and meaning; others
@@ -322,13 +279,8 @@ def plot_layer_settings(
     return list(axes)
 
 
-def plot_layer_energy(
-    layers: Sequence[Mapping[str, Any]],
-    *,
-    path: PathLike | None = None,
-    ax: Axes | None = None,
-    title: str | None = None,
-) -> Axes:
+def plot_layer_energy(layers: Sequence[Mapping[str, Any]], *, path: PathLike | None = None, ax: Axes | None = None,
+                      title: str | None = None) -> Axes:
     """Energy per image per layer: ANN (MACs) next to SNN (spike-driven ACs), grouped bars.
 
     ``layers``: dicts with ``name``, ``energy_mj`` (SNN) and ``ann_energy_mj``. A log axis is used
@@ -343,33 +295,20 @@ def plot_layer_energy(
     snn = [float(layer.get("energy_mj") or 0.0) for layer in layers]
     ann = [float(layer.get("ann_energy_mj") or 0.0) for layer in layers]
     scale, unit = energy_unit(snn + ann)
-    snn_u = [v / scale for v in snn]
-    ann_u = [v / scale for v in ann]
-    xs = range(len(names))
-    w = 0.4
-    ax.bar([x - w / 2 for x in xs], ann_u, width=w, label="ANN", color="0.6")
-    ax.bar([x + w / 2 for x in xs], snn_u, width=w, label="SNN", color="tab:green")
+    snn_u, ann_u = [v / scale for v in snn], [v / scale for v in ann]
+    ax.bar([x - 0.2 for x in range(len(names))], ann_u, width=0.4, label="ANN", color="0.6")
+    ax.bar([x + 0.2 for x in range(len(names))], snn_u, width=0.4, label="SNN", color="tab:green")
     _layer_ticks(ax, names)
     if _wants_log([v for v in snn_u + ann_u if v > 0]) and all(v > 0 for v in snn_u + ann_u):
         ax.set_yscale("log")
     ax.set_ylabel(f"energy per image ({unit})")
     ax.set_xlabel("layer")
-    ax.set_title(title or "Energy per layer, ANN versus SNN")
-    ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
-    _finish(fig, path)
-    return ax
+    return _done(ax, fig, path, title or "Energy per layer, ANN versus SNN", grid="y")
 
 
 # --------------------------------------------------------------------------------------- search
-def plot_pareto(
-    frontier: Mapping[str, Any],
-    *,
-    knob: str,
-    cost_label: str | None = None,
-    path: PathLike | None = None,
-    ax: Axes | None = None,
-) -> Axes:
+def plot_pareto(frontier: Mapping[str, Any], *, knob: str, cost_label: str | None = None,
+                path: PathLike | None = None, ax: Axes | None = None) -> Axes:
     """The Pareto frontier (total cost versus total sensitivity) with the chosen point and budget.
 
     ``frontier``: ``{"cost": [...], "score": [...], "chosen": [cost, score], "budget": b}``. A knob
@@ -390,45 +329,17 @@ def plot_pareto(
     xs = [cost[i] for i in order]
     ys = [score[i] for i in order]
     ax.step(xs, ys, where="post", color="tab:blue", linewidth=1.0, alpha=0.7)
-    ax.scatter(
-        xs,
-        ys,
-        s=12 if len(xs) < 200 else 3,
-        color="tab:blue",
-        label=f"Pareto frontier ({len(xs)} points)",
-        zorder=2,
-    )
+    ax.scatter(xs, ys, s=12 if len(xs) < 200 else 3, color="tab:blue", label=f"Pareto frontier ({len(xs)} points)",
+               zorder=2)
     budget = frontier.get("budget")
     if budget is not None and math.isfinite(float(budget)):
-        if by_cost:
-            ax.axvline(
-                float(budget),
-                color="tab:red",
-                linestyle="--",
-                linewidth=1.0,
-                label=f"cost budget {float(budget):.3g}",
-            )
-        else:
-            ax.axhline(
-                float(budget),
-                color="tab:red",
-                linestyle="--",
-                linewidth=1.0,
-                label=f"sensitivity budget {float(budget):.3g}",
-            )
+        line = ax.axvline if by_cost else ax.axhline
+        line(float(budget), color="tab:red", linestyle="--", linewidth=1.0,
+             label=f"{'cost' if by_cost else 'sensitivity'} budget {float(budget):.3g}")
     chosen = frontier.get("chosen")
     if chosen is not None and len(chosen) == 2:
-        ax.scatter(
-            [float(chosen[0])],
-            [float(chosen[1])],
-            marker="*",
-            s=180,
-            color="tab:red",
-            edgecolor="k",
-            linewidth=0.6,
-            zorder=3,
-            label="chosen",
-        )
+        ax.scatter([float(chosen[0])], [float(chosen[1])], marker="*", s=180, color="tab:red", edgecolor="k",
+                   linewidth=0.6, zorder=3, label="chosen")
     if _wants_log(ys + ([float(chosen[1])] if chosen else [])):
         ax.set_yscale("log")
     ax.set_xlabel(cost_label or "energy cost (Σ over layers)")
@@ -442,13 +353,8 @@ def plot_pareto(
 
 
 # --------------------------------------------------------------------------------------- IAT
-def plot_exit_histogram(
-    histogram: Sequence[int],
-    *,
-    path: PathLike | None = None,
-    ax: Axes | None = None,
-    title: str | None = None,
-) -> Axes:
+def plot_exit_histogram(histogram: Sequence[int], *, path: PathLike | None = None, ax: Axes | None = None,
+                        title: str | None = None) -> Axes:
     """How many inputs exited at each timestep t = 1..T under the IAT policy (share in %)."""
     counts = [int(c) for c in histogram]
     total = sum(counts)
@@ -463,29 +369,17 @@ def plot_exit_histogram(
     ax.axvline(mean_t, color="k", linestyle=":", linewidth=1.0, label=f"mean {mean_t:.2f} steps")
     for t, s in zip(ts, shares):
         if s > 0:
-            ax.annotate(
-                f"{s:.0f}%", (t, s), textcoords="offset points", xytext=(0, 2), ha="center", fontsize=7
-            )
+            ax.annotate(f"{s:.0f}%", (t, s), textcoords="offset points", xytext=(0, 2), ha="center", fontsize=7)
     ax.set_xticks(ts)
     ax.set_xlabel("exit timestep")
     ax.set_ylabel("share of inputs (%)")
     ax.set_ylim(0, max(shares) * 1.15)
-    ax.set_title(title or f"IAT exit histogram ({total} inputs)")
-    ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
-    _finish(fig, path)
-    return ax
+    return _done(ax, fig, path, title or f"IAT exit histogram ({total} inputs)", grid="y")
 
 
-def plot_iat_curve(
-    curve: Sequence[Mapping[str, Any]],
-    *,
-    fixed: Sequence[float] | None = None,
-    ann_value: float | None = None,
-    label: str = "top-1 accuracy (%)",
-    path: PathLike | None = None,
-    ax: Axes | None = None,
-) -> Axes:
+def plot_iat_curve(curve: Sequence[Mapping[str, Any]], *, fixed: Sequence[float] | None = None,
+                   ann_value: float | None = None, label: str = "top-1 accuracy (%)", path: PathLike | None = None,
+                   ax: Axes | None = None) -> Axes:
     """The metric versus mean timesteps: IAT for several α_base (or ε) against running every input t steps.
 
     ``curve``: dicts with ``alpha_base`` (eq. 15) or ``epsilon`` (the risk rule, in points),
@@ -497,15 +391,8 @@ def plot_iat_curve(
     if ax is None:
         fig, ax = _new_axes((6.0, 4.2))
     if fixed:
-        ts = list(range(1, len(fixed) + 1))
-        ax.plot(
-            ts,
-            [float(a) for a in fixed],
-            marker="s",
-            color="0.4",
-            linewidth=1.2,
-            label="fixed timesteps (every input runs t steps)",
-        )
+        ax.plot(range(1, len(fixed) + 1), [float(a) for a in fixed], marker="s", color="0.4", linewidth=1.2,
+                label="fixed timesteps (every input runs t steps)")
     if curve:
         pts = sorted(curve, key=lambda c: float(c["mean_timesteps"]))
         xs = [float(c["mean_timesteps"]) for c in pts]
@@ -516,13 +403,7 @@ def plot_iat_curve(
         ax.axhline(float(ann_value), label=f"ANN ({ann_value:.2f})", **_ANN_STYLE)
     _metric_axis(ax, label)
     if curve:
-        _annotate_sparse(
-            ax, [(x, y, f"ε={float(c['epsilon']):g}" if "epsilon" in c else f"α={float(c['alpha_base']):g}",
-                  "tab:purple") for c, x, y in zip(pts, xs, ys)]
-        )
+        names = [f"ε={float(c['epsilon']):g}" if "epsilon" in c else f"α={float(c['alpha_base']):g}" for c in pts]
+        _annotate_sparse(ax, [(x, y, name, "tab:purple") for name, x, y in zip(names, xs, ys)])
     ax.set_xlabel("mean timesteps per input")
-    ax.set_title("Input-aware adaptive timesteps")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    _finish(fig, path)
-    return ax
+    return _done(ax, fig, path, "Input-aware adaptive timesteps", legend="lower right")

@@ -13,14 +13,5 @@ from adacal.search.pareto import (
     pareto_front,
 )
 
-__all__ = [
-    "BUDGET_RTOL",
-    "ParetoFront",
-    "SearchTable",
-    "Selection",
-    "TableLike",
-    "as_table",
-    "minimise_cost",
-    "minimise_score",
-    "pareto_front",
-]
+__all__ = ["BUDGET_RTOL", "ParetoFront", "SearchTable", "Selection", "TableLike", "as_table", "minimise_cost",
+           "minimise_score", "pareto_front"]

@@ -53,17 +53,8 @@ from numpy.typing import NDArray
 
 from adacal.errors import BudgetError, ConfigError
 
-__all__ = [
-    "BUDGET_RTOL",
-    "ParetoFront",
-    "SearchTable",
-    "Selection",
-    "TableLike",
-    "as_table",
-    "minimise_cost",
-    "minimise_score",
-    "pareto_front",
-]
+__all__ = ["BUDGET_RTOL", "ParetoFront", "SearchTable", "Selection", "TableLike", "as_table", "minimise_cost",
+           "minimise_score", "pareto_front"]
 
 #: Relative tolerance of budget comparisons, scaled by the largest possible |total| (module docstring).
 BUDGET_RTOL: float = 1e-9
@@ -184,14 +175,9 @@ class SearchTable:
         return cls(names, tuple(map(tuple, values)), tuple(costs), tuple(scores))  # type: ignore[arg-type]
 
     @classmethod
-    def from_arrays(
-        cls,
-        costs: Sequence[Sequence[float]] | NDArray[Any],
-        scores: Sequence[Sequence[float]] | NDArray[Any],
-        *,
-        layers: Sequence[str] | None = None,
-        values: Sequence[Hashable] | None = None,
-    ) -> SearchTable:
+    def from_arrays(cls, costs: Sequence[Sequence[float]] | NDArray[Any],
+                    scores: Sequence[Sequence[float]] | NDArray[Any], *, layers: Sequence[str] | None = None,
+                    values: Sequence[Hashable] | None = None) -> SearchTable:
         """Parallel per-layer cost/score rows (ragged allowed).
 
         ``layers`` defaults to ``"0", "1", ...``; ``values`` is one candidate list shared by every
@@ -375,14 +361,8 @@ class ParetoFront:
             raise ConfigError(f"front point {j} out of range for a front of {n} points")
         idx = tuple(int(k) for k in self.choices[j])
         chosen = {name: vals[k] for name, vals, k in zip(self.table.layers, self.table.values, idx)}
-        return Selection(
-            choices=_FrozenDict(chosen),
-            indices=idx,
-            cost=float(self.cost[j]),
-            score=float(self.score[j]),
-            objective=objective,
-            budget=budget,
-        )
+        return Selection(choices=_FrozenDict(chosen), indices=idx, cost=float(self.cost[j]), score=float(self.score[j]),
+                         objective=objective, budget=budget)
 
 
 def _check_budget(name: str, budget: Any) -> float:
@@ -575,13 +555,8 @@ def _hull_bounds(
     return bounds, incumbent
 
 
-def pareto_front(
-    table: TableLike,
-    *,
-    cost_budget: float | None = None,
-    score_budget: float | None = None,
-    max_points: int | None = None,
-) -> ParetoFront:
+def pareto_front(table: TableLike, *, cost_budget: float | None = None, score_budget: float | None = None,
+                 max_points: int | None = None) -> ParetoFront:
     """The exact cost/score Pareto front of all one-candidate-per-layer assignments.
 
     With ``cost_budget`` and/or ``score_budget`` only the points meeting them are kept (partial
@@ -633,15 +608,8 @@ def pareto_front(
         )
     if not keep.all():
         cost, score, choices = cost[keep], score[keep], choices[keep]
-    return ParetoFront(
-        table=tab,
-        cost=_readonly(cost),
-        score=_readonly(score),
-        choices=_readonly(choices),
-        cost_budget=cb,
-        score_budget=sb,
-        exact=exact,
-    )
+    return ParetoFront(table=tab, cost=_readonly(cost), score=_readonly(score), choices=_readonly(choices),
+                       cost_budget=cb, score_budget=sb, exact=exact)
 
 
 def _pick(front: ParetoFront, objective: Objective, budget: float) -> Selection:
@@ -706,12 +674,7 @@ def _select(tab: SearchTable, objective: Objective, budget: float) -> Selection:
         return (x + rest[i] <= limit) & (y + np.interp(limit - x, xs, ys) <= best)
 
     cost, score, choices, _ = _search(tab, prune)
-    front = ParetoFront(
-        table=tab,
-        cost=_readonly(cost),
-        score=_readonly(score),
-        choices=_readonly(choices),
-    )
+    front = ParetoFront(table=tab, cost=_readonly(cost), score=_readonly(score), choices=_readonly(choices))
     return _pick(front, objective, budget)
 
 
