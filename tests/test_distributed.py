@@ -98,8 +98,14 @@ def _scenario(tmp: Path) -> dict[str, Any]:
     out["eval_iat"] = {k: ev_iat[k] for k in ("accuracy", "num_samples", "mean_timesteps", "energy_mj",
                                               "exit_histogram")}
     from adacal.evaluate import evaluate_ann
+    from adacal.iat.policy import ExitPolicy
 
     out["ann"] = evaluate_ann(_model(), _test_loader())
+    plain, _ = ac.convert(_model(), _calib(), config=PipelineConfig(method="calibration", timesteps=4))
+    mixed = ExitPolicy(thresholds=(0.0155, 0.0165, 0.0175, 0.0))  # samples of this net exit at steps 1 and 2
+    ev_exit = ac.evaluate(plain, _test_loader(), timesteps=4, exit_policy=mixed)
+    out["eval_exit"] = {k: ev_exit[k] for k in ("accuracy", "num_samples", "mean_timesteps", "energy_mj",
+                                                "exit_histogram")}
     return out
 
 
@@ -213,6 +219,7 @@ def test_two_processes_equal_one(tmp_path: Path, single_thread: None) -> None:
     assert two[0]["resumed_layers"] == 2  # one round of 2 ranks = 2 layers checkpointed before the stop
     assert one["resumed_layers"] == 1 and one["resumed"]
     assert one["eval"]["num_samples"] == 37
+    assert sum(1 for h in one["eval_exit"]["exit_histogram"] if h) >= 2  # early exits at several steps
 
 
 def test_faults_fail_on_every_rank_without_hanging(tmp_path: Path) -> None:
