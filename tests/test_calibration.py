@@ -186,7 +186,7 @@ def _layer_errors(snn, x, T=T_CORR) -> dict[str, torch.Tensor]:
     neurons = snn.neurons()
 
     def hook(kind):
-        return lambda m, _a, out: means[kind].__setitem__(names[id(m)], out.mean(dim=(0, 2, 3)))
+        return lambda m, _a, out: means[kind].__setitem__(names[id(m)], out.double().mean(dim=(0, 2, 3)))
 
     names = {id(n): k for k, n in neurons.items()}
     for kind in ("ann", "snn"):
@@ -196,7 +196,7 @@ def _layer_errors(snn, x, T=T_CORR) -> dict[str, torch.Tensor]:
         finally:
             for h in handles:
                 h.remove()
-    return {k: means["snn"][k] - means["ann"][k] for k in neurons}
+    return {k: (means["snn"][k] - means["ann"][k]).float() for k in neurons}  # float64 sums, as adacal
 
 
 @pytest.fixture

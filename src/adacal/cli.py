@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from adacal.config import JobConfig, load_config, read_yaml
+from adacal.distributed import is_main
 from adacal.errors import AdacalError, CheckpointError, ConfigError, plain_text
 from adacal.recipes import DEFAULT_METHOD
 
@@ -465,7 +466,8 @@ def _cmd_convert(job: JobConfig, args: argparse.Namespace, command: str) -> int:
     data = load_data(job.data, job.task, num_classes=job.model.num_classes)
     ann = load_ann(job.model, data, device=job.device)
     snn, record = convert_ann(ann, data, job.pipeline, workdir=out / "profiles")
-    save_converted(snn, record, out, job=job, command=command)
+    if is_main():  # every rank holds the same SNN; one writes it
+        save_converted(snn, record, out, job=job, command=command)
     _print_record(record)
     print(f"\nSNN saved to {out}   next: adacal evaluate {shlex.quote(str(out))}")
     return 0
@@ -526,7 +528,8 @@ def _cmd_evaluate(job: JobConfig, args: argparse.Namespace, command: str) -> int
     job = _saved_job(job, args)
     out = ensure_writable_dir(args.out or folder / "eval")
     results = evaluate_saved(folder, job, command=command)
-    atomic_write_json(out / SUMMARY_FILE, results)
+    if is_main():
+        atomic_write_json(out / SUMMARY_FILE, results)
     _print_table(results)
     print(f"\nresults: {out / SUMMARY_FILE}")
     return 0
@@ -560,6 +563,43 @@ def _cmd_report(job: JobConfig, args: argparse.Namespace, command: str) -> int:
 
 
 # --------------------------------------------------------------------------------------- main
+#: Commands that run on several processes under ``torchrun`` (the others are single-process jobs).
+_DISTRIBUTED_COMMANDS = ("convert", "evaluate", "sweep")
+
+
+def _join_process_group(job: JobConfig, command: str, cleanups: list[Callable[[], None]]) -> JobConfig:
+    """Under ``torchrun`` (WORLD_SIZE > 1): join the process group, take this rank's device, and keep
+    the other ranks quiet (rank 0 prints and writes). A no-op for one process."""
+    import contextlib
+    import os
+
+    from adacal.distributed import init_from_env
+
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return job
+    if command not in _DISTRIBUTED_COMMANDS:
+        raise ConfigError(f"'{PROG} {command}' runs in one process; launch it without torchrun (multi-process "
+                          f"commands: {', '.join(_DISTRIBUTED_COMMANDS)})")
+    device = init_from_env(job.device)
+    if device is None:  # the caller initialised the group already
+        return job
+    import torch.distributed as dist
+
+    cleanups.append(dist.destroy_process_group)
+    if not is_main():
+        stack = contextlib.ExitStack()
+        stack.enter_context(contextlib.redirect_stdout(stack.enter_context(open(os.devnull, "w"))))
+        logger = logging.getLogger("adacal")
+        level = logger.level
+        logger.setLevel(max(level, logging.WARNING))
+        stack.callback(logger.setLevel, level)
+        from adacal import progress
+
+        stack.enter_context(progress.reporting(None))  # progress bars from rank 0 only
+        cleanups.append(stack.close)
+    return replace(job, device=str(device))
+
+
 def _error_line(exc: BaseException) -> str:
     if isinstance(exc, OSError) and not isinstance(exc, AdacalError):
         where = f" {str(exc.filename)!r}" if exc.filename else ""
@@ -603,6 +643,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _show_progress(bool(args.quiet), cleanups)
         job = resolve_job(args, _base(args))
         _check_device(job.device)
+        job = _join_process_group(job, args.command, cleanups)
         _seed_everything(job.seed)
         if job.threads:
             import torch

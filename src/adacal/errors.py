@@ -8,7 +8,8 @@ from __future__ import annotations
 import re
 
 __all__ = ["AdacalError", "ConfigError", "DataError", "ShapeError", "TraceError", "UnsupportedLayerError",
-           "CalibrationError", "ModelError", "BudgetError", "CheckpointError", "first_line", "plain_text"]
+           "CalibrationError", "ModelError", "BudgetError", "CheckpointError", "DistributedError", "first_line",
+           "plain_text"]
 
 #: Terminal colour/style escape codes (torch puts some in its error texts).
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -62,3 +63,8 @@ class BudgetError(AdacalError, ValueError):
 
 class CheckpointError(AdacalError):
     """A missing, corrupt or mismatched checkpoint / saved SNN."""
+
+
+class DistributedError(AdacalError):
+    """A multi-process run cannot go on: a rank died or timed out, ranks disagree (model, data), or one
+    rank failed and every rank stops with its message."""

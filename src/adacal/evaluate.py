@@ -13,6 +13,7 @@ import torch
 from adacal import inputs, progress
 from adacal.checks import check_timesteps
 from adacal.devices import model_device
+from adacal.distributed import agree, all_reduce_sum, check_same_model, reduce_counts, world
 from adacal.errors import ConfigError, DataError
 from adacal.iat.policy import ExitPolicy
 from adacal.iat.runtime import run_early_exit
@@ -72,7 +73,8 @@ def evaluate_ann(model: torch.nn.Module, data: Any, *, task: str | Task = "class
     model.eval()
     metrics = None
     try:
-        for x, y in task_batches(data, task, dev, max_batches, what="evaluate ANN"):
+        batches = task_batches(data, task, dev, max_batches, what="evaluate ANN")
+        for x, y in agreed_batches(batches, "ANN evaluation data"):
             out = inputs.call(model, task.ann_input(x))
             if metrics is None:
                 metrics = _infer_classes(task, out).metrics().to(dev)
@@ -203,9 +205,11 @@ def evaluate(
     task = get_task(task)
     wanted = _example_indices(examples)
     streamed = not task.per_step and type(task).reduce_time is Task.reduce_time
+    check_same_model(snn, what="SNN")
     with snn.record_activity():
         name = f"evaluate T={T}" + (" IAT" if exit_policy is not None else "")
-        for i, (x, y) in enumerate(task_batches(data, task, dev, max_batches, what=name)):
+        for i, (x, y) in enumerate(agreed_batches(task_batches(data, task, dev, max_batches, what=name),
+                                                  "evaluation data")):
             shown = _shown(task, x, T, sequence)
             any_sequence |= shown.sequence
             batch = shown.batch_size()
@@ -253,6 +257,11 @@ def evaluate(
             if progress is not None:
                 progress(i + 1, max_batches)
         counts = snn.spike_counts()
+    if world().active:  # this rank's shard of the test data: sum the counts over ranks
+        counts, (total, steps_run) = reduce_counts(counts, total, steps_run)
+        total, (hist,) = int(total), all_reduce_sum([hist], what="summing exit histograms")
+        if events is not None:  # input events of a streamed presentation (every rank has them or none)
+            (events,) = all_reduce_sum([events], what="summing input events")
     assert metrics is not None
     seconds = time.perf_counter() - t0
     mean_steps = steps_run / total
@@ -287,6 +296,30 @@ def evaluate(
     log.info("evaluated %d samples: %s %.4g at %.2f mean timesteps (%.1f s)", total, head,
              values.get(head, float("nan")), mean_steps, seconds)
     return result
+
+
+def agreed_batches(batches: Iterator[Any], what: str) -> Iterator[Any]:
+    """``batches``, after every rank has checked it has at least one (an empty shard, or any error
+    taking the first batch, fails on every rank at once instead of hanging the others)."""
+    it = iter(batches)
+    first: list[Any] = []
+    problem: BaseException | None = None
+    try:
+        first.append(next(it))
+    except StopIteration:
+        problem = DataError(f"{what} is empty: it yielded no batch")
+    except Exception as exc:  # re-raised below on this rank, reported on the others
+        problem = exc
+    if world().active:
+        w = world()
+        if isinstance(problem, DataError) and "yielded no batch" in str(problem):
+            problem = DataError(f"{problem} on rank {w.rank} of {w.size}: its shard is empty; use fewer "
+                                "processes than test samples (or more data)")
+        agree(problem, what=what)
+    elif problem is not None:
+        raise problem
+    yield from first
+    yield from it
 
 
 def _add_outside(report: dict[str, Any], rows: list[dict[str, Any]], step_runs: float) -> dict[str, Any]:

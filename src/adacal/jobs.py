@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from adacal import distributed as dist
 from adacal import inputs, progress
 from adacal import results as res
 from adacal.atomic import atomic_write_json
@@ -134,6 +135,9 @@ def load_data(spec: DataSpec, task: str | Task | None = None, *, num_classes: in
     task_obj = get_task(task or info.task, **facts)
     calib = make_loader(calib_set, spec.calib_batch_size or spec.batch_size, num_workers=spec.num_workers)
     test = make_loader(test_set, spec.batch_size, num_workers=spec.num_workers)
+    if dist.world().active:  # each rank evaluates its shard; the calibration data stays whole (see convert)
+        test = DataLoader(test_set, batch_size=spec.batch_size, sampler=dist.ShardSampler(test_set),
+                          num_workers=spec.num_workers, persistent_workers=spec.num_workers > 0)
     holdout = None if holdout_set is None else make_loader(holdout_set, spec.batch_size, num_workers=spec.num_workers)
     log.info("data %s (%s): %d train, %d calibration, %d held-out, %d test samples%s", spec.dataset, task_obj.name,
              len(splits.train), len(calib_set), spec.holdout_size, len(test_set),  # type: ignore[arg-type]
@@ -493,7 +497,8 @@ def sweep_to_folder(job: JobConfig, out: str | os.PathLike[str], *, kind: str = 
     results = res.new_results(kind, task=data.task.describe(), model=_model_facts(job, data, ann),
                               settings=config_to_dict(job), environment=_environment(device), command=command)
     results["fingerprint"] = key = _sweep_fingerprint(job, data)
-    results["runs"] = _resume(folder, key, restart)
+    results["runs"] = dist.broadcast_object(_resume(folder, key, restart) if dist.is_main() else [],
+                                            what="reading the sweep's partial results")
     if train and job.model.weights is None:
         training = train_ann(ann, data, job.train, device=device, seed=job.seed)
         results["training"] = training
@@ -501,16 +506,19 @@ def sweep_to_folder(job: JobConfig, out: str | os.PathLike[str], *, kind: str = 
 
     def save_examples(name: str, examples: list[dict[str, Any]]) -> str:
         rel = f"examples/{name.replace('@', '_').replace('+', '-')}.npz"
+        if not dist.is_main():  # only rank 0 writes files
+            return rel
         from adacal.atomic import atomic_write
 
         merged = {k: np.concatenate([np.asarray(e[k]) for e in examples]) for k in examples[0]}
         atomic_write(folder / rel, lambda f: np.savez_compressed(f, **merged))
         return rel
 
-    run_sweep(ann, data, job, results=results, on_run=lambda r: res.save_partial(r, folder),
+    run_sweep(ann, data, job, results=results, on_run=lambda r: res.save_partial(r, folder) if dist.is_main() else None,
               save_examples=save_examples, workdir=folder / "profiles")
     results["timing"]["total_s"] = time.perf_counter() - t0
-    publish(results, folder, report=job.report)
+    if dist.is_main():
+        publish(results, folder, report=job.report)
     return results
 
 

@@ -22,6 +22,7 @@ from adacal.config import PipelineConfig
 from adacal.convert import prepare
 from adacal.data import InputFn, take_batches, take_split
 from adacal.devices import model_device
+from adacal.distributed import check_ranks
 from adacal.errors import DataError
 from adacal.knobs import KNOBS, Checked, Knob, get_knob
 from adacal.neurons.analog import RunningIncrement
@@ -318,6 +319,8 @@ def convert(
     a batch (a task's :meth:`~adacal.tasks.Task.present`; default: the batch at every step); the
     ANN sees its time average, and thresholds (MSE), bias correction and profiling are measured on
     the presented per-step inputs, so the SNN is calibrated for the input it will really get.
+    Under torch.distributed pass every rank the same ``calib_data`` (adacal splits the work,
+    :mod:`adacal.distributed`); all ranks return the same SNN.
     """
     cfg = config or PipelineConfig()
     recipe = get_recipe(cfg.method)
@@ -342,6 +345,7 @@ def convert(
     # the check runs the SNN on constant inputs: it cannot measure a network fed a different input each step
     holdout = [] if any(p.sequence for p in held_shown) else [p.inputs for p in held_shown]
     times = {"data": round(time.perf_counter() - t_data, 4)}
+    check_ranks(ann, batches)
     t_prep = time.perf_counter()
     snn = prepare(ann, batches[0], config=cfg.conversion)
     times["prepare"] = round(time.perf_counter() - t_prep, 4)

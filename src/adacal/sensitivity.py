@@ -7,6 +7,7 @@ to JSON after every layer and an interrupted profile resumes where it stopped.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -24,6 +25,7 @@ from adacal import inputs
 from adacal import progress as reporting
 from adacal.atomic import atomic_write_json
 from adacal.checks import check_timesteps
+from adacal.distributed import broadcast_object, deal, gather_objects, is_main, world
 from adacal.errors import ConfigError
 from adacal.knobs import Knob, get_knob
 from adacal.metrics import symmetric_kl
@@ -219,6 +221,8 @@ def profile(
     (e.g. refit for that φ); by default a candidate keeps the neuron's current threshold.
     ``sequence``: ``x`` is ``[T, B, ...]``, a different input at every step (e.g. streamed events);
     the ANN's reference output is then taken on its time average.
+    Under torch.distributed (same ``snn`` and ``x`` on every rank) the (layer, candidate) pairs are
+    dealt over the ranks and every rank returns the same table; rank 0 writes the checkpoint.
     """
     knob_ = get_knob(knob)
     if not candidates:
@@ -231,17 +235,7 @@ def profile(
     cost_fn = cost_fn or (lambda _name, spikes: float(spikes.sum()) / batch)
     path = Path(checkpoint) if checkpoint is not None else None
     key = _fingerprint(snn, x, knob_.name, cands, T, thresholds)
-    state: dict[str, Any] = {"fingerprint": key, "layers": {}}
-    if path is not None and path.exists():
-        try:
-            saved = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            saved = {}
-        if saved.get("fingerprint") == key:
-            state = saved
-            log.info("resuming %s profile from %s (%d layers done)", knob_.name, path, len(state["layers"]))
-        else:
-            log.warning("ignoring %s: it belongs to another model, data or candidate set", path)
+    state = _load_state(path, key, knob_.name)
     start = time.perf_counter()
     ann = snn.ann_forward(inputs.map_tensors(lambda t: t[:T].mean(0), x) if sequence else x)
     neurons = snn.neurons()
@@ -258,49 +252,81 @@ def profile(
     scores: dict[str, dict[float, float]] = {}
     costs: dict[str, dict[float, float]] = {}
     spikes: dict[str, dict[float, float]] = {}
-    with snn.mode("snn", timesteps=T):
+    for name, done in state["layers"].items():
+        if name in neurons:
+            scores[name] = {_value(k): v for k, v in done["scores"].items()}
+            costs[name] = {_value(k): v for k, v in done["costs"].items()}
+            spikes[name] = {_value(k): v for k, v in done["spikes"].items()}
+    todo_layers = [k for k in neurons if k not in state["layers"]]
+    w = world()
+    # (layer, candidate) pairs dealt round-robin over the ranks; a round is `size` whole layers (one
+    # layer's worth of work per rank), after which the rows are gathered and checkpointed by rank 0.
+    pairs = [(name, value) for name in todo_layers for value in cands]
+    per_round = w.size * len(cands)
+    with snn.mode("snn", timesteps=T), contextlib.ExitStack() as stack:
         base = _CachedRun(snn, x, T, sequence) if reuse_prefix else None
-        steps = reporting.track(neurons.items(), f"profile {knob_.name}", len(neurons), "layer")
-        for i, (name, neuron) in enumerate(steps):
+        bar = stack.enter_context(reporting.task(f"profile {knob_.name}", len(neurons), "layer"))
+        bar.advance(len(neurons) - len(todo_layers))
+        for r0 in range(0, len(pairs), per_round):
+            chunk = pairs[r0:r0 + per_round]
             if progress is not None:
-                progress(i, len(neurons), name)
-            done = state["layers"].get(name)
-            if done is not None:
-                scores[name] = {_value(k): v for k, v in done["scores"].items()}
-                costs[name] = {_value(k): v for k, v in done["costs"].items()}
-                spikes[name] = {_value(k): v for k, v in done["spikes"].items()}
-                continue
-            original = knob_.get(neuron)
-            original_theta = neuron.theta.detach().clone()
-            todo = base.downstream(name) if base is not None else set()
-            row_s, row_c, row_n = {}, {}, {}
-            try:
-                for value in cands:
-                    knob_.set(neuron, value)
-                    if thresholds is not None:
-                        neuron.set_theta(thresholds[name][value])
-                    if base is not None:
-                        out, y = base.rerun(name, todo)
-                    else:
-                        out, y = _full_run(snn, x, T, name, sequence)
-                    smap = _spike_total(neuron, y)
-                    row_s[value] = float(divergence(ann, _mean_output(out, T, batch)))
-                    row_c[value] = float(cost_fn(name, smap))
-                    row_n[value] = float(smap.sum()) / batch
-            finally:
-                knob_.set(neuron, original)
-                neuron.theta = original_theta
-            scores[name], costs[name], spikes[name] = row_s, row_c, row_n
-            state["layers"][name] = {
-                "scores": {repr(float(k)): v for k, v in row_s.items()},
-                "costs": {repr(float(k)): v for k, v in row_c.items()},
-                "spikes": {repr(float(k)): v for k, v in row_n.items()},
-            }
-            if path is not None:
+                progress(len(neurons) - len(todo_layers) + r0 // len(cands), len(neurons), chunk[0][0])
+            mine = [_score_pair(snn, base, neurons[name], name, value, x, T, knob_, thresholds, divergence,
+                                ann, cost_fn, batch, sequence) for name, value in deal(chunk, w)]
+            rows = [r for part in gather_objects(mine, what=f"profiling {knob_.name}") for r in part]
+            got = {(name, value): r for name, value, *r in rows}
+            finished = list(dict.fromkeys(n for n, _ in chunk))
+            for name in finished:
+                scores[name] = {v: got[(name, v)][0] for v in cands}
+                costs[name] = {v: got[(name, v)][1] for v in cands}
+                spikes[name] = {v: got[(name, v)][2] for v in cands}
+                state["layers"][name] = {part: {repr(float(k)): v for k, v in row[name].items()}
+                                         for part, row in (("scores", scores), ("costs", costs), ("spikes", spikes))}
+            bar.advance(len(finished))
+            if path is not None and is_main():
                 atomic_write_json(path, state, indent=1)
+    scores, costs, spikes = ({k: d[k] for k in neurons} for d in (scores, costs, spikes))
     if progress is not None:
         progress(len(neurons), len(neurons), "done")
     return SensitivityTable(knob_.name, cands, scores, costs, spikes, time.perf_counter() - start)
+
+
+def _load_state(path: Path | None, key: str, knob: str) -> dict[str, Any]:
+    """The checkpoint's finished layers if it belongs to this profile (read by rank 0, sent to all)."""
+    state: dict[str, Any] = {"fingerprint": key, "layers": {}}
+    if path is not None and is_main() and path.exists():
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            saved = {}
+        if saved.get("fingerprint") == key:
+            state = saved
+            log.info("resuming %s profile from %s (%d layers done)", knob, path, len(state["layers"]))
+        else:
+            log.warning("ignoring %s: it belongs to another model, data or candidate set", path)
+    return broadcast_object(state, what="reading the profile checkpoint")
+
+
+def _score_pair(snn: SpikingModel, base: _CachedRun | None, neuron: IFNeuron, name: str, value: float, x: Any,
+                T: int, knob: Knob, thresholds: Thresholds | None, divergence: Callable[[Any, Any], Any],
+                ann: Any, cost_fn: CostFn, batch: int, sequence: bool) -> tuple[str, float, float, float, float]:
+    """``(name, value, score, cost, spikes per sample)`` with only ``neuron``'s knob set to ``value``."""
+    original = knob.get(neuron)
+    original_theta = neuron.theta.detach().clone()
+    try:
+        knob.set(neuron, value)
+        if thresholds is not None:
+            neuron.set_theta(thresholds[name][value])
+        if base is not None:
+            out, y = base.rerun(name, base.downstream(name))
+        else:
+            out, y = _full_run(snn, x, T, name, sequence)
+        smap = _spike_total(neuron, y)
+        return (name, value, float(divergence(ann, _mean_output(out, T, batch))), float(cost_fn(name, smap)),
+                float(smap.sum()) / batch)
+    finally:
+        knob.set(neuron, original)
+        neuron.theta = original_theta
 
 
 def _full_run(snn: SpikingModel, x: Any, T: int, name: str, sequence: bool = False) -> tuple[Any, Tensor]:

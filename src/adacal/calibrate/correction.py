@@ -12,7 +12,8 @@ from adacal.calibrate.capture import capture_outputs
 from adacal.checks import check_timesteps
 from adacal.data import InputFn, take_batches
 from adacal.devices import model_device
-from adacal.errors import CalibrationError, ConfigError
+from adacal.distributed import agree, all_reduce_sum, deal, gather_objects, shard_samples, world
+from adacal.errors import CalibrationError, ConfigError, DataError
 from adacal.neurons.module import IFNeuron
 from adacal.spiking_model import SpikingModel
 
@@ -22,9 +23,10 @@ log = logging.getLogger(__name__)
 
 
 def channel_means(x: Tensor, channel_dim: int) -> tuple[Tensor, int]:
-    """Per-channel sums over every other axis, and how many values each sum holds."""
+    """Per-channel sums (float64: the same to float32 rounding in any order, so shards add up to one
+    process's) over every other axis, and how many values each sum holds."""
     dims = [d for d in range(x.dim()) if d != channel_dim]
-    return x.sum(dim=dims), x.numel() // x.shape[channel_dim]
+    return x.sum(dim=dims, dtype=torch.float64), x.numel() // x.shape[channel_dim]
 
 
 @torch.no_grad()
@@ -39,8 +41,16 @@ def _ann_means(snn: SpikingModel, xs: list[Tensor]) -> dict[str, Tensor]:
         counts[name] = counts.get(name, 0) + c
 
     with snn.mode("ann"), capture_outputs(neurons, on_out):
-        for x in xs:
+        for x in deal(xs):  # this rank's batches (all of them in one process)
             snn.call(x)
+    if world().active:  # per-rank sums, added in rank order on every rank
+        parts = gather_objects({k: (s.cpu(), counts[k]) for k, s in sums.items()}, what="summing ANN means")
+        dev = model_device(snn)
+        sums, counts = {}, {}
+        for part in parts:
+            for k, (s, c) in part.items():
+                sums[k] = sums[k] + s.to(dev) if k in sums else s.to(dev)
+                counts[k] = counts.get(k, 0) + c
     return {k: sums[k] / counts[k] for k in sums}
 
 
@@ -81,7 +91,7 @@ def correct_bias(
         raise ConfigError(f"correct_bias got {len(reference)} reference batches for {len(xs)} batches")
     ann = _ann_means(snn, list(reference))
     neurons = snn.neurons()
-    x = inputs.cat(xs, dim=1 if sequence else 0)
+    x = _my_samples(inputs.cat(xs, dim=1 if sequence else 0), 1 if sequence else 0)
     errors: dict[str, float] = {}
 
     def correct(neuron: IFNeuron, args: tuple[Tensor, ...]) -> None:
@@ -96,7 +106,11 @@ def correct_bias(
         y = neuron.forward(args[0])
         neuron.v, neuron.recording = saved_v, saved_rec
         s, c = channel_means(y, neuron.channel_dim)
-        err = s / c - ann[name]
+        if world().active:  # every rank reaches every neuron in the same order
+            s, total = all_reduce_sum([s, torch.tensor([float(c)], dtype=torch.float64)],
+                                      what=f"bias correction of {name}")
+            c = int(total.item())
+        err = (s / c - ann[name]).to(y.dtype)
         errors[name] = float(err.abs().mean())
         if target == "bias":
             neuron.set_bias_offset(neuron.bias_offset - err if neuron.bias_offset.dim() else -err)
@@ -117,3 +131,18 @@ def correct_bias(
     log.info("%s correction over %d layers (T=%d): mean |error| before %.4g", target, len(errors),
              timesteps, sum(errors.values()) / max(1, len(errors)))
     return errors
+
+
+def _my_samples(x: Any, dim: int) -> Any:
+    """This rank's contiguous slice of the correction samples; a sample's simulated outputs do not
+    depend on its batch-mates (``SpikingModel.deterministic``), so the shards add up exactly."""
+    w = world()
+    if not w.active:
+        return x
+    n = inputs.batch_size(x, dim)
+    start, length = shard_samples(n, w)
+    problem = None if length else DataError(
+        f"bias correction has {n} sample(s) for {w.size} ranks, so rank {w.rank}'s shard is empty; use at "
+        "least as many correction samples as ranks (pipeline.calibration.correction_batches or the batch size)")
+    agree(problem, what="bias correction data")
+    return inputs.map_tensors(lambda t: t.narrow(dim, start, length), x)

@@ -16,10 +16,12 @@ from adacal.calibrate.observers import (
     SurrogateSpec,
     channels_first,
 )
+from adacal.calibrate.reduce import reduce_histograms, reduce_maxima
 from adacal.checks import check_timesteps
 from adacal.config import CalibrationConfig
 from adacal.data import InputFn, take_batches
 from adacal.devices import model_device
+from adacal.distributed import deal
 from adacal.errors import CalibrationError
 from adacal.logs import warn_once
 from adacal.spiking_model import SpikingModel
@@ -59,17 +61,19 @@ def calibrate_thresholds(
             observers[name].update(channels_first(x.detach(), cdim(name)))
 
         with snn.mode("ann"), capture_inputs(neurons, on_input):
-            for x in progress.track(xs, f"thresholds ({cfg.method})", unit="batch"):
+            for x in progress.track(deal(xs), f"thresholds ({cfg.method})", unit="batch"):  # this rank's share
                 snn.call(x)
 
     maxima = {k: MaxObserver(n.clip) for k, n in neurons.items()}
     sweep(maxima)
+    reduce_maxima(maxima, dev)
     uppers = {k: o.compute() for k, o in maxima.items()}
     if cfg.method == "max":
         clips = uppers
     elif cfg.method == "percentile":
         hists = {k: HistogramObserver(uppers[k], neurons[k].clip) for k in neurons}
         sweep(hists)
+        reduce_histograms(hists)
         clips = {k: torch.minimum(h.compute(cfg.percentile), uppers[k]) for k, h in hists.items()}
     else:
         mses = {
@@ -83,6 +87,7 @@ def calibrate_thresholds(
             for k, n in neurons.items()
         }
         sweep(mses)
+        reduce_histograms(mses)
         clips = {k: o.compute() for k, o in mses.items()}
     silent = [k for k, c in clips.items() if not bool((c > 0).any())]
     same, constant = identical_samples(xs), describe_data(xs)
