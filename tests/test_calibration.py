@@ -285,3 +285,25 @@ def test_correction_does_not_depend_on_how_runs_are_chunked(two_conv, images):
         del snn.AUTO_CHUNK_BYTES
     for k, n in snn.neurons().items():
         assert torch.equal(n.bias_offset, whole[k]), k
+
+
+def test_correction_keeps_to_its_memory_budget(small_cnn, images, caplog):
+    """All T steps of every correction sample are simulated in one pass; over the budget it uses the
+    first samples only (SNN and ANN alike) and says so — the same as correcting on those samples."""
+    from adacal.calibrate.correction import correction_capacity
+
+    x, T = images(16, seed=5, shape=(3, 64, 64)), 8
+    snn = prepare(small_cnn, x)
+    calibrate_thresholds(snn, [x], timesteps=T)
+    ref = prepare(small_cnn, x)
+    ref.load_state_dict(snn.state_dict())
+    row = snn.measured_row_bytes(x)  # the largest activation of one sample: 16 channels of 64x64 floats
+    assert row == 16 * 64 * 64 * 4
+    cap = correction_capacity(snn, x, T, False, 8)
+    assert cap == (8 << 20) // (row * T) == 4
+    with caplog.at_level(logging.WARNING, logger="adacal.calibrate.correction"):
+        correct_bias(snn, None, timesteps=T, batches=[x], memory_mb=8)
+    assert "uses 4 of its 16 samples" in caplog.text
+    correct_bias(ref, None, timesteps=T, batches=[x[:4]])
+    for (k, a), b in zip(snn.neurons().items(), ref.neurons().values()):
+        torch.testing.assert_close(a.bias_offset, b.bias_offset, msg=k)

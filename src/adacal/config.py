@@ -101,7 +101,9 @@ class CalibrationConfig:
     ``method``: ``max`` | ``percentile`` | ``mse`` (surrogate search over ``grid_size`` clip levels
     ``max·(1 − grid_step·i)``); ``granularity``: per ``layer`` or per output ``channel``;
     ``correction``: ``none`` | ``bias`` | ``potential``; ``weight_calibration`` runs the
-    layer-wise weight optimisation ("advanced") before the correction.
+    layer-wise weight optimisation ("advanced") before the correction. ``correction_memory_mb``:
+    the correction simulates all T steps of its samples in one pass; it uses only as many samples
+    as keep T × samples × the largest activation under this many MB (logged when it cuts).
     """
 
     method: str = "mse"
@@ -115,6 +117,7 @@ class CalibrationConfig:
     weight_calibration: bool = False
     weight_iters: int = 200
     weight_lr: float = 1e-4
+    correction_memory_mb: int = 2048
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -127,7 +130,7 @@ class CalibrationConfig:
         check_int("CalibrationConfig.grid_size", self.grid_size, minimum=1)
         if not 0 < self.grid_step * (self.grid_size - 1) < 1 and self.grid_size > 1:
             raise ConfigError("CalibrationConfig grid must satisfy grid_size >= 1 and grid_step*(grid_size-1) < 1")
-        for name in ("num_batches", "correction_batches", "weight_iters"):
+        for name in ("num_batches", "correction_batches", "weight_iters", "correction_memory_mb"):
             check_int(f"CalibrationConfig.{name}", getattr(self, name), minimum=1)
         check_number("CalibrationConfig.weight_lr", self.weight_lr, above=0.0)
 

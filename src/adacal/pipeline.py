@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from adacal import inputs
 from adacal.calibrate import calibrate_thresholds, calibrate_thresholds_presented, correct_bias
+from adacal.calibrate.correction import correction_capacity
 from adacal.config import PipelineConfig
 from adacal.convert import prepare
 from adacal.data import InputFn, take_batches, take_split
@@ -286,7 +287,17 @@ def _correction(stage: Correction, ctx: _Context) -> None:
         n = ctx.config.calibration.correction_batches
         correct_bias(ctx.snn, None, timesteps=ctx.config.timesteps, target=target,
                      batches=[p.inputs for p in ctx.shown[:n]], sequence=ctx.sequence,
-                     reference=ctx.correction_batches)
+                     reference=ctx.correction_batches, memory_mb=ctx.config.calibration.correction_memory_mb)
+
+
+def _correction_samples(ctx: _Context) -> int:
+    """Samples the bias correction saw: its batches, cut to what fits its memory budget."""
+    if ctx.config.calibration.correction == "none" or not ctx.shown:
+        return 0
+    n = sum(inputs.batch_size(b) for b in ctx.correction_batches)
+    first = ctx.shown[0]
+    return min(n, correction_capacity(ctx.snn, first.inputs, ctx.config.timesteps, first.sequence,
+                                      ctx.config.calibration.correction_memory_mb))
 
 
 _RUNNERS: dict[type, Callable[[Any, _Context], None]] = {
@@ -358,7 +369,7 @@ def convert(
     shown_x = _profile_input(ctx)
     record["samples"] = {  # which calibration samples each stage saw (the first N of calib_data)
         "thresholds": sum(inputs.batch_size(b) for b in ctx.threshold_batches),
-        "correction": sum(inputs.batch_size(b) for b in ctx.correction_batches),
+        "correction": _correction_samples(ctx),
         "profile": shown_x.batch_size() if any(isinstance(s, Search) for s in recipe.stages) else 0}
     errors = analog_errors(snn, shown_x.inputs, cfg.timesteps, sequence=shown_x.sequence)
     if errors:

@@ -66,6 +66,7 @@ def correct_bias(
     sequence: bool = False,
     batches: list[Tensor] | None = None,
     reference: list[Any] | None = None,
+    memory_mb: int | None = None,
 ) -> dict[str, float]:
     """Remove each neuron's mean output error against the ANN, one layer at a time.
 
@@ -89,9 +90,17 @@ def correct_bias(
         reference = [inputs.map_tensors(lambda t: t[:timesteps].mean(0), x) if sequence else x for x in xs]
     if len(reference) != len(xs):
         raise ConfigError(f"correct_bias got {len(reference)} reference batches for {len(xs)} batches")
-    ann = _ann_means(snn, list(reference))
+    d = 1 if sequence else 0
+    x, ref = inputs.cat(xs, dim=d), inputs.cat(list(reference), dim=0)
+    n = inputs.batch_size(x, d)
+    keep = n if memory_mb is None else correction_capacity(snn, x, timesteps, sequence, memory_mb)
+    if keep < n:  # all T steps of every sample in one pass: keep the first ones, the same for the ANN
+        log.warning("bias correction at T=%d uses %d of its %d samples (all T steps of them fit in %d MB; "
+                    "raise calibration.correction_memory_mb to use more)", timesteps, keep, n, memory_mb)
+        x, ref = inputs.narrow(x, 0, keep, d), inputs.narrow(ref, 0, keep, 0)
+    ann = _ann_means(snn, [ref])
     neurons = snn.neurons()
-    x = _my_samples(inputs.cat(xs, dim=1 if sequence else 0), 1 if sequence else 0)
+    x = _my_samples(x, d)
     errors: dict[str, float] = {}
 
     def correct(neuron: IFNeuron, args: tuple[Tensor, ...]) -> None:
@@ -131,6 +140,13 @@ def correct_bias(
     log.info("%s correction over %d layers (T=%d): mean |error| before %.4g", target, len(errors),
              timesteps, sum(errors.values()) / max(1, len(errors)))
     return errors
+
+
+def correction_capacity(snn: SpikingModel, x: Any, timesteps: int, sequence: bool, memory_mb: int) -> int:
+    """How many samples of ``x`` the one-pass correction can simulate with all ``timesteps`` stacked
+    while ``T × samples × largest activation`` stays within ``memory_mb`` (at least one)."""
+    row = snn.measured_row_bytes(x, sequence=sequence)
+    return max(1, int((memory_mb << 20) // max(1, row * timesteps)))
 
 
 def _my_samples(x: Any, dim: int) -> Any:
