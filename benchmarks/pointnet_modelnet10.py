@@ -23,6 +23,7 @@ import logging
 import re
 from dataclasses import replace
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -208,17 +209,46 @@ def update_readme(state: dict[str, Any]) -> None:
     atomic_write_text(path, text)
 
 
+def merge_sweeps(state: dict[str, Any], folders: list[Path]) -> None:
+    """The classification part from several sweep folders (runs split over T to fit the time at hand);
+    each folder's command is listed, runs of the same method, T and IAT flag: the later folder's."""
+    from adacal.results import load_results
+
+    merged: dict[tuple[str, int, bool], dict[str, Any]] = {}
+    commands, first = [], None
+    for folder in folders:
+        final = folder / "summary.json"
+        results = load_results(final if final.exists() else folder / "summary.partial.json")
+        first = first or results
+        commands.append(str(results.get("command") or folder))
+        for r in compact(results)["runs"]:
+            merged[(r["method"], r["T"], r["iat"])] = r
+    assert first is not None
+    part = compact(first)
+    part["runs"] = sorted(merged.values(), key=lambda r: (r["T"], r["method"], r["iat"]))
+    state["cls"] = {**part, "command": " ; ".join(commands)}
+    state.setdefault("machine", machine())
+    write_results(NAME, state, markdown(state))
+    plots(state)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", choices=("cls", "seg", "all"), default="all")
     ap.add_argument("--timesteps", type=int, nargs="+", default=[4, 8, 16, 32, 64])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--readme", action="store_true", help="only regenerate the README block from the result file")
+    ap.add_argument("--merge", nargs="+", type=Path, metavar="SWEEP",
+                    help="write the classification part from these sweep folders (each an `adacal sweep --config "
+                         "pointnet_modelnet10 ...` run at other T; a later folder's run replaces an earlier one's)")
     args = ap.parse_args()
     path = RESULTS / f"{NAME}.json"
     state: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     if args.readme:
         update_readme(state)
+        return
+    if args.merge:
+        merge_sweeps(state, args.merge)
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
