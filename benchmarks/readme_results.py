@@ -188,6 +188,18 @@ def section() -> str:
                     f"thresholds only, no bias correction): adacal {a['adacal']['agreement_with_ann']:.3f}, "
                     f"SpikingJelly max-norm {a['spikingjelly_max_norm']['agreement_with_ann']:.3f}."]
         out.append("")
+    r = load("task_speed")
+    if r:
+        out += [f"**Every task's job, fused against eager** (`{r['command']}`; one `adacal sweep` per task and "
+                "path, AdaFire at one T on a test subset, each a fresh process: the fused wall time includes "
+                "compiling; eager = `TORCHDYNAMO_DISABLE=1`, the simulation before the fused step):", "",
+                "| task | T | test items | eager s | fused s | wall | convert | evaluate | same results |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        for x in r["rows"]:
+            out.append(f"| {x['task']} | {x['T']} | {x['num_samples']} | {x['eager']['wall_s']:.0f} | "
+                       f"{x['fused']['wall_s']:.0f} | **{x['speedup_wall']:.2f}×** | {x['speedup_convert']:.2f}× | "
+                       f"{x['speedup_evaluate']:.2f}× | {'yes' if x['identical'] else 'NO'} |")
+        out.append("")
     r = load("early_exit")
     if r:
         out += [f"**Early exit (IAT)** (`{r['command']}`): T={r['T']}, mean exit step {r['mean_exit_step']:.2f} "
