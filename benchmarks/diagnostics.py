@@ -213,8 +213,9 @@ def plot(state: dict[str, Any], name: str) -> None:
     from adacal.report.plots import save_figure
 
     pts = state["points"]
-    fig, axes = plt.subplots(1, len(SCORES), figsize=(3.6 * len(SCORES), 3.4), sharey=True)
-    for ax, score in zip(axes, SCORES):
+    shown = [s for s in SCORES if s in state["correlations"]]  # a table not profiled yet is left out
+    fig, axes = plt.subplots(1, len(shown), figsize=(3.6 * len(shown), 3.4), sharey=True)
+    for ax, score in zip(axes, shown):
         xs = [p[score] for p in pts]
         ax.scatter(xs, [p["accuracy"] for p in pts], s=16)
         c = state["correlations"][score]
