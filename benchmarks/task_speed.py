@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import statistics
@@ -26,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import REPO, RESULTS, SHARED, command, machine, write_results
+from _common import REPO, SHARED, command, machine, write_results
 
 NAME = "task_speed"
 DATA = Path(os.path.relpath(SHARED / "data", REPO))  # relative: the commands run in the repository
@@ -91,8 +92,8 @@ def measure(tasks: list[str], threads: int, repeats: int) -> list[dict[str, Any]
                          "speedup_wall": e["wall_s"] / f["wall_s"],
                          "speedup_convert": e["convert_s"] / f["convert_s"],
                          "speedup_evaluate": e["evaluate_s"] / f["evaluate_s"], "identical": same})
-            print(f"{task}: eager {e['wall_s']:.0f} s, fused {f['wall_s']:.0f} s "
-                  f"({rows[-1]['speedup_wall']:.2f}x), identical: {same}", flush=True)
+            logging.info("%s: eager %.0f s, fused %.0f s (%.2fx), identical: %s", task, e["wall_s"], f["wall_s"],
+                         rows[-1]["speedup_wall"], same)
     return rows
 
 
@@ -134,20 +135,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=1, help="runs per task and path (median times)")
     ap.add_argument("--note", default="", help="conditions worth recording (e.g. other jobs on the machine)")
-    ap.add_argument("--merge", action="store_true",
-                    help="replace only the measured tasks' rows in the existing result file")
     args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     started, load = time.perf_counter(), list(os.getloadavg())
     rows = measure(args.tasks, args.threads, args.repeats)
     state = {"command": command(), "machine": machine(), "threads": args.threads, "rows": rows, "note": args.note,
              "load_average_start": load,
              "benchmark_s": time.perf_counter() - started}
-    path = RESULTS / f"{NAME}.json"
-    if args.merge and path.exists():  # rows of other tasks kept, each with the command that measured it
-        old = json.loads(path.read_text())
-        keep = [dict(r, command=r.get("command", old["command"])) for r in old["rows"] if r["task"] not in args.tasks]
-        state["rows"] = keep + [dict(r, command=state["command"]) for r in rows]
-        state["command"] = " ; ".join(dict.fromkeys(r["command"] for r in state["rows"]))
     write_results(NAME, state, markdown(state))
 
 
