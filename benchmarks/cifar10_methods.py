@@ -16,6 +16,10 @@ order given (the most informative first).
 
     python benchmarks/cifar10_methods.py --defaults previous --timesteps 4 8 2 1 16 32 --threads 1
     python benchmarks/cifar10_methods.py --defaults previous --collect        # results so far
+
+A grid may be run in parts (one process per core, or more T later): ``--out`` names each part, and
+``--collect --merge PART...`` joins the runs of parts with the same settings but other timesteps
+into the result file, naming every part's command.
 """
 from __future__ import annotations
 
@@ -73,11 +77,19 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="result name (default: cifar10_methods_<defaults>)")
     ap.add_argument("--collect", action="store_true",
                     help="write the result files from the runs finished so far, run nothing")
+    ap.add_argument("--merge", nargs="+", default=[], metavar="PART",
+                    help="with --collect: also the runs of these sweeps (--out names of parts run with the same "
+                         "settings and other timesteps)")
     args = ap.parse_args()
     name = args.out or f"cifar10_methods_{args.defaults}"
     folder = REPO / "runs" / "benchmarks" / name
+    if args.merge and not args.collect:
+        raise SystemExit("--merge joins finished parts: use it with --collect")
     if args.collect:
-        publish(name, collect(folder))
+        summary = collect(folder)
+        if args.merge:
+            summary = merge(summary, args.merge, command())
+        publish(name, summary)
         return
     start(args.threads)
     from adacal.jobs import sweep_to_folder
@@ -92,6 +104,35 @@ def collect(folder: Path) -> dict[str, Any]:
         if (folder / f).is_file():
             return res.check_results(json.loads((folder / f).read_text()), str(folder / f))
     raise SystemExit(f"no results in {folder}; run the benchmark first")
+
+
+def _same_grid(summary: dict[str, Any]) -> dict[str, Any]:
+    """The settings a part must share with the grid it joins: all but the timesteps."""
+    settings = {k: v for k, v in summary["settings"].items() if k != "sweep"}
+    settings["sweep"] = {k: v for k, v in summary["settings"]["sweep"].items() if k != "timesteps"}
+    return settings
+
+
+def merge(summary: dict[str, Any], parts: list[str], command_line: str) -> dict[str, Any]:
+    """``summary`` with the runs of the sweeps ``parts`` (``runs/benchmarks/<part>``) added; each must have
+    run with the same settings except the timesteps. The command names every part and this merge."""
+    import copy
+
+    out = copy.deepcopy(summary)
+    have = {(r["method"], r["timesteps"], r["iat"]) for r in out["runs"]}
+    commands = [str(summary.get("command"))]
+    for part in parts:
+        other = collect(REPO / "runs" / "benchmarks" / part)
+        if _same_grid(other) != _same_grid(summary):
+            raise SystemExit(f"sweep {part!r} ran with other settings than the grid it should join (only the "
+                             "timesteps may differ); rerun it with the same options")
+        out["runs"] += [r for r in other["runs"] if (r["method"], r["timesteps"], r["iat"]) not in have]
+        have |= {(r["method"], r["timesteps"], r["iat"]) for r in other["runs"]}
+        commands.append(str(other.get("command")))
+    out["runs"].sort(key=lambda r: (r["timesteps"], r["method"], r["iat"]))
+    out["settings"]["sweep"]["timesteps"] = sorted({r["timesteps"] for r in out["runs"]})
+    out["command"] = " ; ".join([*commands, command_line])
+    return out
 
 
 def records(summary: dict[str, Any]) -> list[dict[str, Any]]:

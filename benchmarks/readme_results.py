@@ -152,15 +152,22 @@ def section() -> str:
                 f"folded, the fairest reference; {r['machine']['cpu']}, {r['machine']['torch_threads']} thread(s), "
                 f"shared machine: load average {r['load_average_start'][0]:.1f} at start; ratios of variants timed "
                 f"in alternation), `{r['command']}`:", "",
-                "| model | batch | T | time_chunk | eager | fused (default) | fused, canonical blocks off | "
-                "fused (default), fastest repeats |", "|---|---|---|---|---|---|---|---|"]
+                "| model | batch | T | time_chunk | eager | fused, contiguous layout | fused (default) | "
+                "fused (default) vs best ANN | fused, canonical blocks off | fused (default), fastest repeats |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
         for x in r["rows"]:
+            cont = (f"{x['fused_contiguous_ratio']:.2f}× ({x['fused_contiguous_ratio_folded']:.2f}×)"
+                    if "fused_contiguous_ratio" in x else "–")
+            best = f"{x['fused_ratio_best_ann']:.2f}×" if "fused_ratio_best_ann" in x else "–"
             out.append(f"| {x['model']} | {x['batch']} | {x['T']} | {x['time_chunk']} | {x['eager_ratio']:.2f}× "
-                       f"({x['eager_ratio_folded']:.2f}×) | **{x['fused_ratio']:.2f}×** "
-                       f"({x['fused_ratio_folded']:.2f}×) | {x['fused_blocks_off_ratio']:.2f}× "
+                       f"({x['eager_ratio_folded']:.2f}×) | {cont} | **{x['fused_ratio']:.2f}×** "
+                       f"({x['fused_ratio_folded']:.2f}×) | {best} | {x['fused_blocks_off_ratio']:.2f}× "
                        f"({x['fused_blocks_off_ratio_folded']:.2f}×) | "
                        f"{x.get('fused_ratio_fastest', float('nan')):.2f}× "
                        f"({x.get('fused_ratio_folded_fastest', float('nan')):.2f}×) |")
+        out += ["", "The default picks, per convolution, channels-last input where that gives the same bits and is "
+                "faster (`SpikingModel.layout`); *best ANN* is the fastest of the ANN as trained, folded, and "
+                "folded in channels-last order, so the layout choice is not credited against a slower ANN."]
         cc = r["compile"]
         out += ["", f"One-off costs: compiling the fused update {cc['cold_cache']['wall_s']:.0f} s with a cold "
                 f"inductor cache, {cc['warm_cache']['wall_s']:.0f} s warm (once per process); the block-plan probes "
@@ -174,12 +181,15 @@ def section() -> str:
     if r and r["rows"] and "ms" in r["rows"][0]:
         out += [f"**Against SpikingJelly {r.get('spikingjelly_version', '')}** (its best CPU mode per row; "
                 f"`{r['command']}`; load average {r['load_average_start'][0]:.1f} at start):", "",
-                "| model | threads | batch | T | adacal (default) vs SJ best | adacal eager vs SJ best | "
-                "adacal / (T × ANN) | SJ best / (T × ANN) |", "|---|---|---|---|---|---|---|---|"]
+                "| model | threads | batch | T | adacal (default) vs SJ best | adacal, contiguous layout vs SJ best | "
+                "adacal eager vs SJ best | adacal / (T × ANN) | SJ best / (T × ANN) |",
+                "|---|---|---|---|---|---|---|---|---|"]
         for x in r["rows"]:
             best = "sj_" + x["sj_best_mode"]
+            cont = x.get("ratio_vs_spikingjelly_contiguous")
             out.append(f"| {x['model']} | {x['threads']} | {x['batch']} | {x['T']} | "
                        f"**{x['ratio_vs_spikingjelly']:.2f}×** ({x['sj_best_mode']}) | "
+                       f"{'–' if cont is None else f'{cont:.2f}×'} | "
                        f"{x['ratio_vs_spikingjelly_eager']:.2f}× | {x['ratio_vs_T_ann']['adacal']:.2f}× | "
                        f"{x['ratio_vs_T_ann'][best]:.2f}× |")
         a = r.get("agreement", {})

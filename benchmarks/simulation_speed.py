@@ -6,7 +6,11 @@ variants timed in alternation (``interleaved``: noise hits them alike). Two ANN 
 network as trained (BatchNorm separate) and the same network with BatchNorm folded into the
 convolutions — what the SNN computes, so the fairest reference. SNN variants (time_chunk "auto",
 the default, unless stated): ``eager`` (fused=False), ``fused`` (the default: fused="auto",
-deterministic=True) and ``fused, blocks off`` (deterministic=False). Random weights with warmed-up
+deterministic=True, layout="auto"), ``fused, contiguous`` (layout="contiguous": every convolution
+on NCHW input, as before the layout plans — the same outputs to the bit) and ``fused, blocks off``
+(deterministic=False). A third ANN reference runs the folded network in channels-last memory order,
+so that the SNN's layout choice is also measured against an ANN given the same choice; "vs best
+ANN" divides by the fastest of the three. Random weights with warmed-up
 BN statistics and max thresholds: speed does not depend on training.
 
 Also measured: the one-off costs (compiling the fused update, cold and warm inductor cache, in
@@ -140,6 +144,7 @@ def main() -> None:
     for name in args.models:
         ann = realistic(build_model(name, 10), (3, 32, 32))
         ann_folded = folded(ann)
+        ann_folded_cl = copy.deepcopy(ann_folded).to(memory_format=torch.channels_last)
         snn = prepare(ann, torch.randn(8, 3, 32, 32))
         calibrate_thresholds(snn, torch.randn(32, 3, 32, 32), timesteps=8, config=CalibrationConfig(method="max"))
         for batch in args.batches:
@@ -162,16 +167,19 @@ def main() -> None:
                     if mode == "streaming" and T != min(args.timesteps):
                         continue
 
-                    def sim(fused: bool | str, det: bool, x: torch.Tensor = x, T: int = T,
+                    def sim(fused: bool | str, det: bool, layout: str = "auto", x: torch.Tensor = x, T: int = T,
                             tc: int | str = tc, snn: Any = snn) -> Any:
-                        snn.fused, snn.deterministic = fused, det
+                        snn.fused, snn.deterministic, snn.layout = fused, det, layout
                         return snn.run(x, T, time_chunk=tc)
 
+                    x_cl = x.contiguous(memory_format=torch.channels_last)
                     fns = {
                         "ann": lambda x=x, m=ann: m(x),
                         "ann_folded": lambda x=x, m=ann_folded: m(x),
+                        "ann_folded_cl": lambda x=x_cl, m=ann_folded_cl: m(x),
                         "eager": lambda: sim(False, True),
                         "fused": lambda: sim("auto", True),
+                        "fused_contiguous": lambda: sim("auto", True, "contiguous"),
                         "fused_blocks_off": lambda: sim("auto", False),
                     }
                     samples: dict[str, list[float]] = {k: [] for k in fns}
@@ -188,18 +196,23 @@ def main() -> None:
                         reps = args.repeats_batch1 if batch == 1 else args.repeats
                         times = interleaved({k: recorded(k, f) for k, f in fns.items()}, reps)
                     fastest = {k: min(v[1:]) for k, v in samples.items()}  # v[0]: the warm-up call
-                    snn.fused, snn.deterministic = "auto", True
+                    snn.fused, snn.deterministic, snn.layout = "auto", True, "auto"
+                    best_ann = min(times[k] for k in ("ann", "ann_folded", "ann_folded_cl"))
                     row: dict[str, Any] = {"model": name, "batch": batch, "T": T, "time_chunk": mode,
-                                           "ann_ms": times["ann"] * 1e3, "ann_folded_ms": times["ann_folded"] * 1e3}
-                    for k in ("eager", "fused", "fused_blocks_off"):
+                                           "ann_ms": times["ann"] * 1e3, "ann_folded_ms": times["ann_folded"] * 1e3,
+                                           "ann_folded_channels_last_ms": times["ann_folded_cl"] * 1e3,
+                                           "best_ann_ms": best_ann * 1e3}
+                    for k in ("eager", "fused", "fused_contiguous", "fused_blocks_off"):
                         row[f"{k}_ms"] = times[k] * 1e3
                         row[f"{k}_ratio"] = times[k] / (T * times["ann"])
                         row[f"{k}_ratio_folded"] = times[k] / (T * times["ann_folded"])
+                        row[f"{k}_ratio_best_ann"] = times[k] / (T * best_ann)
                         # fastest repeats: the least disturbed by the machine's other jobs
                         row[f"{k}_ratio_fastest"] = fastest[k] / (T * fastest["ann"])
                         row[f"{k}_ratio_folded_fastest"] = fastest[k] / (T * fastest["ann_folded"])
                     row["fastest_ms"] = {k: v * 1e3 for k, v in fastest.items()}
                     row["fused_speedup"] = times["eager"] / times["fused"]
+                    row["layout_speedup"] = times["fused_contiguous"] / times["fused"]
                     row["determinism_overhead"] = times["fused"] / times["fused_blocks_off"]
                     row["determinism_overhead_fastest"] = fastest["fused"] / fastest["fused_blocks_off"]
                     rows.append(row)
@@ -225,18 +238,23 @@ def main() -> None:
           "engineers' jobs, so absolute ms are inflated and noisy; the ratios are of variants timed in "
           f"alternation in one run (median of {args.repeats}, {args.repeats_batch1} at batch 1).", "",
           "Columns: SNN time / (T × ANN) for the ANN as trained and (in brackets) with BatchNorm folded — "
-          "the fairest reference. `fused` is the default (fused neuron update, canonical row blocks on); "
-          "`blocks off` is deterministic=False. Medians, and in the last two columns the same from each variant's "
-          "fastest repeat (least disturbed by the other jobs).", "",
-          "| model | batch | T | time_chunk | ANN ms (BN folded) | eager | fused (default) | fused, blocks off | "
-          "fused speed-up | blocks on / off | fused (default), fastest repeats | blocks on / off, fastest |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "the fairest reference. `fused` is the default (fused neuron update, canonical row blocks on, "
+          "convolution layout auto); `contiguous` is the same with layout='contiguous' (identical outputs); "
+          "`blocks off` is deterministic=False. `vs best ANN`: the default against the fastest of the ANN as "
+          "trained, folded, and folded in channels-last order. Medians, and in the last two columns the same "
+          "from each variant's fastest repeat (least disturbed by the other jobs).", "",
+          "| model | batch | T | time_chunk | ANN ms (folded; folded channels-last) | eager | fused, contiguous | "
+          "fused (default) | fused (default) vs best ANN | fused, blocks off | fused speed-up | layout speed-up | "
+          "blocks on / off | fused (default), fastest repeats | blocks on / off, fastest |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         md.append(f"| {r['model']} | {r['batch']} | {r['T']} | {r['time_chunk']} | {r['ann_ms']:.1f} "
-                  f"({r['ann_folded_ms']:.1f}) | {r['eager_ratio']:.2f}× ({r['eager_ratio_folded']:.2f}×) | "
-                  f"**{r['fused_ratio']:.2f}×** ({r['fused_ratio_folded']:.2f}×) | "
+                  f"({r['ann_folded_ms']:.1f}; {r['ann_folded_channels_last_ms']:.1f}) | "
+                  f"{r['eager_ratio']:.2f}× ({r['eager_ratio_folded']:.2f}×) | "
+                  f"{r['fused_contiguous_ratio']:.2f}× ({r['fused_contiguous_ratio_folded']:.2f}×) | "
+                  f"**{r['fused_ratio']:.2f}×** ({r['fused_ratio_folded']:.2f}×) | {r['fused_ratio_best_ann']:.2f}× | "
                   f"{r['fused_blocks_off_ratio']:.2f}× ({r['fused_blocks_off_ratio_folded']:.2f}×) | "
-                  f"{r['fused_speedup']:.2f}× | {r['determinism_overhead']:.2f} | "
+                  f"{r['fused_speedup']:.2f}× | {r['layout_speedup']:.2f}× | {r['determinism_overhead']:.2f} | "
                   f"{r['fused_ratio_fastest']:.2f}× ({r['fused_ratio_folded_fastest']:.2f}×) | "
                   f"{r['determinism_overhead_fastest']:.2f} |")
     cc, cw = compiles["cold_cache"], compiles["warm_cache"]

@@ -7,10 +7,11 @@ converted twice:
       layer-wise max-norm rate-coding recipe: Conv-BN fusion, IFNode(v_reset=None) i.e. soft reset,
       threshold 1 between VoltageScalers), simulated in both of its CPU modes: single-step
       (``reset_net``, then T calls summed) and multi-step (``set_step_mode(net, "m")``, input repeated on
-      a leading T axis);
+      a leading T axis), and single-step again with network and input in channels-last memory order;
   (b) adacal with φ=1: ``prepare(ann, x)``, ``calibrate_thresholds(snn, calib_batch, timesteps=T)``,
       ``snn.run(x, T)`` with its defaults (time_chunk "auto", fused neuron update "auto", canonical row
-      blocks on), and the same with the eager neuron update (``snn.fused = False``).
+      blocks on, convolution layout "auto"), the same with every convolution on contiguous input
+      (``snn.layout = "contiguous"``) and with the eager neuron update (``snn.fused = False``).
 All variants and the ANN (as trained, and with BatchNorm folded) are timed in alternation
 (``interleaved``, median of ``--repeats``) with the same thread count, T and batch.
 ratio_vs_spikingjelly = SJ best-mode time / adacal time (= our throughput / theirs; > 1: adacal faster);
@@ -43,7 +44,7 @@ import adacal
 from adacal.convert.fold_bn import fold_batchnorm
 from adacal.convert.trace import trace
 from adacal.datasets import get_splits
-from adacal.datasets.api import make_loader
+from adacal.datasets.registry import make_loader
 from adacal.models import build_model, load_state_dict_file
 from adacal.neurons.kernels import KERNEL
 
@@ -264,15 +265,24 @@ def main() -> None:
             for batch in args.batches:
                 x = x_eval[:batch].clone()
 
-                def adacal_run(fused: bool | str, x: torch.Tensor = x, snn: Any = snn) -> torch.Tensor:
-                    snn.fused = fused
+                def adacal_run(fused: bool | str, layout: str = "auto", x: torch.Tensor = x,
+                               snn: Any = snn) -> torch.Tensor:
+                    snn.fused, snn.layout = fused, layout
                     return snn.run(x, T).sum(0)
 
+                # SpikingJelly in channels-last memory order too (its network and input converted), so
+                # that adacal's layout choice is not compared against a handicapped SpikingJelly
+                sj_cl = copy.deepcopy(sj).to(memory_format=torch.channels_last)
+                x_cl = x.contiguous(memory_format=torch.channels_last)
+                with torch.no_grad():
+                    sj_cl_same = float((sj_step(sj_cl, x_cl, T) - sj_step(sj, x, T)).abs().max())
                 fns = {
                     "ann": lambda x=x, m=net["ann"]: m(x),
                     "ann_folded": lambda x=x, m=net["ann_folded"]: m(x),
                     "sj_step": lambda x=x, sj=sj: sj_step(sj, x, T),
+                    "sj_step_channels_last": lambda x=x_cl, sj=sj_cl: sj_step(sj, x, T),
                     "adacal": lambda: adacal_run("auto"),
+                    "adacal_contiguous": lambda: adacal_run("auto", "contiguous"),
                     "adacal_eager": lambda: adacal_run(False),
                 }
                 if net["multi_ok"]:
@@ -289,10 +299,10 @@ def main() -> None:
 
                 with torch.no_grad():
                     times = interleaved({k: recorded(k, fn) for k, fn in fns.items()}, args.repeats)
-                snn.fused = "auto"
+                snn.fused, snn.layout = "auto", "auto"
                 best = {k: min(v[1:]) for k, v in samples.items()}  # v[0] is interleaved()'s warm-up call
                 ann_t, folded_t = times["ann"], times["ann_folded"]
-                sj_modes = {k: times[k] for k in ("sj_step", "sj_multistep") if k in times}
+                sj_modes = {k: times[k] for k in ("sj_step", "sj_step_channels_last", "sj_multistep") if k in times}
                 sj_best = min(sj_modes, key=sj_modes.get)
                 sj_best_min = min(best[k] for k in sj_modes)
                 row: dict[str, Any] = {
@@ -302,6 +312,8 @@ def main() -> None:
                     "ratio_vs_spikingjelly": sj_modes[sj_best] / times["adacal"],
                     "ratio_vs_spikingjelly_min": sj_best_min / best["adacal"],
                     "ratio_vs_spikingjelly_eager": sj_modes[sj_best] / times["adacal_eager"],
+                    "ratio_vs_spikingjelly_contiguous": sj_modes[sj_best] / times["adacal_contiguous"],
+                    "sj_channels_last_max_abs_diff": sj_cl_same,
                     "ratio_vs_spikingjelly_step": times["sj_step"] / times["adacal"],
                     "ratio_vs_spikingjelly_multistep": (times["sj_multistep"] / times["adacal"])
                     if "sj_multistep" in times else None,
@@ -343,7 +355,12 @@ def main() -> None:
         "NeuronConfig defaults (phi=1, rho=1, v_init=0.5), no bias/potential correction.",
         "adacal runs with its defaults: time_chunk 'auto', fused neuron update 'auto' (compiled once per process "
         f"before timing: {compile_s:.1f} s here), canonical row blocks on (outputs independent of the chunking); "
-        "'adacal eager' is the same with fused=False.",
+        "'adacal eager' is the same with fused=False; 'adacal contiguous' with layout='contiguous' (every "
+        "convolution on NCHW input, as before the layout plans; same outputs to the bit).",
+        "SpikingJelly is also timed with its network and input in channels-last memory order (single-step); "
+        "the best of its modes is what adacal is compared with. Largest output difference of that mode from "
+        "its default: " + ", ".join(f"{r['model']} b={r['batch']} {r['sj_channels_last_max_abs_diff']:.1e}"
+                                     for r in rows) + ".",
         "SpikingJelly's IFNode starts at v=0 with max-norm thresholds, so at small T most deep-layer neurons have "
         "not fired yet and the output is dominated by the fc bias; see sweep for its convergence with T.",
     ]
@@ -372,15 +389,18 @@ def main() -> None:
           "## Speed", "",
           "ratio vs SJ = SpikingJelly's best mode time / adacal time (> 1: adacal faster); × T·ANN = SNN time / "
           "(T × ANN forward), in brackets against the ANN with BatchNorm folded.", "",
-          "| model | threads | batch | adacal ms | adacal eager ms | SJ step ms | SJ multi-step ms | "
-          "**adacal vs SJ best** | fastest repeats | eager vs SJ best | adacal × T·ANN | SJ step × T·ANN | "
-          "SJ multi × T·ANN |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "| model | threads | batch | adacal ms | adacal contiguous ms | adacal eager ms | SJ step ms | "
+          "SJ step channels-last ms | SJ multi-step ms | **adacal vs SJ best** | fastest repeats | "
+          "contiguous vs SJ best | eager vs SJ best | adacal × T·ANN | SJ step × T·ANN | SJ multi × T·ANN |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ms, rt, rf = r["ms"], r["ratio_vs_T_ann"], r["ratio_vs_T_ann_folded"]
-        md.append(f"| {r['model']} | {r['threads']} | {r['batch']} | {ms['adacal']:.1f} | {ms['adacal_eager']:.1f} | "
-                  f"{ms['sj_step']:.1f} | {f(ms.get('sj_multistep'), '.1f')} | **{r['ratio_vs_spikingjelly']:.2f}×** "
-                  f"({r['sj_best_mode']}) | {r['ratio_vs_spikingjelly_min']:.2f}× | "
+        md.append(f"| {r['model']} | {r['threads']} | {r['batch']} | {ms['adacal']:.1f} | "
+                  f"{f(ms.get('adacal_contiguous'), '.1f')} | {ms['adacal_eager']:.1f} | {ms['sj_step']:.1f} | "
+                  f"{f(ms.get('sj_step_channels_last'), '.1f')} | {f(ms.get('sj_multistep'), '.1f')} | "
+                  f"**{r['ratio_vs_spikingjelly']:.2f}×** ({r['sj_best_mode']}) | "
+                  f"{r['ratio_vs_spikingjelly_min']:.2f}× | "
+                  f"{f(r.get('ratio_vs_spikingjelly_contiguous'))}× | "
                   f"{r['ratio_vs_spikingjelly_eager']:.2f}× | {rt['adacal']:.2f}× ({rf['adacal']:.2f}×) | "
                   f"{rt['sj_step']:.2f}× ({rf['sj_step']:.2f}×) | "
                   f"{f(rt.get('sj_multistep'))}× ({f(rf.get('sj_multistep'))}×) |")

@@ -14,7 +14,7 @@ from torch import nn
 from adacal.calibrate import calibrate_thresholds
 from adacal.config import CalibrationConfig
 from adacal.convert import prepare
-from adacal.determinism import block_plan, blocked
+from adacal.determinism import block_plan, blocked, layout_plan
 from adacal.errors import ShapeError
 from adacal.metrics import symmetric_kl
 from adacal.sensitivity import profile
@@ -121,6 +121,31 @@ def test_block_plan_keeps_only_sizes_that_give_the_same_bits():
 
     assert block_plan(position_dependent, (3,), torch.float32, torch.device("cpu")) == (1,)
     assert block_plan(lambda x: x * 2, (3,), torch.float32, torch.device("cpu")) == (64, 32, 16, 8, 4, 2, 1)
+
+
+def test_layout_plan_admits_channels_last_only_where_it_gives_the_same_bits():
+    cpu, f32, plan = torch.device("cpu"), torch.float32, (8, 4, 2, 1)
+    assert layout_plan(lambda x: x * 2, (4, 5, 5), plan, f32, cpu, measure=False) == torch.channels_last
+
+    def layout_dependent(x):  # e.g. a kernel that sums in memory order
+        return x * (2 if x.is_contiguous() else 3)
+
+    assert layout_plan(layout_dependent, (4, 5, 5), plan, f32, cpu, measure=False) == torch.contiguous_format
+    assert layout_plan(lambda x: x * 2, (4, 25), plan, f32, cpu, measure=False) == torch.contiguous_format  # not 4-D
+    same_order = layout_plan(lambda x: x * 2, (1, 5, 5), plan, f32, cpu, measure=False)  # one channel: one order
+    assert same_order == torch.contiguous_format
+
+
+def test_blocked_keeps_the_layout_it_is_given():
+    seen: list[bool] = []
+
+    def fn(x):
+        seen.append(x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
+        return x * 2
+
+    x = torch.randn(7, 3, 4, 4)
+    out = blocked(fn, x, (4, 2), layout=torch.channels_last)
+    assert torch.equal(out, x * 2) and seen == [True] * 3  # 7 = 4 + 2 + 1 (padded to 2): every block channels-last
 
 
 def test_blocked_splits_largest_first_and_pads_the_remainder():

@@ -131,6 +131,46 @@ def test_fused_model_equals_eager_for_every_chunking(burst_snn):
         burst_snn.fused = "auto"
 
 
+@pytest.mark.parametrize("fused", [True, False])
+def test_channels_last_layout_changes_no_bit(burst_snn, fused):
+    """Convolutions on channels-last input (and neurons keeping that memory order) give the
+    contiguous run's outputs and spike counts exactly, for every chunking and early exit."""
+    x = torch.randn(5, 3, 16, 16, generator=torch.Generator().manual_seed(8))
+    T = 12
+    burst_snn.fused = fused
+    try:
+        burst_snn.layout = "contiguous"
+        with burst_snn.record_activity():
+            expected = burst_snn.run(x, T, time_chunk=None)
+        counts = burst_snn.spike_counts()
+        burst_snn.layout = "channels_last"
+        with burst_snn.record_activity():
+            assert torch.equal(burst_snn.run(x, T, time_chunk=None), expected)
+        for k, v in burst_snn.spike_counts().items():
+            assert torch.equal(v, counts[k]), k
+        plans = burst_snn._block_plans()
+        chosen = [v for k, v in plans.items() if isinstance(k, tuple) and k[-1] == "channels_last"]
+        assert torch.channels_last in chosen  # some convolution really ran channels-last
+        for kw in ({"time_chunk": 1}, {"time_chunk": 5}, {"batch_chunk": 2, "time_chunk": 3}):
+            assert torch.equal(burst_snn.run(x, T, **kw), expected), kw
+        with burst_snn.session(x) as sess:  # early exit: the membranes are re-indexed mid-run
+            head = sess.advance(3)
+            sess.keep(torch.tensor([0, 4]))
+            tail = sess.advance(T - 3)
+        assert torch.equal(head, expected[:3]) and torch.equal(tail, expected[3:, [0, 4]])
+    finally:
+        burst_snn.fused, burst_snn.layout = "auto", "auto"
+
+
+def test_unknown_layout_is_a_clear_error(burst_snn):
+    burst_snn.layout = "nhwc"
+    try:
+        with pytest.raises(ConfigError, match="layout"):
+            burst_snn.run(torch.zeros(1, 3, 16, 16), 2)
+    finally:
+        burst_snn.layout = "auto"
+
+
 def test_recompilations_are_bounded(burst_snn):
     """One compiled function per (device, dtype) serves every layer shape, batch size and
     chunking: bias or not × one row or more = at most 4 graphs."""

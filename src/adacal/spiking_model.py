@@ -13,7 +13,7 @@ from torch.utils._pytree import tree_leaves, tree_map
 
 from adacal import inputs
 from adacal.checks import check_timesteps
-from adacal.determinism import canonical_blocks, deterministic_graph
+from adacal.determinism import LAYOUT_KEY, LAYOUTS, canonical_blocks, deterministic_graph
 from adacal.errors import ConfigError, DataError, ShapeError, first_line
 from adacal.neurons import IFNeuron, is_neuron, is_neuron_node
 from adacal.neurons.analog import TimeState
@@ -118,6 +118,10 @@ class SpikingModel(nn.Module):
         #: Neuron update: "auto" (compiled where it pays), True (compiled wherever it can) or
         #: False (eager). All give identical outputs (adacal.neurons.kernels).
         self.fused: bool | str = "auto"
+        #: Input layout of 2-D convolutions while ``deterministic``: "auto" (channels-last where it gives
+        #: the same bits and is faster), "channels_last" (wherever it gives the same bits) or
+        #: "contiguous". Never changes a result (adacal.determinism, "Layout").
+        self.layout = "auto"
         self._split_cache: dict[str, Any] = {}
         self._sim_depth = 0
         self._announced = ""
@@ -202,8 +206,10 @@ class SpikingModel(nn.Module):
         return self._split_cache["graph_det"]
 
     def _block_plans(self) -> dict[Any, Any]:
-        """Verified row-block sizes per weighted op (adacal.determinism); dropped on ``.to()``."""
-        return self._split_cache.setdefault("plans", {})
+        """Verified row-block sizes and layouts per weighted op (adacal.determinism); dropped on ``.to()``."""
+        plans = self._split_cache.setdefault("plans", {})
+        plans[LAYOUT_KEY] = self.layout
+        return plans
 
     @contextlib.contextmanager
     def _simulating(self) -> Iterator[None]:
@@ -211,6 +217,8 @@ class SpikingModel(nn.Module):
         ``deterministic``) and every neuron on this model's ``fused`` setting. Re-entrant."""
         if self.fused not in ("auto", True, False):
             raise ConfigError(f"SpikingModel.fused must be 'auto', True or False, got {self.fused!r}")
+        if self.layout not in LAYOUTS:
+            raise ConfigError(f"SpikingModel.layout must be one of {LAYOUTS}, got {self.layout!r}")
         if self._sim_depth:
             self._sim_depth += 1
             try:
@@ -244,7 +252,7 @@ class SpikingModel(nn.Module):
         else:
             path = f"eager ({why})"
         line = (f"simulation on {x.device.type}/{str(x.dtype).removeprefix('torch.')}: neuron update {path}; "
-                f"canonical row blocks {'on' if self.deterministic else 'off'}")
+                f"canonical row blocks {'on, conv layout ' + self.layout if self.deterministic else 'off'}")
         if line != self._announced:
             self._announced = line
             log.info(line)

@@ -15,6 +15,11 @@ from adacal.neurons.kernels import FUSED_MIN_ELEMENTS, KERNEL, if_update_eager_
 
 __all__ = ["IFNeuron", "NEURON_MODES"]
 
+
+def _channels_last(t: Tensor) -> bool:
+    """Whether ``t`` is a 4-D tensor laid out channels-last (and not also plainly contiguous)."""
+    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
 NEURON_MODES = ("ann", "analog", "snn")
 _RESIZABLE = ("theta", "v_offset", "bias_offset")
 
@@ -163,19 +168,27 @@ class IFNeuron(nn.Module):
 
     def _spiking(self, x: Tensor) -> Tensor:
         steps, batch, rest = self.timesteps, self._batch(x), x.shape[1:]
+        nhwc = _channels_last(x)  # keep the input's memory order: a convolution chose it (adacal.determinism)
         th = self._bc(self.effective_threshold(), x)
         bias = self._bc(self.bias_offset, x)
+        layout = torch.channels_last if nhwc else torch.contiguous_format
         if self.v is None or self.v.shape[0] != batch:
             u0 = self._bc(self.v_init, x) * th + self._bc(self.v_offset, x)
-            self.v = torch.empty((batch, *rest), dtype=x.dtype, device=x.device)
+            self.v = torch.empty((batch, *rest), dtype=x.dtype, device=x.device, memory_format=layout)
             self.v.copy_(u0.expand_as(self.v))
-        out = torch.empty((steps, batch, *rest), dtype=x.dtype, device=x.device)
+        elif nhwc != _channels_last(self.v):  # the memory order changed between calls: carry the membrane over
+            self.v = self.v.contiguous(memory_format=layout)
+        if nhwc:  # [steps, batch, C, H, W] over [steps, batch, H, W, C] memory
+            c, h, w = rest
+            out = torch.empty((steps, batch, h, w, c), dtype=x.dtype, device=x.device).permute(0, 1, 4, 2, 3)
+        else:
+            out = torch.empty((steps, batch, *rest), dtype=x.dtype, device=x.device)
         done = self._fused_steps(x, self.v, th, bias, steps, batch, out)
         if done < steps:
             self._eager_steps(x, self.v, th, bias, steps, batch, out, start=done)
         if self.recording:  # n = s/θ exactly (s = n·θ rounded, n ≤ φ small)
             self._record(torch.round(out / th).sum(dim=(0, 1)))
-        return out.view(steps * batch, *rest)
+        return out.reshape(steps * batch, *rest)  # a view in both memory orders
 
     def _eager_steps(self, x: Tensor, u: Tensor, th: Tensor, bias: Tensor, steps: int, batch: int,
                      out: Tensor, start: int = 0) -> None:
@@ -200,24 +213,27 @@ class IFNeuron(nn.Module):
         if self.fused is False or (x.requires_grad and torch.is_grad_enabled()):
             return 0
         per = u[0].numel() if u.numel() else 0
-        if per == 0 or not u.is_contiguous():
+        nhwc = _channels_last(u)
+        if per == 0 or not (nhwc or u.is_contiguous()):
             return 0
         if self.fused == "auto" and batch * per < FUSED_MIN_ELEMENTS:
             return 0  # a small step: the compiled call would cost more than it saves
         if KERNEL.unavailable(x.device, x.dtype) is not None:
             return 0
-        # per-position threshold and bias rows [P]: one compiled graph serves every layer shape
+        # Every operand as rows of P positions in one memory order (NCHW, or NHWC when the input
+        # comes channels-last): the update is element-wise, so only the order has to agree.
+        order = (lambda t: t.movedim(-3, -1)) if nhwc else (lambda t: t)
         sample = (1, *x.shape[1:])
-        th_row = th.expand(sample).reshape(per).contiguous()
+        th_row = order(th.expand(sample)).reshape(per).contiguous()
         has_bias = self.constant_input or self.bias_offset.dim() > 0
-        b_row = bias.expand(sample).reshape(per).contiguous() if has_bias else None
+        b_row = order(bias.expand(sample)).reshape(per).contiguous() if has_bias else None
         phi = self.phi.to(x.dtype)
-        u2 = u.view(batch, per)
-        o = out.view(steps, batch, per)
+        u2 = order(u).view(batch, per)
+        o = order(out).view(steps, batch, per)
         if self.constant_input:  # the same current every step
-            z = x.reshape(1, batch, per).contiguous().expand(steps, batch, per)
+            z = order(x).reshape(1, batch, per).contiguous().expand(steps, batch, per)
         else:
-            z = x.reshape(steps, batch, per).contiguous()
+            z = order(x).reshape(steps, batch, per).contiguous()
         return KERNEL.steps_(u2, z, b_row, th_row, phi, o)
 
     # ----------------------------------------------------------------- state dict
