@@ -110,11 +110,15 @@ def _probe(m: int, row_shape: tuple[int, ...], dtype: torch.dtype, device: torch
     return torch.randn((m, *row_shape), generator=gen, device=device).to(dtype)
 
 
-def _best_time(call: Callable[[], Any], repeats: int = 3) -> float:
+def _best_time(call: Callable[[], Any], device: torch.device, repeats: int = 3) -> float:
+    """The fastest of ``repeats`` calls (on CUDA, waiting for the kernels to finish)."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     best = math.inf
     for _ in range(repeats):
+        sync()
         t0 = time.perf_counter()
         call()
+        sync()
         best = min(best, time.perf_counter() - t0)
     return best
 
@@ -136,7 +140,7 @@ def layout_plan(call: Callable[[Tensor], Tensor], row_shape: tuple[int, ...], pl
             return torch.contiguous_format
     if measure:
         call(probe), call(nhwc)  # warm both (oneDNN builds a primitive per layout on first use)
-        contiguous, channels_last = _best_time(lambda: call(probe)), _best_time(lambda: call(nhwc))
+        contiguous, channels_last = _best_time(lambda: call(probe), device), _best_time(lambda: call(nhwc), device)
         if channels_last > _LAYOUT_GAIN * contiguous:
             return torch.contiguous_format
     return torch.channels_last
