@@ -209,6 +209,7 @@ LABELS = {"paper": "Σ per-layer KL, paper profile", "per_candidate": "Σ per-la
 
 def plot(state: dict[str, Any], name: str) -> None:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     from adacal.report.plots import save_figure
 
@@ -221,6 +222,10 @@ def plot(state: dict[str, Any], name: str) -> None:
         c = state["correlations"][score]
         ax.set_title(f"{LABELS[score]}\nPearson {c['pearson']:.2f}, Spearman {c['spearman']:.2f}", fontsize=8)
         ax.set_xscale("log")
+        # ticks at 1, 2, 5 × 10^k, plainly written; unlabelled minor ticks (labels would overlap)
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test accuracy (%)")
     fig.suptitle(f"CIFAR-10 ResNet-20, T={state['T']}: score of a random φ configuration vs its test accuracy",
