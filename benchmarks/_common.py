@@ -1,6 +1,7 @@
 """Shared helpers for benchmark scripts: machine description, timing, atomic result files."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 import platform
@@ -88,3 +89,40 @@ def random_subset(dataset: Any, n: int) -> torch.utils.data.Subset:
     """A seeded random subset: the npz test set is sorted by class, so never take the first n."""
     pick = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:n]
     return torch.utils.data.Subset(dataset, pick.tolist())
+
+
+def convolution_ms(model: torch.nn.Module, x: torch.Tensor, repeats: int = 3) -> list[float]:
+    """Milliseconds of each convolution call of one forward pass, in call order (profiler, the fastest
+    of ``repeats`` passes per call)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    per_call: list[list[float]] = []
+    with torch.no_grad():
+        model(x)
+        for _ in range(repeats):
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                model(x)
+            convs = sorted((e for e in prof.events() if e.name == "aten::convolution"),
+                           key=lambda e: e.time_range.start)
+            per_call.append([e.cpu_time_total / 1e3 for e in convs])
+    return [min(c) for c in zip(*per_call)]
+
+
+def dense_floor_ms(folded: torch.nn.Module, x: torch.Tensor, T: int) -> dict[str, float]:
+    """What the convolutions alone cost a simulation of T steps with dense kernels: the first one once
+    (the SNN computes it once for a constant input), every other one T times — per step on the batch,
+    or once on all T steps stacked (T × batch rows), whichever is faster, each in the faster of the two
+    memory layouts (what ``layout="auto"`` may pick). A floor for any simulator that runs dense
+    convolutions, adacal and SpikingJelly alike."""
+    folded_cl = copy.deepcopy(folded).to(memory_format=torch.channels_last)
+
+    def fastest(inp: torch.Tensor) -> list[float]:
+        a = convolution_ms(folded, inp)
+        b = convolution_ms(folded_cl, inp.contiguous(memory_format=torch.channels_last))
+        return [min(u, v) for u, v in zip(a, b)]
+
+    step = fastest(x)
+    stacked = fastest(x.repeat(T, *([1] * (x.dim() - 1)))) if T > 1 else step
+    rest = [min(T * s, k) for s, k in zip(step[1:], stacked[1:])]
+    return {"floor_ms": step[0] + sum(rest), "convolutions": len(step),
+            "ann_convolution_ms": sum(convolution_ms(folded, x))}

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import REPO, command, interleaved, machine, write_results
+from _common import REPO, command, dense_floor_ms, interleaved, machine, write_results
 
 import adacal
 from adacal.convert.fold_bn import fold_batchnorm
@@ -102,36 +102,6 @@ def sj_multi(net: torch.nn.Module, x: torch.Tensor, T: int) -> torch.Tensor:
     from spikingjelly.activation_based import functional
     functional.reset_net(net)
     return net(x.unsqueeze(0).expand(T, *x.shape)).sum(0)
-
-
-def convolution_ms(model: torch.nn.Module, x: torch.Tensor, repeats: int = 3) -> list[float]:
-    """Milliseconds of each convolution call of one forward pass, in call order (profiler, the fastest
-    of ``repeats`` passes per call)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    per_call: list[list[float]] = []
-    with torch.no_grad():
-        model(x)
-        for _ in range(repeats):
-            with profile(activities=[ProfilerActivity.CPU]) as prof:
-                model(x)
-            convs = sorted((e for e in prof.events() if e.name == "aten::convolution"),
-                           key=lambda e: e.time_range.start)
-            per_call.append([e.cpu_time_total / 1e3 for e in convs])
-    return [min(c) for c in zip(*per_call)]
-
-
-def dense_floor_ms(folded: torch.nn.Module, x: torch.Tensor, T: int) -> dict[str, float]:
-    """What the convolutions alone cost a simulation of T steps with dense kernels: the first one once
-    (the SNN computes it once for a constant input), every other one T times, each in the faster of
-    the two memory layouts (what ``layout="auto"`` may pick) — a floor for any simulator that runs
-    dense convolutions, adacal and SpikingJelly alike."""
-    folded_cl = copy.deepcopy(folded).to(memory_format=torch.channels_last)
-    contiguous = convolution_ms(folded, x)
-    channels_last = convolution_ms(folded_cl, x.contiguous(memory_format=torch.channels_last))
-    best = [min(a, b) for a, b in zip(contiguous, channels_last)]
-    return {"floor_ms": best[0] + T * sum(best[1:]), "convolutions": len(best),
-            "ann_convolution_ms": sum(contiguous)}
 
 
 def batched(fn: Any, x: torch.Tensor, bs: int) -> torch.Tensor:
