@@ -24,8 +24,8 @@ Measured on this machine: convolutions verify {2, …, 64} (so batch 64 runs as 
 cleared when it moves device or dtype.
 
 Layout. A 2-D convolution may also run on channels-last input (NHWC memory order), which oneDNN
-computes up to 3× faster for few channels on large maps (16 channels at 32×32, batch 64: 1.9 vs
-6.2 ms) and slower for many channels on small ones. The layout is a plan too (:func:`layout_plan`):
+computes faster for few channels on large maps and slower for many channels on small ones
+(benchmarks/results/simulation_speed.md: "layout speed-up"). The layout is a plan too (:func:`layout_plan`):
 channels-last is admitted for an op only if every block size of its plan gives the same bits in it
 as the contiguous M-row call, and with ``layout="auto"`` (the model's default) only if it is also
 measurably faster. The choice therefore never changes a result, only the time it takes.

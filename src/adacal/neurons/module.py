@@ -15,13 +15,13 @@ from adacal.neurons.kernels import FUSED_MIN_ELEMENTS, KERNEL, if_update_eager_
 
 __all__ = ["IFNeuron", "NEURON_MODES"]
 
+NEURON_MODES = ("ann", "analog", "snn")
+_RESIZABLE = ("theta", "v_offset", "bias_offset")
+
 
 def _channels_last(t: Tensor) -> bool:
     """Whether ``t`` is a 4-D tensor laid out channels-last (and not also plainly contiguous)."""
     return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
-
-NEURON_MODES = ("ann", "analog", "snn")
-_RESIZABLE = ("theta", "v_offset", "bias_offset")
 
 
 class IFNeuron(nn.Module):
