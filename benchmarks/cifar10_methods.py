@@ -107,9 +107,12 @@ def collect(folder: Path) -> dict[str, Any]:
 
 
 def _same_grid(summary: dict[str, Any]) -> dict[str, Any]:
-    """The settings a part must share with the grid it joins: all but the timesteps."""
-    settings = {k: v for k, v in summary["settings"].items() if k != "sweep"}
+    """What a part must share with the grid it joins: every setting but the timesteps, and the same
+    weights (by hash: each part may have read them from another checkout)."""
+    settings = {k: v for k, v in summary["settings"].items() if k not in ("sweep", "model")}
     settings["sweep"] = {k: v for k, v in summary["settings"]["sweep"].items() if k != "timesteps"}
+    settings["model"] = {k: v for k, v in summary["settings"]["model"].items() if k != "weights"}
+    settings["weights_sha256"] = summary["model"].get("weights_sha256")
     return settings
 
 
