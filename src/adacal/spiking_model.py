@@ -528,7 +528,10 @@ class Session:
         if split is not None:
             prefix, self._suffix, entry_names = split
             with torch.no_grad():
-                self._entry = tuple(inputs.call(prefix, x))
+                # computed once per run, so a channels-last layout chosen for the prefix would gain once and
+                # cost every step (the neurons fed by it would keep it for their consumers): back to NCHW
+                self._entry = tuple(inputs.map_tensors(lambda t: t.contiguous(), e)
+                                    for e in inputs.call(prefix, x))
             entry = set(entry_names)
             for name, n in model.neurons().items():
                 n.constant_input = name in entry
