@@ -57,7 +57,7 @@ def test_checked_search_never_loses_to_uniform_on_the_held_out_images(method, sm
     snn, rec = convert(small_cnn, batches, config=cfg)
     json.dumps(rec, allow_nan=False)
     phi = rec["checks"]["phi"]
-    assert phi["images"] == 64 and phi["reference"] == "uniform φ=2" and phi["metric"] == "kl"
+    assert phi["images"] == 64 and phi["reference"] == "uniform φ=2" and phi["metric"] == "agreement"
     cands = {c["label"]: c for c in phi["candidates"]}
     ref = cands["uniform φ=2"]
     assert phi["bound"] == pytest.approx(ref["energy_pj"])  # the budget: uniform φ_target's measured energy
@@ -65,6 +65,9 @@ def test_checked_search_never_loses_to_uniform_on_the_held_out_images(method, sm
     picked = cands[phi["picked"]]
     feasible = [c for c in phi["candidates"] if c["feasible"]]
     assert picked["feasible"] and picked["score"] == min(c["score"] for c in feasible)
+    assert picked["score"] == pytest.approx(1 - picked["agreement"])  # the default metric: top-1 disagreement
+    tied = [c for c in feasible if c["score"] == picked["score"]]
+    assert picked["divergence"] == min(c["divergence"] for c in tied)  # equal agreement: the lower KL
     assert all(c["energy_pj"] <= phi["bound"] * (1 + 1e-9) for c in feasible)
     # the network returned is the picked one, as it runs: its φ, and the same measurement again
     assert [rec["knobs"]["phi"][k] for k in snn.neurons()] == picked["values"]
@@ -115,6 +118,13 @@ def test_choose_rules() -> None:
     rho = [rho_ref, Checked("pareto @ 0", {"a": 1.5}, 70.0, 0.54), Checked("pareto @ 1", {"a": 2.0}, 50.0, 0.6)]
     best, _ = RHO.choose(rho, rho_ref, cfg)
     assert best.label == "pareto @ 0"  # 0.54 <= 0.55; 0.6 is not
+    # equal top-1 disagreement (frequent on a few hundred images): the lower held-out divergence wins,
+    # then the lower energy
+    tie = [Checked("uniform φ=4", {"a": 4}, 100.0, 0.04, details={"divergence": 0.07}),
+           Checked("pareto @ 1", {"a": 5}, 98.0, 0.04, details={"divergence": 0.06}),
+           Checked("pareto @ 2", {"a": 6}, 97.0, 0.04, details={"divergence": 0.06})]
+    assert PHI.choose(tie, tie[0], cfg)[0].label == "pareto @ 2"
+    assert PHI.choose(tie[:2], tie[0], cfg)[0].label == "pareto @ 1"
     from adacal.errors import BudgetError
 
     with pytest.raises(BudgetError, match="raise energy_ratio"):

@@ -155,7 +155,9 @@ class PipelineConfig:
 
     ``check="holdout"`` measures every network a search could return on ``check_images`` held-out
     training images (never calibration or test images) and keeps the best by ``check_metric``
-    (``"kl"`` or top-1 ``"agreement"`` with the ANN) within the measured φ budget, or the cheapest
+    (top-1 ``"agreement"`` with the ANN, ties broken by the task's divergence; or ``"kl"``, the
+    divergence alone, which ranked φ picks unlike the test set at T=4:
+    benchmarks/results/ablations_search.md) within the measured φ budget, or the cheapest
     within (1 + ``check_tolerance``) × the unsearched score among ρ picks up to ``check_ratio``
     (:meth:`adacal.knobs.Knob.choose`, README *Held-out checks*); ``"none"``: the paper's searches.
     """
@@ -172,7 +174,7 @@ class PipelineConfig:
     sensitivity_budget: str = "excess"
     profile_batch: int = 128
     check: str = "holdout"
-    check_metric: str = "kl"
+    check_metric: str = "agreement"
     check_images: int = 1024
     check_tolerance: float = 0.0
     check_ratio: float = 3.0

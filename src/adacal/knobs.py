@@ -43,6 +43,11 @@ class Checked:
     details: dict[str, Any] | None = None
 
 
+def _rank(c: Checked) -> tuple[float, float, float]:
+    """Order of preference among configurations within the bound: score, divergence, energy."""
+    return c.score, float((c.details or {}).get("divergence", 0.0)), c.energy
+
+
 class Knob:
     """Base class: override the attributes and methods that differ.
 
@@ -127,8 +132,10 @@ class Knob:
 
     def choose(self, measured: list[Checked], reference: Checked, config: Any) -> tuple[Checked, str]:
         """The configuration the check keeps and why: objective ``"score"`` — the lowest measured
-        score within the measured energy bound; ``"cost"`` — the lowest measured energy whose
-        measured score is within the bound. Ties go to the earlier (simpler) candidate."""
+        score within the measured energy bound (equal scores, as top-1 disagreement often gives:
+        the lower held-out divergence, then the lower energy); ``"cost"`` — the lowest measured
+        energy whose measured score is within the bound. Remaining ties go to the earlier (simpler)
+        candidate."""
         from adacal.errors import BudgetError
 
         bound = self.check_bound(reference, config)
@@ -139,9 +146,9 @@ class Knob:
                               f"check; the cheapest measured one ({least.label}) spends {least.energy:.6g} pJ — raise "
                               "energy_ratio")
         if self.objective == "score":
-            best = min(ok, key=lambda c: (c.score, c.energy))
+            best = min(ok, key=_rank)
             uniform = [c for c in ok if c.label.startswith("uniform")]
-            base = min(uniform, key=lambda c: (c.score, c.energy)) if uniform else reference
+            base = min(uniform, key=_rank) if uniform else reference
             why = (f"lowest held-out score {best.score:.6g} among {len(ok)} of {len(measured)} configurations within "
                    f"the measured energy {bound:.6g} pJ ({getattr(config, 'energy_ratio', 1.0):g} × {reference.label});"
                    f" best uniform: {base.label} at {base.score:.6g}")
