@@ -17,9 +17,14 @@ from adacal.calibrate import calibrate_thresholds, correct_bias
 from adacal.config import CalibrationConfig
 from adacal.convert import prepare
 from adacal.errors import ConfigError
-from adacal.neurons.kernels import KERNEL, FusedKernel, if_update_eager_
+from adacal.neurons.kernels import KERNEL, MAX_VARIANTS, FusedKernel, if_update_eager_
 
 pytestmark = pytest.mark.usefixtures("single_thread")
+
+#: The variant keys (bias is None, rows == 1, positions == 1, rows == positions) that can occur.
+KEYS = {(b, *sizes) for b in (True, False)
+        for sizes in ((True, True, True), (True, False, False), (False, True, False), (False, False, False),
+                      (False, False, True))}
 
 
 def _adversarial(u: torch.Tensor, th: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -59,6 +64,55 @@ def test_fused_step_is_bit_identical_to_eager(dtype, rows, with_bias):
         assert KERNEL.steps_(u_f, z.contiguous(), bias, th, phi, out_f) == 1
         assert torch.equal(out_f[0], out_e) and torch.equal(u_f, u_e)
     assert naive_differs > 0  # the adversarial inputs do hit the cases a plain floor gets wrong
+
+
+@pytest.mark.parametrize("rows, per, with_bias", [(1, 4099, False), (3, 4099, True), (6, 6, False), (1, 1, True)])
+def test_direct_calls_match_guarded_calls(rows, per, with_bias):
+    """Compiled variants called without dynamo (every size specialisation in the key) give the
+    bits of the guarded call, step after step; the common variants really run direct."""
+    g = torch.Generator().manual_seed(rows * per)
+    th = torch.rand(per, generator=g) + 0.2
+    bias = torch.randn(per, generator=g) * 0.1 if with_bias else None
+    phi = torch.tensor(2.0)
+    u0 = torch.rand(rows, per, generator=g) * th
+    z = torch.stack([_adversarial(u0, th, g) for _ in range(5)])
+    results = []
+    for direct in (False, True):
+        KERNEL.direct_calls = direct
+        try:
+            u, out = u0.clone(), torch.empty_like(z)
+            assert KERNEL.steps_(u, z, bias, th, phi, out) == 5
+            results.append((u, out))
+        finally:
+            KERNEL.direct_calls = True
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+    key = ("cpu", torch.float32, bias is None, rows == 1, per == 1, rows == per)
+    if rows != per:
+        assert KERNEL.direct[key].checked
+
+
+def test_a_direct_call_that_differs_is_rejected(caplog):
+    """The first direct step of a variant runs beside the guarded call: a mismatch (here a
+    corrupted graph) keeps that variant on guarded calls, with a warning, and the result exact."""
+    u0, z = torch.rand(2, 4099) + 0.1, torch.rand(3, 2, 4099)
+    th, phi = torch.full((4099,), 0.3), torch.tensor(2.0)
+    KERNEL.direct_calls = False
+    expected_u, expected = u0.clone(), torch.empty_like(z)
+    KERNEL.steps_(expected_u, z, None, th, phi, expected)
+    KERNEL.direct_calls = True
+    key = ("cpu", torch.float32, True, False, False, False)
+    good = KERNEL.direct[key]
+    KERNEL.direct[key] = type(good)(lambda *a: good.fn(*a) or a[good.bind.index(("arg", "out"))].add_(1.0), good.bind)
+    try:
+        u, out = u0.clone(), torch.empty_like(z)
+        with caplog.at_level(logging.WARNING, logger="adacal"):
+            KERNEL.steps_(u, z, None, th, phi, out)
+        assert key in KERNEL.direct_rejected and key not in KERNEL.direct
+        assert "differed from the guarded one" in caplog.text
+        assert torch.equal(u, expected_u) and torch.equal(out, expected)
+    finally:
+        KERNEL.direct_rejected.discard(key)
+        KERNEL.direct[key] = good
 
 
 class Net(nn.Module):
@@ -173,7 +227,10 @@ def test_unknown_layout_is_a_clear_error(burst_snn):
 
 def test_recompilations_are_bounded(burst_snn):
     """One compiled function per (device, dtype) serves every layer shape, batch size and
-    chunking: bias or not × one row or more = at most 4 graphs."""
+    chunking: bias or not × one row or more = at most 4 graphs (kernels.MAX_VARIANTS with the rare
+    size cases, whichever tests ran before)."""
+    key = ("cpu", torch.float32)
+    before = KERNEL.compiles_by_key.get(key, 0)
     burst_snn.fused = True
     try:
         for batch in (1, 2, 3, 7):
@@ -181,7 +238,10 @@ def test_recompilations_are_bounded(burst_snn):
                 burst_snn.run(torch.randn(batch, 3, 16, 16), 8, time_chunk=chunk)
     finally:
         burst_snn.fused = "auto"
-    assert 1 <= KERNEL.compiles_by_key[("cpu", torch.float32)] <= 4
+    assert len(KEYS) == MAX_VARIANTS
+    after = KERNEL.compiles_by_key[key]
+    assert after - before <= 4 and 1 <= after <= MAX_VARIANTS
+    assert all(k[2:] in KEYS for k in KERNEL.direct)
 
 
 def test_eager_when_torch_compile_is_disabled(burst_snn, monkeypatch, caplog):
