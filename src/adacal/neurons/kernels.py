@@ -250,10 +250,13 @@ class FusedKernel:
                     ops = {"u": u, "bias": bias, "th": th, "phi": phi}
                     if not direct.checked:
                         direct = self._check_direct(key, direct, fn, dict(ops, z=z[0], out=out[0]))
-                    while direct is not None and t < steps:
-                        ops["z"], ops["out"] = z[t], out[t]
-                        direct.fn(*direct.args(ops))
-                        t += 1
+                    if direct is not None:  # one argument list; only the step's z and out change
+                        args = direct.args(dict(ops, z=z[0], out=out[0]))
+                        at_z, at_out = direct.bind.index(("arg", "z")), direct.bind.index(("arg", "out"))
+                        for zt, ot in zip(z.unbind(0), out.unbind(0)):
+                            args[at_z], args[at_out] = zt, ot
+                            direct.fn(*args)
+                            t += 1
                 uu = _alias(u, rows, per)
                 self._pending = key
                 try:
