@@ -125,10 +125,13 @@ def _best_time(call: Callable[[], Any], device: torch.device, repeats: int = 3) 
 
 @torch.no_grad()
 def layout_plan(call: Callable[[Tensor], Tensor], row_shape: tuple[int, ...], plan: Plan, dtype: torch.dtype,
-                device: torch.device, *, measure: bool = True) -> torch.memory_format:
+                device: torch.device, *, measure: bool = True, arrives: torch.memory_format = torch.contiguous_format
+                ) -> torch.memory_format:
     """``torch.channels_last`` if ``call`` (a 2-D convolution: rows ``[C, H, W]``) gives, on
     channels-last input, the same bits as the contiguous M-row call for every block size of
-    ``plan`` (and, with ``measure``, is faster on M rows); else ``torch.contiguous_format``."""
+    ``plan`` (and, with ``measure``, is faster on M rows, counting the conversion from the layout
+    the input ``arrives`` in: a faster convolution behind a copy of its input is no gain);
+    else ``torch.contiguous_format``."""
     if len(row_shape) != 3 or row_shape[0] == 1 or row_shape[1] * row_shape[2] == 1:
         return torch.contiguous_format  # not a 4-D input, or both layouts are the same memory order
     m = max_block_rows(math.prod(row_shape))
@@ -140,7 +143,9 @@ def layout_plan(call: Callable[[Tensor], Tensor], row_shape: tuple[int, ...], pl
             return torch.contiguous_format
     if measure:
         call(probe), call(nhwc)  # warm both (oneDNN builds a primitive per layout on first use)
-        contiguous, channels_last = _best_time(lambda: call(probe), device), _best_time(lambda: call(nhwc), device)
+        given = nhwc if arrives == torch.channels_last else probe
+        contiguous = _best_time(lambda: call(given.contiguous()), device)
+        channels_last = _best_time(lambda: call(given.contiguous(memory_format=torch.channels_last)), device)
         if channels_last > _LAYOUT_GAIN * contiguous:
             return torch.contiguous_format
     return torch.channels_last
@@ -167,6 +172,10 @@ def blocked(fn: Callable[..., Tensor], x: Tensor, plan: Plan, *args: Any,
     return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
+def _is_channels_last(x: Tensor) -> bool:
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
 def _plan(plans: dict[Any, Any], key: Any, call: Callable[[Tensor], Tensor], x: Tensor) -> tuple[Plan, Any]:
     """The block sizes and input layout of this op for ``x``'s row shape (computed once)."""
     full = (key, tuple(x.shape[1:]), x.dtype, x.device, torch.get_num_threads())
@@ -179,8 +188,9 @@ def _plan(plans: dict[Any, Any], key: Any, call: Callable[[Tensor], Tensor], x: 
         return plan, torch.contiguous_format
     layout = plans.get((full, setting))
     if layout is None:
+        arrives = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
         layout = plans[(full, setting)] = layout_plan(call, tuple(x.shape[1:]), plan, x.dtype, x.device,
-                                                      measure=setting == "auto")
+                                                      measure=setting == "auto", arrives=arrives)
         log.debug("layout for %s %s: %s", key, tuple(x.shape[1:]), layout)
     return plan, layout
 
