@@ -37,6 +37,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
 import time
 import types
 from dataclasses import dataclass
@@ -199,7 +200,7 @@ class FusedKernel:
         self.failed: dict[str, str] = {}
         self.direct: dict[tuple[Any, ...], _Direct] = {}
         self.direct_rejected: set[tuple[Any, ...]] = set()
-        self._pending: tuple[Any, ...] | None = None
+        self._local = threading.local()  # .pending: the variant key of the call now compiling, per thread
 
     def unavailable(self, device: torch.device, dtype: torch.dtype) -> str | None:
         """Why the fused update cannot serve this device/dtype (None: it can)."""
@@ -221,9 +222,10 @@ class FusedKernel:
             compiled = compile_fx(gm, example_inputs, config_patches=_INDUCTOR_OPTIONS)
         finally:
             self.compile_seconds += time.perf_counter() - t0
-        bind = _binding(gm) if self._pending is not None else None
-        if bind is not None and self._pending not in self.direct_rejected:
-            self.direct[self._pending] = _Direct(compiled, bind)
+        pending = getattr(self._local, "pending", None)
+        bind = _binding(gm) if pending is not None else None
+        if bind is not None and pending not in self.direct_rejected:
+            self.direct[pending] = _Direct(compiled, bind)
         return compiled
 
     def _compiled(self, device_type: str, dtype: torch.dtype) -> Any:
@@ -258,13 +260,13 @@ class FusedKernel:
                             direct.fn(*args)
                             t += 1
                 uu = _alias(u, rows, per)
-                self._pending = key
+                self._local.pending = key
                 try:
                     while t < steps:
                         fn(uu, _alias(z[t], rows, per), bias, th, phi, _alias(out[t], rows, per))
                         t += 1
                 finally:
-                    self._pending = None
+                    self._local.pending = None
         except Exception as exc:  # no compiler, unsupported op...: eager from now on, for this device
             msg = str(exc).splitlines()[0][:200] if str(exc) else ""
             reason = f"torch.compile failed on {u.device.type}: {type(exc).__name__}: {msg}"
