@@ -93,7 +93,8 @@ def main() -> None:
                 again = check.measure(snn)  # the rebuilt network is the one the check measured
                 test(snn, T, variant, {"knob": knob, "kept": c["label"] == checks[knob]["picked"],
                                         "holdout_score": c["score"], "holdout_energy_pj": c["energy_pj"],
-                                        "holdout_agreement": c.get("agreement"), "feasible": c["feasible"],
+                                        "holdout_agreement": c.get("agreement"), "holdout_kl": c.get("divergence"),
+                                        "check_metric": checks[knob]["metric"], "feasible": c["feasible"],
                                         "rebuilt_score": again.divergence, "values": c["values"]})
     save()
 
@@ -114,11 +115,13 @@ def rebuild(snn: Any, T: int, batches: list[Any], phi: list[int], rho: list[floa
 
 
 def markdown(state: dict[str, Any]) -> str:
+    metrics = {r["check_metric"] for r in state["records"] if "check_metric" in r}
     lines = ["# The searches' held-out check against the test set (CIFAR-10, zoo ResNet-20)", "",
              f"Command: `{state['command']}`", f"Machine: {state['machine']}", f"Data: {state['data']}", "",
-             "Held-out: what the check measured (KL to the ANN, agreement, energy) on training images it had not "
-             "fitted thresholds on; test: the same network on the test subset. Energy relative to uniform φ=4 "
-             "(BurstFire) at the same T.", "",
+             "Held-out: what the check measured (KL to the ANN, top-1 agreement with it, energy) on training images "
+             "it had not fitted thresholds on, and decided by (`check_metric`: "
+             f"{', '.join(sorted(metrics)) or 'kl (runs before it was recorded)'}; ties by KL); test: the same network "
+             "on the test subset. Energy relative to uniform φ=4 (BurstFire) at the same T.", "",
              "| T | configuration | held-out KL | held-out agreement % | within the check's bound | test accuracy % | "
              "test energy vs BurstFire |", "|---|---|---|---|---|---|---|"]
     recs = state["records"]
@@ -126,7 +129,9 @@ def markdown(state: dict[str, Any]) -> str:
         burst = next((r for r in recs if r["T"] == T and r["variant"].startswith("phi check: uniform φ=4")), None)
         for r in (r for r in recs if r["T"] == T):
             rel = f"{r['energy_mj'] / burst['energy_mj']:.3f}×" if burst else "–"
-            kl = f"{r['holdout_score']:.4g}" if "holdout_score" in r else "–"
+            # the KL as the check measured it; older records: the same network re-measured on the same images
+            kl_value = r.get("holdout_kl", r.get("rebuilt_score"))
+            kl = f"{kl_value:.4g}" if kl_value is not None else "–"
             agree = f"{100 * r['holdout_agreement']:.2f}" if r.get("holdout_agreement") is not None else "–"
             feas = ("yes" if r["feasible"] else "no") if "feasible" in r else "–"
             lines.append(f"| {T} | {r['variant']} | {kl} | {agree} | {feas} | {r['accuracy']:.2f} | {rel} |")
