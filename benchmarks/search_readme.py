@@ -137,8 +137,10 @@ def target_rows() -> list[tuple[str, str, bool | None]]:
     if r and r.get("correlations"):
         c = r["correlations"]
         rows.append((f"search score predicts accuracy: Pearson ≤ −0.8 (T={r['T']}, {len(r['points'])} random φ "
-                     "configurations)", f"held-out KL (default) {c['holdout_kl']['pearson']:.2f}; paper's Σ "
-                     f"per-layer KL {c['paper']['pearson']:.2f}", c["holdout_kl"]["pearson"] <= -0.8))
+                     "configurations)", f"held-out top-1 disagreement (the check's default) "
+                     f"{c['holdout_disagreement']['pearson']:.2f}; held-out KL {c['holdout_kl']['pearson']:.2f}; "
+                     f"paper's Σ per-layer KL {c['paper']['pearson']:.2f}",
+                     c["holdout_disagreement"]["pearson"] <= -0.8))
     r = load("iat_tradeoff")
     if r and r.get("runs") and "oracle" in r["runs"][0]:
         for run in r["runs"]:
