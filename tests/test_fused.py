@@ -291,3 +291,24 @@ def test_auto_leaves_small_steps_half_precision_and_gradients_to_eager(burst_snn
             burst_snn.run(torch.randn(1, 3, 16, 16), 2)
         finally:
             burst_snn.fused = "auto"
+
+
+def test_auto_fuses_by_step_and_call_size(monkeypatch):
+    """``fused="auto"`` compiles a step of ≥ FUSED_MIN_ELEMENTS only in a call of ≥ FUSED_MIN_CALL_ELEMENTS
+    (one small streaming step does not repay preparing the compiled call); True always compiles."""
+    from adacal.neurons import IFNeuron
+    from adacal.neurons.kernels import FUSED_MIN_CALL_ELEMENTS, FUSED_MIN_ELEMENTS
+
+    calls = []
+    real = KERNEL.steps_
+    monkeypatch.setattr(KERNEL, "steps_", lambda u, z, *a: calls.append(z.shape) or real(u, z, *a))
+    n = IFNeuron(phi=2)
+    n.set_mode("snn")
+    per = FUSED_MIN_ELEMENTS  # one sample's step: just large enough
+    steps_needed = FUSED_MIN_CALL_ELEMENTS // per
+    for steps, fused, expect in ((1, "auto", 0), (steps_needed, "auto", 1), (1, True, 1)):
+        calls.clear()
+        n.fused, n.timesteps = fused, steps
+        n.reset()
+        n(torch.randn(steps, 4, per // 4))
+        assert len(calls) == expect, (steps, fused)

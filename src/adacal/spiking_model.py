@@ -17,7 +17,7 @@ from adacal.determinism import LAYOUT_KEY, LAYOUTS, canonical_blocks, determinis
 from adacal.errors import ConfigError, DataError, ShapeError, first_line
 from adacal.neurons import IFNeuron, is_neuron, is_neuron_node
 from adacal.neurons.analog import TimeState
-from adacal.neurons.kernels import FUSED_MIN_ELEMENTS, KERNEL
+from adacal.neurons.kernels import FUSED_MIN_CALL_ELEMENTS, FUSED_MIN_ELEMENTS, KERNEL
 from adacal.neurons.pool import SpikingMaxPool
 
 __all__ = ["SpikingModel", "Session"]
@@ -248,7 +248,8 @@ class SpikingModel(nn.Module):
         why = KERNEL.unavailable(x.device, x.dtype) if self.fused is not False else "fused=False"
         if why is None:
             path = "fused (torch.compile/inductor" + (
-                f", steps of ≥ {FUSED_MIN_ELEMENTS} elements; smaller ones eager)" if self.fused == "auto" else ")")
+                f", steps of ≥ {FUSED_MIN_ELEMENTS} elements in calls of ≥ {FUSED_MIN_CALL_ELEMENTS}; smaller "
+                "ones eager)" if self.fused == "auto" else ")")
         else:
             path = f"eager ({why})"
         line = (f"simulation on {x.device.type}/{str(x.dtype).removeprefix('torch.')}: neuron update {path}; "

@@ -46,8 +46,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["FUSED_DTYPES", "FUSED_MIN_ELEMENTS", "KERNEL", "MAX_VARIANTS", "FusedKernel", "if_update_eager_",
-           "if_update_reference"]
+__all__ = ["FUSED_DTYPES", "FUSED_MIN_CALL_ELEMENTS", "FUSED_MIN_ELEMENTS", "KERNEL", "MAX_VARIANTS", "FusedKernel",
+           "if_update_eager_", "if_update_reference"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,11 @@ log = logging.getLogger(__name__)
 #: docstring) ~5-8 µs, less than eager's five passes from about 1 K elements (measured, 1 thread:
 #: benchmarks/results/neuron_step.md). The bound keeps tiny networks from paying a compilation.
 FUSED_MIN_ELEMENTS = 1 << 12
+#: Elements per call (all its steps) from which ``fused="auto"`` compiles: preparing the operand
+#: rows and the direct-call arguments costs ~40-90 µs per neuron call, which one small step
+#: (streaming at batch 1) does not repay; measured, 1 thread: a streaming [1, 4-16 K] call took
+#: 96-107 µs fused against 62-111 µs eager.
+FUSED_MIN_CALL_ELEMENTS = 1 << 15
 #: Graph variants per (device, dtype): bias or not × the size cases (rows = 1 or more, positions =
 #: 1 or more, rows = positions) that can occur together.
 MAX_VARIANTS = 10

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from adacal.checks import check_phi, check_rho
 from adacal.errors import ConfigError, ShapeError
 from adacal.neurons.functional import surrogate_rate
-from adacal.neurons.kernels import FUSED_MIN_ELEMENTS, KERNEL, if_update_eager_
+from adacal.neurons.kernels import FUSED_MIN_CALL_ELEMENTS, FUSED_MIN_ELEMENTS, KERNEL, if_update_eager_
 
 __all__ = ["IFNeuron", "NEURON_MODES"]
 
@@ -216,8 +216,8 @@ class IFNeuron(nn.Module):
         nhwc = _channels_last(u)
         if per == 0 or not (nhwc or u.is_contiguous()):
             return 0
-        if self.fused == "auto" and batch * per < FUSED_MIN_ELEMENTS:
-            return 0  # a small step: the compiled call would cost more than it saves
+        if self.fused == "auto" and (batch * per < FUSED_MIN_ELEMENTS or steps * batch * per < FUSED_MIN_CALL_ELEMENTS):
+            return 0  # a small step, or a call too small to repay preparing the compiled one
         if KERNEL.unavailable(x.device, x.dtype) is not None:
             return 0
         # Every operand as rows of P positions in one memory order (NCHW, or NHWC when the input
