@@ -7,7 +7,8 @@ reference loop (``if_update_eager_``: add, exact floor division, clamp, multiply
 entry) and on (the default). All three are timed in alternation in one run; their outputs are
 checked equal to the bit first. What it decides: ``FUSED_MIN_ELEMENTS``, the step size from which
 ``fused="auto"`` compiles — below the break-even a compiled call costs more than the passes it
-saves — and how much batch-1 simulation gains.
+saves — and how much batch-1 simulation gains. Then whole ``IFNeuron`` calls at batch 1, one step
+and eight, eager vs fused: what preparing a call costs (``FUSED_MIN_CALL_ELEMENTS``).
 
     python benchmarks/neuron_step.py [--threads 1] [--repeats 9]
 """
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 from _common import command, interleaved, machine, start, write_results
 
-from adacal.neurons.kernels import FUSED_MIN_ELEMENTS, KERNEL, if_update_eager_
+from adacal.neurons.kernels import FUSED_MIN_CALL_ELEMENTS, FUSED_MIN_ELEMENTS, KERNEL, if_update_eager_
 
 SIZES = ((1, 256), (1, 1024), (1, 4096), (1, 16384), (64, 1024), (64, 16384))
 T = 8
@@ -60,6 +61,37 @@ def case(rows: int, per: int, repeats: int) -> dict[str, Any]:
             "direct_vs_eager": us["eager"] / us["direct"], "direct_vs_guarded": us["guarded"] / us["direct"]}
 
 
+def neuron_call(channels: int, side: int, steps: int, repeats: int) -> dict[str, Any]:
+    """One ``IFNeuron`` call on a batch-1 ``[channels, side, side]`` map with ``steps`` steps stacked:
+    everything a simulation pays per neuron and call (θ and bias rows, operand views, the update),
+    eager against fused=True (compiled, called directly)."""
+    from adacal.neurons import IFNeuron
+
+    g = torch.Generator().manual_seed(channels * side + steps)
+    n = IFNeuron(phi=4)
+    n.set_mode("snn")
+    n.set_theta(torch.rand(channels, generator=g) + 0.5)  # per channel, with a bias correction, as calibrated
+    n.set_bias_offset(torch.randn(channels, generator=g) * 0.01)
+    n.timesteps = steps
+    x = torch.randn(steps, channels, side, side, generator=g)
+    outs = {}
+    for fused in (False, True):
+        n.fused = fused
+        n.reset()
+        outs[fused] = n(x)
+    if not torch.equal(outs[False], outs[True]):
+        raise SystemExit(f"neuron call outputs differ at {channels}x{side}x{side}, {steps} steps")
+
+    def call(fused: bool) -> None:
+        n.fused = fused
+        n(x)
+
+    secs = interleaved({"eager": lambda: call(False), "fused": lambda: call(True)}, repeats)
+    us = {k: 1e6 * v for k, v in secs.items()}
+    return {"channels": channels, "side": side, "steps": steps, "elements_per_step": channels * side * side,
+            "us_per_call": us, "fused_vs_eager": us["eager"] / us["fused"]}
+
+
 def markdown(payload: dict[str, Any]) -> str:
     lines = ["# The neuron update: eager, compiled through dynamo, compiled and called directly", "",
              f"Command: `{payload['command']}`", f"Machine: {payload['machine']}", "",
@@ -72,6 +104,17 @@ def markdown(payload: dict[str, Any]) -> str:
         u = r["us_per_step"]
         lines.append(f"| {r['rows']} × {r['positions']} | {r['elements']} | {u['eager']:.1f} | {u['guarded']:.1f} | "
                      f"{u['direct']:.1f} | {r['direct_vs_eager']:.2f}× | {r['direct_vs_guarded']:.2f}× |")
+    lines += ["", "## One neuron call", "",
+              "µs per `IFNeuron` call at batch 1 (per-channel θ, bias correction, φ = 4), eager against "
+              "`fused=True` (direct compiled calls), outputs checked equal first: what a call costs beyond its "
+              f"steps. `fused=\"auto\"` compiles only calls of ≥ {payload['fused_min_call_elements']} elements "
+              "(all steps), so a single small streaming step stays eager.", "",
+              "| map | elements per step | steps per call | eager | fused | fused vs eager |",
+              "|---|---|---|---|---|---|"]
+    for r in payload["calls"]:
+        u = r["us_per_call"]
+        lines.append(f"| {r['channels']}×{r['side']}×{r['side']} | {r['elements_per_step']} | {r['steps']} | "
+                     f"{u['eager']:.1f} | {u['fused']:.1f} | {r['fused_vs_eager']:.2f}× |")
     return "\n".join(lines) + "\n"
 
 
@@ -83,8 +126,10 @@ def main() -> None:
     start(args.threads)
     KERNEL.warm_up("cpu", torch.float32)
     rows = [case(r, p, args.repeats) for r, p in SIZES]
+    calls = [neuron_call(c, side, steps, args.repeats) for c, side in ((16, 32), (32, 16), (64, 8)) for steps in (1, 8)]
     payload = {"command": command(), "machine": machine(), "repeats": args.repeats,
-               "fused_min_elements": FUSED_MIN_ELEMENTS, "rows_": rows}
+               "fused_min_elements": FUSED_MIN_ELEMENTS, "fused_min_call_elements": FUSED_MIN_CALL_ELEMENTS,
+               "rows_": rows, "calls": calls}
     write_results("neuron_step", payload, markdown(payload))
 
 

@@ -57,9 +57,8 @@ log = logging.getLogger(__name__)
 #: benchmarks/results/neuron_step.md). The bound keeps tiny networks from paying a compilation.
 FUSED_MIN_ELEMENTS = 1 << 12
 #: Elements per call (all its steps) from which ``fused="auto"`` compiles: preparing the operand
-#: rows and the direct-call arguments costs ~40-90 µs per neuron call, which one small step
-#: (streaming at batch 1) does not repay; measured, 1 thread: a streaming [1, 4-16 K] call took
-#: 96-107 µs fused against 62-111 µs eager.
+#: rows and the direct-call arguments costs tens of µs per neuron call, which one small step
+#: (streaming at batch 1) does not repay (benchmarks/results/neuron_step.md, "one neuron call").
 FUSED_MIN_CALL_ELEMENTS = 1 << 15
 #: Graph variants per (device, dtype): bias or not × the size cases (rows = 1 or more, positions =
 #: 1 or more, rows = positions) that can occur together.
@@ -159,6 +158,10 @@ class _Direct:
     bind: list[tuple[Any, ...]]
     checked: bool = False
 
+    def __post_init__(self) -> None:
+        # where a step's z and out go in the argument list (the only operands that change per step)
+        self.at_z, self.at_out = self.bind.index(("arg", "z")), self.bind.index(("arg", "out"))
+
     def args(self, ops: dict[str, Any]) -> list[Any]:
         return [ops[b[1]] if b[0] == "arg" else ops[b[1]].shape[b[2]] if b[0] == "size" else b[1]
                 for b in self.bind]
@@ -229,7 +232,7 @@ class FusedKernel:
             self.compile_seconds += time.perf_counter() - t0
         pending = getattr(self._local, "pending", None)
         bind = _binding(gm) if pending is not None else None
-        if bind is not None and pending not in self.direct_rejected:
+        if bind is not None and ("arg", "z") in bind and ("arg", "out") in bind and pending not in self.direct_rejected:
             self.direct[pending] = _Direct(compiled, bind)
         return compiled
 
@@ -259,9 +262,8 @@ class FusedKernel:
                         direct = self._check_direct(key, direct, fn, dict(ops, z=z[0], out=out[0]))
                     if direct is not None:  # one argument list; only the step's z and out change
                         args = direct.args(dict(ops, z=z[0], out=out[0]))
-                        at_z, at_out = direct.bind.index(("arg", "z")), direct.bind.index(("arg", "out"))
                         for zt, ot in zip(z.unbind(0), out.unbind(0)):
-                            args[at_z], args[at_out] = zt, ot
+                            args[direct.at_z], args[direct.at_out] = zt, ot
                             direct.fn(*args)
                             t += 1
                 uu = _alias(u, rows, per)
