@@ -21,8 +21,9 @@ from adacal.neurons.kernels import KERNEL, MAX_VARIANTS, FusedKernel, if_update_
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-#: The variant keys (bias is None, rows == 1, positions == 1, rows == positions) that can occur.
-KEYS = {(b, *sizes) for b in (True, False)
+#: The variant keys (no residual term, bias is None, rows == 1, positions == 1, rows == positions)
+#: that can occur.
+KEYS = {(r, b, *sizes) for r in (True, False) for b in (True, False)
         for sizes in ((True, True, True), (True, False, False), (False, True, False), (False, False, False),
                       (False, False, True))}
 
@@ -66,8 +67,10 @@ def test_fused_step_is_bit_identical_to_eager(dtype, rows, with_bias):
     assert naive_differs > 0  # the adversarial inputs do hit the cases a plain floor gets wrong
 
 
-@pytest.mark.parametrize("rows, per, with_bias", [(1, 4099, False), (3, 4099, True), (6, 6, False), (1, 1, True)])
-def test_direct_calls_match_guarded_calls(rows, per, with_bias):
+@pytest.mark.parametrize("rows, per, with_bias, with_residual",
+                         [(1, 4099, False, False), (3, 4099, True, False), (3, 4099, True, True), (6, 6, False, False),
+                          (1, 1, True, False)])
+def test_direct_calls_match_guarded_calls(rows, per, with_bias, with_residual):
     """Compiled variants called without dynamo (every size specialisation in the key) give the
     bits of the guarded call, step after step; the common variants really run direct."""
     g = torch.Generator().manual_seed(rows * per)
@@ -76,17 +79,18 @@ def test_direct_calls_match_guarded_calls(rows, per, with_bias):
     phi = torch.tensor(2.0)
     u0 = torch.rand(rows, per, generator=g) * th
     z = torch.stack([_adversarial(u0, th, g) for _ in range(5)])
+    r = torch.randn(z.shape, generator=g) if with_residual else None
     results = []
     for direct in (False, True):
         KERNEL.direct_calls = direct
         try:
             u, out = u0.clone(), torch.empty_like(z)
-            assert KERNEL.steps_(u, z, bias, th, phi, out) == 5
+            assert KERNEL.steps_(u, z, bias, th, phi, out, r) == 5
             results.append((u, out))
         finally:
             KERNEL.direct_calls = True
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
-    key = ("cpu", torch.float32, bias is None, rows == 1, per == 1, rows == per)
+    key = ("cpu", torch.float32, r is None, bias is None, rows == 1, per == 1, rows == per)
     if rows != per:
         assert KERNEL.direct[key].checked
 
@@ -100,7 +104,7 @@ def test_a_direct_call_that_differs_is_rejected(caplog):
     expected_u, expected = u0.clone(), torch.empty_like(z)
     KERNEL.steps_(expected_u, z, None, th, phi, expected)
     KERNEL.direct_calls = True
-    key = ("cpu", torch.float32, True, False, False, False)
+    key = ("cpu", torch.float32, True, True, False, False, False)
     good = KERNEL.direct[key]
     KERNEL.direct[key] = type(good)(lambda *a: good.fn(*a) or a[good.bind.index(("arg", "out"))].add_(1.0), good.bind)
     try:

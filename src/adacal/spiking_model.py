@@ -19,6 +19,7 @@ from adacal.neurons import IFNeuron, is_neuron, is_neuron_node
 from adacal.neurons.analog import TimeState
 from adacal.neurons.kernels import FUSED_MIN_CALL_ELEMENTS, FUSED_MIN_ELEMENTS, KERNEL
 from adacal.neurons.pool import SpikingMaxPool
+from adacal.neurons.residual import fuse_residual_adds
 
 __all__ = ["SpikingModel", "Session"]
 
@@ -204,6 +205,19 @@ class SpikingModel(nn.Module):
         if "graph_det" not in self._split_cache:
             self._split_cache["graph_det"] = deterministic_graph(self.graph_module, self._block_plans())
         return self._split_cache["graph_det"]
+
+    def _session_graphs(self, sequence: bool) -> tuple[fx.GraphModule, tuple[fx.GraphModule, fx.GraphModule,
+                                                                              list[str]] | None]:
+        """What a :class:`Session` runs: the simulation graph and, for a constant input, the split
+        at the constant prefix — with each residual add that feeds a neuron moved into the neuron's
+        step (:mod:`adacal.neurons.residual`; same bits). Cached per ``deterministic`` setting."""
+        key = ("session", self.deterministic, sequence)
+        if key not in self._split_cache:
+            split = None if sequence else self._split()
+            if split is not None:
+                split = (split[0], fuse_residual_adds(split[1]), split[2])
+            self._split_cache[key] = (fuse_residual_adds(self.simulation_graph()), split)
+        return self._split_cache[key]
 
     def _block_plans(self) -> dict[Any, Any]:
         """Verified row-block sizes and layouts per weighted op (adacal.determinism); dropped on ``.to()``."""
@@ -524,8 +538,7 @@ class Session:
         self._x = x
         self._entry: tuple[Any, ...] | None = None
         self._suffix: fx.GraphModule | None = None
-        self._graph = model.simulation_graph()
-        split = None if sequence else model._split()
+        self._graph, split = model._session_graphs(sequence)
         if split is not None:
             prefix, self._suffix, entry_names = split
             with torch.no_grad():

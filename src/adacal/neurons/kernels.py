@@ -60,9 +60,9 @@ FUSED_MIN_ELEMENTS = 1 << 12
 #: rows and the direct-call arguments costs tens of µs per neuron call, which one small step
 #: (streaming at batch 1) does not repay (benchmarks/results/neuron_step.md, "one neuron call").
 FUSED_MIN_CALL_ELEMENTS = 1 << 15
-#: Graph variants per (device, dtype): bias or not × the size cases (rows = 1 or more, positions =
-#: 1 or more, rows = positions) that can occur together.
-MAX_VARIANTS = 10
+#: Graph variants per (device, dtype): residual term or not × bias or not × the size cases (rows =
+#: 1 or more, positions = 1 or more, rows = positions) that can occur together.
+MAX_VARIANTS = 20
 #: Dtypes the fused path serves. Half precision stays eager: eager rounds to half after every op,
 #: a fused loop keeps float32 intermediates and would differ.
 FUSED_DTYPES = (torch.float32, torch.float64)
@@ -86,11 +86,16 @@ def if_update_eager_(u: Tensor, z: Tensor, th: Tensor, phi: Tensor, out: Tensor,
     u.sub_(out)
 
 
-def if_update_reference(u: Tensor, z: Tensor, bias: Tensor | None, th: Tensor, phi: Tensor, out: Tensor) -> None:
+def if_update_reference(u: Tensor, z: Tensor, r: Tensor | None, bias: Tensor | None, th: Tensor, phi: Tensor,
+                        out: Tensor) -> None:
     """The step as compiled, on ``[rows, P]`` tensors (``th``, ``bias``: ``[P]``), in place.
 
-    ``z + bias`` is added first, as the eager loop does; the floor is exact (module docstring).
+    The input current is ``(z + r) + bias`` in that order, as the graph's residual add and the eager
+    loop compute it (``r``: a residual term, :mod:`adacal.neurons.residual`); the floor is exact
+    (module docstring).
     """
+    if r is not None:
+        z = z + r
     v = u + (z if bias is None else z + bias)
     q = torch.floor(v / th)
     p = q * th
@@ -159,8 +164,9 @@ class _Direct:
     checked: bool = False
 
     def __post_init__(self) -> None:
-        # where a step's z and out go in the argument list (the only operands that change per step)
+        # where a step's z, out and residual go in the argument list (the operands that change per step)
         self.at_z, self.at_out = self.bind.index(("arg", "z")), self.bind.index(("arg", "out"))
+        self.at_r = self.bind.index(("arg", "r")) if ("arg", "r") in self.bind else None
 
     def args(self, ops: dict[str, Any]) -> list[Any]:
         return [ops[b[1]] if b[0] == "arg" else ops[b[1]].shape[b[2]] if b[0] == "size" else b[1]
@@ -244,36 +250,45 @@ class FusedKernel:
             self._fns[key] = torch.compile(fn, backend=backend, dynamic=True, fullgraph=True)
         return self._fns[key]
 
-    def steps_(self, u: Tensor, z: Tensor, bias: Tensor | None, th: Tensor, phi: Tensor, out: Tensor) -> int:
-        """Run ``z.shape[0]`` fused steps in place: ``u`` ``[rows, P]``, ``z`` and ``out``
-        ``[steps, rows, P]`` (contiguous rows; ``z`` may repeat one step with stride 0),
-        ``th``/``bias`` ``[P]``. Returns the steps done: fewer only if compiling failed (the device
-        is then marked failed, and nothing of the step that failed was written)."""
+    def steps_(self, u: Tensor, z: Tensor, bias: Tensor | None, th: Tensor, phi: Tensor, out: Tensor,
+               r: Tensor | None = None) -> int:
+        """Run ``z.shape[0]`` fused steps in place: ``u`` ``[rows, P]``, ``z``, ``out`` and the
+        optional residual term ``r`` ``[steps, rows, P]`` (contiguous rows; ``z`` may repeat one step
+        with stride 0), ``th``/``bias`` ``[P]``. Returns the steps done: fewer only if compiling
+        failed (the device is then marked failed, and nothing of the step that failed was written)."""
         steps, rows, per = z.shape
         fn = self._compiled(u.device.type, u.dtype)
-        key = (u.device.type, u.dtype, bias is None, rows == 1, per == 1, rows == per)
+        key = (u.device.type, u.dtype, r is None, bias is None, rows == 1, per == 1, rows == per)
+        rs: list[Tensor | None] = [None] * steps if r is None else list(r.unbind(0))
         t = 0
         try:
             with torch.no_grad():
                 direct = self.direct.get(key) if self.direct_calls else None
-                if direct is not None and u.is_contiguous() and z[0].is_contiguous() and out[0].is_contiguous():
+                if (direct is not None and u.is_contiguous() and z[0].is_contiguous() and out[0].is_contiguous()
+                        and (r is None or r[0].is_contiguous())):
                     ops = {"u": u, "bias": bias, "th": th, "phi": phi}
                     if not direct.checked:
-                        direct = self._check_direct(key, direct, fn, dict(ops, z=z[0], out=out[0]))
-                    if direct is not None:  # one argument list; only the step's z and out change
-                        args = direct.args(dict(ops, z=z[0], out=out[0]))
-                        for zt, ot in zip(z.unbind(0), out.unbind(0)):
-                            args[direct.at_z], args[direct.at_out] = zt, ot
+                        direct = self._check_direct(key, direct, fn, dict(ops, z=z[0], out=out[0], r=rs[0]))
+                    if direct is not None:  # one argument list; only the step's z, r and out change
+                        args = direct.args(dict(ops, z=z[0], out=out[0], r=rs[0]))
+                        at_z, at_out, at_r = direct.at_z, direct.at_out, direct.at_r
+                        for zt, ot, rt in zip(z.unbind(0), out.unbind(0), rs):
+                            args[at_z], args[at_out] = zt, ot
+                            if at_r is not None:
+                                args[at_r] = rt
                             direct.fn(*args)
                             t += 1
-                uu = _alias(u, rows, per)
-                self._local.pending = key
-                try:
-                    while t < steps:
-                        fn(uu, _alias(z[t], rows, per), bias, th, phi, _alias(out[t], rows, per))
-                        t += 1
-                finally:
-                    self._local.pending = None
+                if t < steps:
+                    uu = _alias(u, rows, per)
+                    self._local.pending = key
+                    try:
+                        while t < steps:
+                            rt = rs[t]
+                            fn(uu, _alias(z[t], rows, per), None if rt is None else _alias(rt, rows, per), bias, th,
+                               phi, _alias(out[t], rows, per))
+                            t += 1
+                    finally:
+                        self._local.pending = None
         except Exception as exc:  # no compiler, unsupported op...: eager from now on, for this device
             msg = str(exc).splitlines()[0][:200] if str(exc) else ""
             reason = f"torch.compile failed on {u.device.type}: {type(exc).__name__}: {msg}"
@@ -291,8 +306,8 @@ class FusedKernel:
         except Exception as exc:  # noqa: BLE001 - the guarded call still serves
             log.info("direct call of the fused update unusable (%s: %s); guarded calls", type(exc).__name__, exc)
             mine = None
-        fn(*(_alias(ref[k], rows, per) if k in ("u", "z", "out") else ref[k]
-             for k in ("u", "z", "bias", "th", "phi", "out")))
+        fn(*(_alias(ref[k], rows, per) if k in ("u", "z", "out") or (k == "r" and ref[k] is not None) else ref[k]
+             for k in ("u", "z", "r", "bias", "th", "phi", "out")))
         same = mine is not None and all(_same_bits(mine[k], ref[k]) for k in ("u", "out"))
         if not same:
             self.direct.pop(key, None)
@@ -309,13 +324,14 @@ class FusedKernel:
         t0 = time.perf_counter()
         if self.unavailable(device, dtype) is not None:
             return 0.0
-        for rows in (2, 1):
+        for rows, residual in ((2, False), (1, False), (2, True)):
             for bias in (None, torch.zeros(16, dtype=dtype, device=device)):
                 u = torch.zeros(rows, 16, dtype=dtype, device=device)
                 th = torch.ones(16, dtype=dtype, device=device)
                 phi = torch.ones((), dtype=dtype, device=device)
                 z = torch.ones(1, rows, 16, dtype=dtype, device=device)
-                if not self.steps_(u, z, bias, th, phi, torch.empty_like(z)):
+                r = torch.ones_like(z) if residual else None
+                if not self.steps_(u, z, bias, th, phi, torch.empty_like(z), r):
                     return time.perf_counter() - t0
         return time.perf_counter() - t0
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,6 +23,17 @@ _RESIZABLE = ("theta", "v_offset", "bias_offset")
 def _channels_last(t: Tensor) -> bool:
     """Whether ``t`` is a 4-D tensor laid out channels-last (and not also plainly contiguous)."""
     return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
+@dataclass
+class _StepConstants:
+    """What every step of an snn-mode call reads besides the currents, shaped for one input."""
+
+    th: Tensor  # θ' = ρ·θ, broadcastable to the input
+    bias: Tensor  # the bias correction, broadcastable to the input
+    phi: Tensor  # φ in the input's dtype
+    zero: Tensor
+    rows: tuple[Tensor, Tensor | None] | None = None  # θ' and bias as rows of positions (fused step)
 
 
 class IFNeuron(nn.Module):
@@ -81,6 +93,7 @@ class IFNeuron(nn.Module):
         # wherever it can compile, False: always eager. Both give identical outputs.
         self.fused: bool | str = "auto"
         self.v: Tensor | None = None
+        self._consts: tuple[Any, ...] | None = None  # (input key, buffer versions, _StepConstants)
 
     # ----------------------------------------------------------------- configuration
     def set_phi(self, phi: int) -> None:
@@ -166,11 +179,14 @@ class IFNeuron(nn.Module):
     def _record(self, total: Tensor) -> None:
         self.spike_count = total if self.spike_count.numel() == 0 else self.spike_count + total
 
-    def _spiking(self, x: Tensor) -> Tensor:
+    def _spiking(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+        """The snn-mode call. ``residual``: a second input current of ``x``'s shape, dtype and memory
+        order, integrated as ``x + residual`` (:mod:`adacal.neurons.residual`): the fused step adds
+        it itself, sparing the separate add's pass over memory; the eager loop adds first."""
         steps, batch, rest = self.timesteps, self._batch(x), x.shape[1:]
         nhwc = _channels_last(x)  # keep the input's memory order: a convolution chose it (adacal.determinism)
-        th = self._bc(self.effective_threshold(), x)
-        bias = self._bc(self.bias_offset, x)
+        consts = self._constants(x, nhwc)
+        th = consts.th
         layout = torch.channels_last if nhwc else torch.contiguous_format
         if self.v is None or self.v.shape[0] != batch:
             u0 = self._bc(self.v_init, x) * th + self._bc(self.v_offset, x)
@@ -183,17 +199,34 @@ class IFNeuron(nn.Module):
             out = torch.empty((steps, batch, h, w, c), dtype=x.dtype, device=x.device).permute(0, 1, 4, 2, 3)
         else:
             out = torch.empty((steps, batch, *rest), dtype=x.dtype, device=x.device)
-        done = self._fused_steps(x, self.v, th, bias, steps, batch, out)
+        done = self._fused_steps(x, self.v, consts, steps, batch, out, residual)
         if done < steps:
-            self._eager_steps(x, self.v, th, bias, steps, batch, out, start=done)
+            if residual is not None:
+                x, residual = x + residual, None
+            self._eager_steps(x, self.v, consts, steps, batch, out, start=done)
         if self.recording:  # n = s/θ exactly (s = n·θ rounded, n ≤ φ small)
             self._record(torch.round(out / th).sum(dim=(0, 1)))
         return out.reshape(steps * batch, *rest)  # a view in both memory orders
 
-    def _eager_steps(self, x: Tensor, u: Tensor, th: Tensor, bias: Tensor, steps: int, batch: int,
+    def _constants(self, x: Tensor, nhwc: bool) -> _StepConstants:
+        """θ', the bias current and φ shaped for ``x``; kept until the shape, memory order, dtype or
+        device of the input changes, or a buffer is replaced or modified in place (version counter):
+        a streaming run calls the neuron once per step, and rebuilding these costs tens of µs."""
+        bufs = (self.theta, self.rho, self.phi, self.bias_offset)
+        key = (x.shape[1:], nhwc, x.dtype, x.device, self.constant_input, self.channel_dim)
+        cached = self._consts
+        if (cached is not None and cached[0] == key
+                and all(a is b and v == b._version for (a, v), b in zip(cached[1], bufs))):
+            return cached[2]
+        consts = _StepConstants(self._bc(self.effective_threshold(), x), self._bc(self.bias_offset, x),
+                                self.phi.to(x.dtype), torch.zeros((), dtype=x.dtype, device=x.device))
+        self._consts = (key, tuple((b, b._version) for b in bufs), consts)
+        return consts
+
+    def _eager_steps(self, x: Tensor, u: Tensor, consts: _StepConstants, steps: int, batch: int,
                      out: Tensor, start: int = 0) -> None:
         """The reference loop: in-place element-wise ops, one step at a time, from step ``start``."""
-        phi = self.phi.to(x.dtype)
+        th, bias, phi = consts.th, consts.bias, consts.phi
         scratch = torch.empty_like(u)
         if self.constant_input:
             current = x + bias
@@ -203,12 +236,11 @@ class IFNeuron(nn.Module):
             if self.bias_offset.dim() > 0:  # corrections are stored per channel; default is scalar 0
                 z = z + bias
             z_at = z.__getitem__
-        zero = torch.zeros((), dtype=x.dtype, device=x.device)
         for t in range(start, steps):
-            if_update_eager_(u, z_at(t), th, phi, out[t], scratch, zero)
+            if_update_eager_(u, z_at(t), th, phi, out[t], scratch, consts.zero)
 
-    def _fused_steps(self, x: Tensor, u: Tensor, th: Tensor, bias: Tensor, steps: int, batch: int,
-                     out: Tensor) -> int:
+    def _fused_steps(self, x: Tensor, u: Tensor, consts: _StepConstants, steps: int, batch: int,
+                     out: Tensor, residual: Tensor | None = None) -> int:
         """The same loop with each step one compiled kernel; returns the steps it ran (0: none)."""
         if self.fused is False or (x.requires_grad and torch.is_grad_enabled()):
             return 0
@@ -223,18 +255,20 @@ class IFNeuron(nn.Module):
         # Every operand as rows of P positions in one memory order (NCHW, or NHWC when the input
         # comes channels-last): the update is element-wise, so only the order has to agree.
         order = (lambda t: t.movedim(-3, -1)) if nhwc else (lambda t: t)
-        sample = (1, *x.shape[1:])
-        th_row = order(th.expand(sample)).reshape(per).contiguous()
-        has_bias = self.constant_input or self.bias_offset.dim() > 0
-        b_row = order(bias.expand(sample)).reshape(per).contiguous() if has_bias else None
-        phi = self.phi.to(x.dtype)
+        if consts.rows is None:  # θ' and the bias as rows of P positions in this memory order
+            sample = (1, *x.shape[1:])
+            has_bias = self.constant_input or self.bias_offset.dim() > 0
+            consts.rows = (order(consts.th.expand(sample)).reshape(per).contiguous(),
+                           order(consts.bias.expand(sample)).reshape(per).contiguous() if has_bias else None)
+        th_row, b_row = consts.rows
         u2 = order(u).view(batch, per)
         o = order(out).view(steps, batch, per)
         if self.constant_input:  # the same current every step
             z = order(x).reshape(1, batch, per).contiguous().expand(steps, batch, per)
         else:
             z = order(x).reshape(steps, batch, per).contiguous()
-        return KERNEL.steps_(u2, z, b_row, th_row, phi, o)
+        r = None if residual is None else order(residual).reshape(steps, batch, per).contiguous()
+        return KERNEL.steps_(u2, z, b_row, th_row, consts.phi, o, r)
 
     # ----------------------------------------------------------------- state dict
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kw: Any) -> None:
