@@ -68,7 +68,7 @@ COMPILE_SNIPPET = (
 
 
 def compile_cost(threads: int) -> dict[str, Any]:
-    """Compiling the fused update (4 variants, float32, CPU) in fresh processes: a cold inductor
+    """Compiling the fused update (the 6 variants of KERNEL.warm_up, float32, CPU) in fresh processes: a cold inductor
     cache (first use on a machine) and the warm cache every later process finds."""
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
     out: dict[str, Any] = {}

@@ -19,7 +19,7 @@ the sign of a zero can differ, which ``==`` and ``torch.equal`` do not see.
 Compilation is per process (:data:`KERNEL`): one compiled function per (device type, dtype), each
 with its own code object so that dynamo's per-code cache and recompile limit apply to it alone.
 Shapes are dynamic: one compilation serves every neuron, batch size and chunking; the variants
-(bias or not; one row or more; dynamo also specialises a single position and as many rows as
+(a residual term or not, :mod:`adacal.neurons.residual`; bias or not; one row or more; dynamo also specialises a single position and as many rows as
 positions, which real layers hardly meet) are counted in ``KERNEL.compiles`` — at most
 :data:`MAX_VARIANTS` per (device, dtype).
 
@@ -319,7 +319,8 @@ class FusedKernel:
         return direct
 
     def warm_up(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> float:
-        """Compile the variants now (bias or not, one row or several); returns the seconds taken."""
+        """Compile the common variants now (bias or not, one row or several, with a residual term at
+        several rows); returns the seconds taken."""
         device = torch.device(device)
         t0 = time.perf_counter()
         if self.unavailable(device, dtype) is not None:
