@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 __all__ = ["BLOCK_ELEMENTS", "LAYOUTS", "LAYOUT_KEY", "MAX_BLOCK_ROWS", "WEIGHTED_MODULES", "blocked", "block_plan",
-           "canonical_blocks", "deterministic_graph", "layout_plan"]
+           "canonical_blocks", "deterministic_graph", "layout_plan", "planned_layouts"]
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +193,14 @@ def _plan(plans: dict[Any, Any], key: Any, call: Callable[[Tensor], Tensor], x: 
                                                       measure=setting == "auto", arrives=arrives)
         log.debug("layout for %s %s: %s", key, tuple(x.shape[1:]), layout)
     return plan, layout
+
+
+def planned_layouts(plans: dict[Any, Any]) -> dict[Any, torch.memory_format]:
+    """The input layout chosen so far for each op (``("module", name)`` or ``("function", node)``)
+    under the plans' layout setting; ops not yet run are absent."""
+    setting = plans.get(LAYOUT_KEY, "contiguous")
+    return {k[0][0]: v for k, v in plans.items()
+            if isinstance(k, tuple) and len(k) == 2 and isinstance(k[0], tuple) and k[1] == setting}
 
 
 # --------------------------------------------------------------------------- module patching

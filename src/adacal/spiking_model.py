@@ -13,7 +13,7 @@ from torch.utils._pytree import tree_leaves, tree_map
 
 from adacal import inputs
 from adacal.checks import check_timesteps
-from adacal.determinism import LAYOUT_KEY, LAYOUTS, canonical_blocks, deterministic_graph
+from adacal.determinism import LAYOUT_KEY, LAYOUTS, canonical_blocks, deterministic_graph, planned_layouts
 from adacal.errors import ConfigError, DataError, ShapeError, first_line
 from adacal.neurons import IFNeuron, is_neuron, is_neuron_node
 from adacal.neurons.analog import TimeState
@@ -24,6 +24,11 @@ from adacal.neurons.residual import fuse_residual_adds
 __all__ = ["SpikingModel", "Session"]
 
 log = logging.getLogger(__name__)
+
+
+def _channels_last(t: Any) -> bool:
+    return (isinstance(t, Tensor) and t.dim() == 4 and not t.is_contiguous()
+            and t.is_contiguous(memory_format=torch.channels_last))
 
 
 def _split_constant_prefix(gm: fx.GraphModule) -> tuple[fx.GraphModule, fx.GraphModule, list[str]] | None:
@@ -218,6 +223,25 @@ class SpikingModel(nn.Module):
                 split = (split[0], fuse_residual_adds(split[1]), split[2])
             self._split_cache[key] = (fuse_residual_adds(self.simulation_graph()), split)
         return self._split_cache[key]
+
+    def _entry_layouts(self, suffix: fx.GraphModule) -> list[bool]:
+        """Per entry value of the split: whether to keep it channels-last when the prefix makes it so
+        — only where every convolution fed by the neurons it enters was planned on channels-last
+        input. The entry is computed once per run but its neurons' outputs are converted every step
+        wherever the layouts disagree; layouts never change a result (adacal.determinism), and a
+        first run, before any plan, converts to NCHW."""
+        chosen = planned_layouts(self._block_plans())
+        keep = []
+        for entry in (n for n in suffix.graph.nodes if n.op == "placeholder"):
+            wanted = set()
+            for neuron in entry.users:
+                for user in neuron.users:
+                    key = (("module", str(user.target)) if user.op == "call_module"
+                           else getattr(user.target, "node", None))
+                    if key in chosen:
+                        wanted.add(chosen[key])
+            keep.append(wanted == {torch.channels_last})
+        return keep
 
     def _block_plans(self) -> dict[Any, Any]:
         """Verified row-block sizes and layouts per weighted op (adacal.determinism); dropped on ``.to()``."""
@@ -542,10 +566,11 @@ class Session:
         if split is not None:
             prefix, self._suffix, entry_names = split
             with torch.no_grad():
-                # computed once per run, so a channels-last layout chosen for the prefix would gain once and
-                # cost every step (the neurons fed by it would keep it for their consumers): back to NCHW
-                self._entry = tuple(inputs.map_tensors(lambda t: t.contiguous(), e)
-                                    for e in inputs.call(prefix, x))
+                # computed once per run: its layout matters only for its neurons' consumers, every step
+                keep = model._entry_layouts(self._suffix)
+                self._entry = tuple(
+                    inputs.map_tensors(lambda t, k=k: t if k and _channels_last(t) else t.contiguous(), e)
+                    for e, k in zip(inputs.call(prefix, x), keep))
             entry = set(entry_names)
             for name, n in model.neurons().items():
                 n.constant_input = name in entry

@@ -19,9 +19,9 @@ the sign of a zero can differ, which ``==`` and ``torch.equal`` do not see.
 Compilation is per process (:data:`KERNEL`): one compiled function per (device type, dtype), each
 with its own code object so that dynamo's per-code cache and recompile limit apply to it alone.
 Shapes are dynamic: one compilation serves every neuron, batch size and chunking; the variants
-(a residual term or not, :mod:`adacal.neurons.residual`; bias or not; one row or more; dynamo also specialises a single position and as many rows as
-positions, which real layers hardly meet) are counted in ``KERNEL.compiles`` — at most
-:data:`MAX_VARIANTS` per (device, dtype).
+(a residual term or not, :mod:`adacal.neurons.residual`; bias or not; one row or more; dynamo
+also specialises a single position and as many rows as positions, which real layers hardly meet)
+are counted in ``KERNEL.compiles`` — at most :data:`MAX_VARIANTS` per (device, dtype).
 
 Direct calls. Through ``torch.compile`` a call costs ~30 µs of guards and wrappers (plus ~7 µs per
 aliased operand), more than a step of 4 K elements takes to compute, so small steps used to stay
