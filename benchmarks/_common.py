@@ -108,6 +108,21 @@ def convolution_ms(model: torch.nn.Module, x: torch.Tensor, repeats: int = 3) ->
     return [min(c) for c in zip(*per_call)]
 
 
+def run_convolution_ms(run: Any, repeats: int = 3) -> float:
+    """Milliseconds that one call of ``run`` spends in convolutions (profiler; the least of
+    ``repeats`` calls): for a simulation, its convolutions in the layouts it really uses."""
+    from torch.profiler import ProfilerActivity, profile
+
+    totals = []
+    with torch.no_grad():
+        run()
+        for _ in range(repeats):
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                run()
+            totals.append(sum(e.cpu_time_total for e in prof.events() if e.name == "aten::convolution") / 1e3)
+    return min(totals)
+
+
 def dense_floor_ms(folded: torch.nn.Module, x: torch.Tensor, T: int) -> dict[str, float]:
     """What the convolutions alone cost a simulation of T steps with dense kernels: the first one once
     (the SNN computes it once for a constant input), every other one T times — per step on the batch,
