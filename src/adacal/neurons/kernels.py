@@ -56,10 +56,11 @@ log = logging.getLogger(__name__)
 #: docstring) ~5-8 µs, less than eager's five passes from about 1 K elements (measured, 1 thread:
 #: benchmarks/results/neuron_step.md). The bound keeps tiny networks from paying a compilation.
 FUSED_MIN_ELEMENTS = 1 << 12
-#: Elements per call (all its steps) from which ``fused="auto"`` compiles: preparing the operand
-#: rows and the direct-call arguments costs tens of µs per neuron call, which one small step
-#: (streaming at batch 1) does not repay (benchmarks/results/neuron_step.md, "one neuron call").
-FUSED_MIN_CALL_ELEMENTS = 1 << 15
+#: Elements per call (all its steps) from which ``fused="auto"`` compiles: preparing the direct
+#: call costs some µs per neuron call, which one small step (streaming at batch 1) does not repay
+#: (benchmarks/results/neuron_step.md, "one neuron call": a single step of 16 K elements runs at
+#: 1.27× eager, of 8 K at 1.02×, of 4 K at 0.82×; with the step constants cached per neuron).
+FUSED_MIN_CALL_ELEMENTS = 1 << 14
 #: Graph variants per (device, dtype): residual term or not × bias or not × the size cases (rows =
 #: 1 or more, positions = 1 or more, rows = positions) that can occur together.
 MAX_VARIANTS = 20
