@@ -2,8 +2,8 @@
 
 Why. In a residual network the neuron after each block integrates ``conv(x) + shortcut(x)``. Run
 as two ops, the add reads two tensors and writes a third, which the neuron then reads again: a
-whole pass over memory per block and step, which at large batch costs about as much as the
-neuron's own step. The fused neuron step can take both terms and add them itself
+whole pass over memory per block and step, which at large batch costs a sizeable part of what the
+neuron's own step costs. The fused neuron step can take both terms and add them itself
 (:mod:`adacal.neurons.kernels`).
 
 What. :func:`fuse_residual_adds` rewrites ``neuron(a + b)`` in a simulation graph into
