@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 __all__ = ["BLOCK_ELEMENTS", "LAYOUTS", "LAYOUT_KEY", "MAX_BLOCK_ROWS", "WEIGHTED_MODULES", "blocked", "block_plan",
-           "canonical_blocks", "deterministic_graph", "layout_plan", "planned_layouts"]
+           "canonical_blocks", "deterministic_graph", "is_channels_last", "layout_plan", "planned_layouts"]
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,8 @@ def blocked(fn: Callable[..., Tensor], x: Tensor, plan: Plan, *args: Any,
     return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
-def _is_channels_last(x: Tensor) -> bool:
+def is_channels_last(x: Tensor) -> bool:
+    """Whether ``x`` is a 4-D tensor laid out channels-last (and not also plainly contiguous)."""
     return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
 
@@ -188,7 +189,7 @@ def _plan(plans: dict[Any, Any], key: Any, call: Callable[[Tensor], Tensor], x: 
         return plan, torch.contiguous_format
     layout = plans.get((full, setting))
     if layout is None:
-        arrives = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
+        arrives = torch.channels_last if is_channels_last(x) else torch.contiguous_format
         layout = plans[(full, setting)] = layout_plan(call, tuple(x.shape[1:]), plan, x.dtype, x.device,
                                                       measure=setting == "auto", arrives=arrives)
         log.debug("layout for %s %s: %s", key, tuple(x.shape[1:]), layout)

@@ -13,7 +13,14 @@ from torch.utils._pytree import tree_leaves, tree_map
 
 from adacal import inputs
 from adacal.checks import check_timesteps
-from adacal.determinism import LAYOUT_KEY, LAYOUTS, canonical_blocks, deterministic_graph, planned_layouts
+from adacal.determinism import (
+    LAYOUT_KEY,
+    LAYOUTS,
+    canonical_blocks,
+    deterministic_graph,
+    is_channels_last,
+    planned_layouts,
+)
 from adacal.errors import ConfigError, DataError, ShapeError, first_line
 from adacal.neurons import IFNeuron, is_neuron, is_neuron_node
 from adacal.neurons.analog import TimeState
@@ -24,11 +31,6 @@ from adacal.neurons.residual import fuse_residual_adds
 __all__ = ["SpikingModel", "Session"]
 
 log = logging.getLogger(__name__)
-
-
-def _channels_last(t: Any) -> bool:
-    return (isinstance(t, Tensor) and t.dim() == 4 and not t.is_contiguous()
-            and t.is_contiguous(memory_format=torch.channels_last))
 
 
 def _split_constant_prefix(gm: fx.GraphModule) -> tuple[fx.GraphModule, fx.GraphModule, list[str]] | None:
@@ -569,7 +571,7 @@ class Session:
                 # computed once per run: its layout matters only for its neurons' consumers, every step
                 keep = model._entry_layouts(self._suffix)
                 self._entry = tuple(
-                    inputs.map_tensors(lambda t, k=k: t if k and _channels_last(t) else t.contiguous(), e)
+                    inputs.map_tensors(lambda t, k=k: t if k and is_channels_last(t) else t.contiguous(), e)
                     for e, k in zip(inputs.call(prefix, x), keep))
             entry = set(entry_names)
             for name, n in model.neurons().items():

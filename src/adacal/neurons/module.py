@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from adacal.checks import check_phi, check_rho
+from adacal.determinism import is_channels_last
 from adacal.errors import ConfigError, ShapeError
 from adacal.neurons.functional import surrogate_rate
 from adacal.neurons.kernels import FUSED_MIN_CALL_ELEMENTS, FUSED_MIN_ELEMENTS, KERNEL, if_update_eager_
@@ -18,11 +19,6 @@ __all__ = ["IFNeuron", "NEURON_MODES"]
 
 NEURON_MODES = ("ann", "analog", "snn")
 _RESIZABLE = ("theta", "v_offset", "bias_offset")
-
-
-def _channels_last(t: Tensor) -> bool:
-    """Whether ``t`` is a 4-D tensor laid out channels-last (and not also plainly contiguous)."""
-    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
 
 
 @dataclass
@@ -184,7 +180,7 @@ class IFNeuron(nn.Module):
         order, integrated as ``x + residual`` (:mod:`adacal.neurons.residual`): the fused step adds
         it itself, sparing the separate add's pass over memory; the eager loop adds first."""
         steps, batch, rest = self.timesteps, self._batch(x), x.shape[1:]
-        nhwc = _channels_last(x)  # keep the input's memory order: a convolution chose it (adacal.determinism)
+        nhwc = is_channels_last(x)  # keep the input's memory order: a convolution chose it (adacal.determinism)
         consts = self._constants(x, nhwc)
         th = consts.th
         layout = torch.channels_last if nhwc else torch.contiguous_format
@@ -192,7 +188,7 @@ class IFNeuron(nn.Module):
             u0 = self._bc(self.v_init, x) * th + self._bc(self.v_offset, x)
             self.v = torch.empty((batch, *rest), dtype=x.dtype, device=x.device, memory_format=layout)
             self.v.copy_(u0.expand_as(self.v))
-        elif nhwc != _channels_last(self.v):  # the memory order changed between calls: carry the membrane over
+        elif nhwc != is_channels_last(self.v):  # the memory order changed between calls: carry the membrane over
             self.v = self.v.contiguous(memory_format=layout)
         if nhwc:  # [steps, batch, C, H, W] over [steps, batch, H, W, C] memory
             c, h, w = rest
@@ -245,7 +241,7 @@ class IFNeuron(nn.Module):
         if self.fused is False or (x.requires_grad and torch.is_grad_enabled()):
             return 0
         per = u[0].numel() if u.numel() else 0
-        nhwc = _channels_last(u)
+        nhwc = is_channels_last(u)
         if per == 0 or not (nhwc or u.is_contiguous()):
             return 0
         if self.fused == "auto" and (batch * per < FUSED_MIN_ELEMENTS or steps * batch * per < FUSED_MIN_CALL_ELEMENTS):
